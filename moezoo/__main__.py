@@ -1,0 +1,5 @@
+import sys
+
+from moezoo.cli import main
+
+sys.exit(main())

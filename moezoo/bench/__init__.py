@@ -1,0 +1,10 @@
+"""Benchmarks behind ``moezoo bench NAME``.
+
+Each module in :data:`BENCHMARKS` provides ``add_arguments(parser)`` and
+``run(args) -> dict``; every figure it prints is a median over repeats, and every
+target is a ratio against a baseline timed in the same run.
+"""
+
+BENCHMARKS = {
+    "moe-layer": "moezoo.bench.moe_layer",
+}

@@ -1,0 +1,42 @@
+"""The ``moezoo`` command line.
+
+Every sub-command lives in its own module with a ``register(subparsers)`` that
+adds its parser and sets ``func``; modules import heavy dependencies inside
+``func`` so ``moezoo --help`` stays fast.
+
+Example:
+    >>> main(["--help"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Sub-command name -> module providing ``register(subparsers)``.
+COMMANDS = {
+    "bench": "moezoo.cli.bench",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moezoo", description="A multimodal Mixture-of-Experts model zoo.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``moezoo`` console script."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.func(args) or 0
+    except (ValueError, FileNotFoundError, KeyError) as err:  # user errors: one clear line, no traceback
+        print(f"moezoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Typed configuration of one sparse-MoE layer.
+
+Every invariant is checked in ``__post_init__`` so a bad config fails when it is
+built, with a message naming the field, not deep inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+ACTIVATIONS = ("swiglu", "gelu")
+DISPATCHES = ("auto", "fused", "grouped_mm", "loop")
+
+
+@dataclass
+class MoEConfig:
+    """Configuration of a :class:`~moezoo.moe.MoELayer`.
+
+    Args:
+        dim: model (token) width.
+        expert_dim: hidden width of each routed expert (``d_ff``).
+        num_experts: number of routed experts ``E``.
+        top_k: experts per token ``k`` (for ``expert_choice``: the average, which sets capacity).
+        router: a name from :func:`moezoo.moe.list_routers`.
+        num_shared_experts: always-on experts (DeepSeek-MoE / Qwen2-MoE); 0 disables them.
+        shared_expert_dim: hidden width of each shared expert; defaults to ``expert_dim``.
+        shared_expert_gate: gate the shared experts with ``sigmoid(x @ w)`` (Qwen2-MoE).
+        num_heads: MH-MoE heads; ``> 1`` splits each token into ``num_heads`` sub-tokens.
+        capacity_factor: ``None`` is dropless; otherwise each expert keeps at most
+            ``ceil(capacity_factor * tokens * top_k / num_experts)`` assignments.
+        aux_loss_coef: weight of the Switch load-balancing loss (applied by the caller).
+        z_loss_coef: weight of the router z-loss (applied by the caller).
+        activation: ``"swiglu"`` (default) or ``"gelu"``.
+        norm_topk_prob: renormalise the top-k weights to sum to one (Mixtral, OLMoE-off).
+        router_dim: low-rank routing width for ``cosine``/``perturbed_cosine`` and the
+            embedding width of ``hyper``; defaults to ``max(num_experts // 2, 2)`` / 64.
+        router_noise_std: noise scale of the noisy routers in training.
+        bias_update_rate: aux-loss-free balancing step of the ``sigmoid`` router (0 disables).
+        routed_scaling_factor: multiplies the routed weights (DeepSeek-V3).
+        dispatch: ``"auto"`` (fused loop on CPU, grouped GEMM on CUDA), ``"fused"``,
+            ``"grouped_mm"`` or ``"loop"`` (the mask-loop reference).
+
+    Example:
+        >>> MoEConfig(dim=64, expert_dim=128, num_experts=8, top_k=2).router
+        'softmax'
+        >>> MoEConfig(dim=64, expert_dim=128, num_experts=4, top_k=8)
+        Traceback (most recent call last):
+        ...
+        ValueError: MoEConfig.top_k=8 must be in [1, num_experts=4]
+    """
+
+    dim: int
+    expert_dim: int
+    num_experts: int = 8
+    top_k: int = 2
+    router: str = "softmax"
+    num_shared_experts: int = 0
+    shared_expert_dim: int | None = None
+    shared_expert_gate: bool = False
+    num_heads: int = 1
+    capacity_factor: float | None = None
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.0
+    activation: str = "swiglu"
+    norm_topk_prob: bool = True
+    router_dim: int | None = None
+    router_noise_std: float = 1.0
+    bias_update_rate: float = 1e-3
+    routed_scaling_factor: float = 1.0
+    dispatch: str = "auto"
+
+    def __post_init__(self) -> None:
+        from moezoo.moe.routers import list_routers
+
+        for name in ("dim", "expert_dim", "num_experts", "num_heads"):
+            _require(self, name, getattr(self, name) >= 1, "must be >= 1")
+        _require(self, "top_k", 1 <= self.top_k <= self.num_experts,
+                 f"must be in [1, num_experts={self.num_experts}]")
+        _require(self, "dim", self.dim % self.num_heads == 0,
+                 f"must be divisible by num_heads={self.num_heads}")
+        _require(self, "router", self.router in list_routers(),
+                 f"is unknown; known routers: {', '.join(list_routers())}")
+        _require(self, "activation", self.activation in ACTIVATIONS, f"must be one of {ACTIVATIONS}")
+        _require(self, "dispatch", self.dispatch in DISPATCHES, f"must be one of {DISPATCHES}")
+        _require(self, "num_shared_experts", self.num_shared_experts >= 0, "must be >= 0")
+        if self.shared_expert_dim is not None:
+            _require(self, "shared_expert_dim", self.shared_expert_dim >= 1, "must be >= 1")
+        if self.capacity_factor is not None:
+            _require(self, "capacity_factor", self.capacity_factor > 0, "must be > 0 or None (dropless)")
+        if self.router_dim is not None:
+            _require(self, "router_dim", self.router_dim >= 1, "must be >= 1")
+        for name in ("aux_loss_coef", "z_loss_coef", "router_noise_std", "bias_update_rate"):
+            _require(self, name, getattr(self, name) >= 0, "must be >= 0")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of the (sub-)tokens the router and experts see: ``dim // num_heads``."""
+        return self.dim // self.num_heads
+
+    def replace(self, **changes) -> MoEConfig:
+        """A copy with ``changes`` applied (and re-validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _require(config: MoEConfig, field: str, ok: bool, why: str) -> None:
+    if not ok:
+        raise ValueError(f"{type(config).__name__}.{field}={getattr(config, field)!r} {why}")

@@ -1,0 +1,61 @@
+"""Routed experts with fused 3-D weights in transformers 5's layout."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from moezoo.moe.dispatch import Dispatch, expert_ffn, grouped_mm_supported, sort_by_expert
+from moezoo.moe.reference import loop_reference
+from moezoo.moe.routers import Routing
+
+
+class GroupedExperts(nn.Module):
+    """``num_experts`` FFNs stored as two fused tensors, so HF conversion is a copy.
+
+    * SwiGLU: ``gate_up_proj`` ``(E, 2 * hidden, dim)`` (gate rows first) and
+      ``down_proj`` ``(E, dim, hidden)``, exactly as transformers 5 stores them.
+    * GELU: ``up_proj`` ``(E, hidden, dim)`` and ``down_proj``.
+
+    Example:
+        >>> experts = GroupedExperts(num_experts=4, dim=8, hidden=16)
+        >>> experts.gate_up_proj.shape, experts.down_proj.shape
+        (torch.Size([4, 32, 8]), torch.Size([4, 8, 16]))
+    """
+
+    def __init__(self, num_experts: int, dim: int, hidden: int, activation: str = "swiglu",
+                 init_std: float = 0.02):
+        super().__init__()
+        self.glu = activation == "swiglu"
+        self.in_name = "gate_up_proj" if self.glu else "up_proj"
+        in_rows = 2 * hidden if self.glu else hidden
+        self.register_parameter(self.in_name, nn.Parameter(torch.empty(num_experts, in_rows, dim)))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        for p in self.parameters():
+            nn.init.normal_(p, std=init_std)
+
+    @property
+    def in_proj(self) -> nn.Parameter:
+        return getattr(self, self.in_name)
+
+    @property
+    def num_experts(self) -> int:
+        return self.down_proj.shape[0]
+
+    def forward(self, x_TD: torch.Tensor, routing: Routing, capacity: int | None = None,
+                mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the assignments in ``routing``.
+
+        Returns:
+            ``(out (T, D), assignments processed per expert (E,), assignments dropped ())``.
+        """
+        if mode == "loop":
+            out, counts = loop_reference(x_TD, routing, self.in_proj, self.down_proj, self.glu, capacity)
+            return out, counts, routing.expert_idx.numel() - counts.sum()
+        if mode == "auto":
+            mode = "grouped_mm" if x_TD.is_cuda else "fused"
+        if mode == "grouped_mm" and not grouped_mm_supported(x_TD, self.in_proj, self.down_proj):
+            mode = "fused"
+        dispatch: Dispatch = sort_by_expert(routing, self.num_experts, capacity)
+        out = expert_ffn(x_TD, dispatch, self.in_proj, self.down_proj, self.glu, mode)
+        return out, dispatch.counts, dispatch.num_dropped

@@ -1,0 +1,119 @@
+"""The sparse-MoE layer: router, grouped experts, shared experts and MH-MoE.
+
+Follows the taxonomy of *A Survey on Mixture of Experts* (arXiv 2407.06204):
+token-choice or expert-choice routing, optional always-on shared experts
+(DeepSeek-MoE, Qwen2-MoE), optional multi-head sub-tokens (MH-MoE, arXiv
+2404.15045), dropless by default or capacity-limited.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from moezoo.moe.config import MoEConfig
+from moezoo.moe.experts import GroupedExperts
+from moezoo.moe.losses import load_balancing_loss, router_z_loss
+from moezoo.moe.mlp import MLP
+from moezoo.moe.routers import Routing, create_router
+
+
+@dataclass
+class RoutingStats:
+    """Per-forward routing statistics (detached).
+
+    Attributes:
+        tokens_per_expert: ``(E,)`` assignments each expert processed.
+        dropped_fraction: ``()`` share of assignments dropped by capacity; for
+            expert choice, the share of tokens no expert picked.
+        router_entropy: ``()`` mean entropy of the router distribution, divided by
+            ``log E`` (1 = uniform, 0 = one-hot).
+    """
+
+    tokens_per_expert: torch.Tensor
+    dropped_fraction: torch.Tensor
+    router_entropy: torch.Tensor
+
+
+@dataclass
+class MoEOutput:
+    """What :class:`MoELayer` returns: the output, the unweighted aux losses, stats."""
+
+    hidden_states: torch.Tensor
+    aux_loss: torch.Tensor
+    z_loss: torch.Tensor
+    stats: RoutingStats
+    routing: Routing
+
+
+class MoELayer(nn.Module):
+    """A sparse mixture-of-experts FFN.
+
+    Example:
+        >>> layer = MoELayer(MoEConfig(dim=32, expert_dim=64, num_experts=4, top_k=2))
+        >>> out = layer(torch.randn(2, 5, 32))
+        >>> out.hidden_states.shape, out.stats.tokens_per_expert.sum().item()
+        (torch.Size([2, 5, 32]), 20)
+    """
+
+    def __init__(self, config: MoEConfig):
+        super().__init__()
+        self.config = config
+        self.router = create_router(config)
+        self.experts = GroupedExperts(config.num_experts, config.head_dim, config.expert_dim, config.activation)
+        if config.num_heads > 1:
+            self.head_proj = nn.Linear(config.dim, config.dim, bias=False)
+            self.merge_proj = nn.Linear(config.dim, config.dim, bias=False)
+        if config.num_shared_experts:
+            hidden = config.num_shared_experts * (config.shared_expert_dim or config.expert_dim)
+            self.shared_experts = MLP(config.dim, hidden, config.activation)
+            if config.shared_expert_gate:
+                self.shared_expert_gate = nn.Linear(config.dim, 1, bias=False)
+
+    def capacity(self, num_tokens: int) -> int | None:
+        """Assignments each expert may keep for ``num_tokens`` (sub-)tokens; None if dropless."""
+        c = self.config
+        if c.capacity_factor is None or self.router.router_name == "expert_choice":
+            return None
+        return max(1, math.ceil(c.capacity_factor * num_tokens * c.top_k / c.num_experts))
+
+    def forward(self, x: torch.Tensor, dispatch: str | None = None) -> MoEOutput:
+        """Route and run ``x`` of shape ``(..., dim)``.
+
+        Args:
+            x: input tokens.
+            dispatch: override ``config.dispatch`` for this call (e.g. ``"loop"``).
+        """
+        c = self.config
+        x_TD = x.reshape(-1, c.dim)
+        tokens = self.head_proj(x_TD).reshape(-1, c.head_dim) if c.num_heads > 1 else x_TD  # (T*h, D/h)
+        routing = self.router(tokens)
+        y, counts, dropped = self.experts(tokens, routing, self.capacity(tokens.shape[0]), dispatch or c.dispatch)
+        if c.num_heads > 1:
+            y = self.merge_proj(y.reshape(-1, c.dim))
+        if c.num_shared_experts:
+            shared = self.shared_experts(x_TD)
+            if c.shared_expert_gate:
+                shared = torch.sigmoid(self.shared_expert_gate(x_TD)) * shared
+            y = y + shared
+        if routing.token_choice:
+            aux_loss = load_balancing_loss(routing.probs, routing.expert_idx)
+        else:
+            aux_loss = routing.probs.new_zeros(())
+        return MoEOutput(y.reshape(x.shape), aux_loss, router_z_loss(routing.logits),
+                         self._stats(routing, counts, dropped), routing)
+
+    @torch.no_grad()
+    def _stats(self, routing: Routing, counts: torch.Tensor, dropped: torch.Tensor) -> RoutingStats:
+        probs = routing.probs
+        entropy = -(probs * probs.clamp_min(1e-20).log()).sum(-1).mean() / math.log(self.config.num_experts)
+        if routing.token_choice:
+            dropped_fraction = dropped.float() / max(routing.expert_idx.numel(), 1)
+        else:
+            picked = torch.zeros(probs.shape[0], dtype=torch.bool, device=probs.device)
+            picked[routing.token_idx] = True
+            dropped_fraction = 1.0 - picked.float().mean()
+        return RoutingStats(counts, dropped_fraction, entropy)

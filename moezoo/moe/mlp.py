@@ -1,0 +1,34 @@
+"""The dense feed-forward block: SwiGLU (Llama / Mixtral experts) or GELU."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLP(nn.Module):
+    """A dense FFN, named as in transformers (``gate_proj``, ``up_proj``, ``down_proj``).
+
+    It is the dense layer of the LMs, the shared experts of an MoE layer, and the
+    FLOP-equal baseline of the benchmarks.
+
+    Example:
+        >>> MLP(16, 64)(torch.randn(3, 16)).shape
+        torch.Size([3, 16])
+    """
+
+    def __init__(self, dim: int, hidden: int, activation: str = "swiglu", init_std: float = 0.02):
+        super().__init__()
+        self.glu = activation == "swiglu"
+        if self.glu:
+            self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+        for p in self.parameters():
+            nn.init.normal_(p, std=init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = self.up_proj(x)
+        hidden = F.silu(self.gate_proj(x)) * up if self.glu else F.gelu(up)
+        return self.down_proj(hidden)

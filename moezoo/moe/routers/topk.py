@@ -1,0 +1,83 @@
+"""Linear top-k routers: ``softmax``, ``noisy_topk`` and ``sigmoid``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moezoo.moe.routers import Routing, register_router, token_choice
+
+
+@register_router("softmax")
+class SoftmaxRouter(nn.Module):
+    """Standard sparse-MoE routing: softmax over a linear gate, keep the top-k.
+
+    Shazeer et al. 2017; Switch (Fedus et al. 2021, arXiv 2101.03961); Mixtral
+    (Jiang et al. 2024, arXiv 2401.04088). ``norm_topk_prob`` renormalises the kept
+    weights (Mixtral, Qwen3-MoE) or leaves them as probabilities (OLMoE, Switch).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.weight = nn.Parameter(torch.empty(config.num_experts, config.head_dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x_TD: torch.Tensor) -> Routing:
+        logits_TE = F.linear(x_TD, self.weight).float()
+        probs_TE = logits_TE.softmax(-1)
+        return token_choice(logits_TE, probs_TE, probs_TE, self.config)
+
+
+@register_router("noisy_topk")
+class NoisyTopKRouter(SoftmaxRouter):
+    """Noisy top-k gating (Shazeer et al. 2017, arXiv 1701.06538).
+
+    In training, ``H(x) = x W_g + N(0, 1) * softplus(x W_noise) * router_noise_std``;
+    the top-k of ``H`` are kept and softmax-normalised among themselves.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.noise_weight = nn.Parameter(torch.zeros(config.num_experts, config.head_dim))
+
+    def forward(self, x_TD: torch.Tensor) -> Routing:
+        logits_TE = F.linear(x_TD, self.weight).float()
+        if self.training and self.config.router_noise_std > 0:
+            noise_std_TE = F.softplus(F.linear(x_TD, self.noise_weight).float())
+            logits_TE = logits_TE + torch.randn_like(logits_TE) * noise_std_TE * self.config.router_noise_std
+        probs_TE = logits_TE.softmax(-1)
+        return token_choice(logits_TE, probs_TE, probs_TE, self.config)
+
+
+@register_router("sigmoid")
+class SigmoidRouter(nn.Module):
+    """Sigmoid scores with top-k and normalisation (DeepSeek-V3, arXiv 2412.19437).
+
+    Aux-loss-free balancing: a per-expert ``bias`` is added to the scores only to
+    *select* experts, never to weight them. In training it is nudged outside the
+    gradient after every forward, ``bias += bias_update_rate * sign(mean_load - load)``,
+    so overloaded experts become less likely to be picked.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.weight = nn.Parameter(torch.empty(config.num_experts, config.head_dim))
+        nn.init.normal_(self.weight, std=0.02)
+        self.register_buffer("bias", torch.zeros(config.num_experts))
+
+    def forward(self, x_TD: torch.Tensor) -> Routing:
+        logits_TE = F.linear(x_TD, self.weight).float()
+        scores_TE = logits_TE.sigmoid()
+        probs_TE = scores_TE / scores_TE.sum(-1, keepdim=True)
+        routing = token_choice(logits_TE, scores_TE, probs_TE, self.config, select_TE=scores_TE + self.bias)
+        if self.training and self.config.bias_update_rate > 0:
+            self._update_bias(routing.expert_idx)
+        return routing
+
+    @torch.no_grad()
+    def _update_bias(self, expert_idx: torch.Tensor) -> None:
+        load_E = torch.zeros_like(self.bias).index_add_(0, expert_idx, torch.ones_like(expert_idx, dtype=self.bias.dtype))
+        self.bias.add_(torch.sign(load_E.mean() - load_E), alpha=self.config.bias_update_rate)
