@@ -22,7 +22,7 @@ def expert_capacity(num_tokens: int, config) -> int:
 
 @register_router("expert_choice")
 class ExpertChoiceRouter(nn.Module):
-    """Each expert picks its top-``C`` tokens by router probability.
+    """Expert choice (Zhou et al. 2022, arXiv 2202.09368): each expert picks its top-``C`` tokens.
 
     Load is balanced by construction, so no balancing loss is needed (the layer
     reports 0); a token may get zero, one or several experts. The choice looks at
