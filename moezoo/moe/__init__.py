@@ -16,10 +16,10 @@ from moezoo.moe.layer import MoELayer, MoEOutput, RoutingStats
 from moezoo.moe.losses import load_balancing_loss, router_z_loss
 from moezoo.moe.mlp import MLP
 from moezoo.moe.reference import loop_reference
-from moezoo.moe.routers import Routing, create_router, list_routers, register_router
+from moezoo.moe.routers import Routing, create_router, expert_counts, list_routers, register_router
 
 __all__ = [
     "MLP", "Dispatch", "GroupedExperts", "MoEConfig", "MoELayer", "MoEOutput", "Routing", "RoutingStats",
-    "create_router", "expert_ffn", "list_routers", "load_balancing_loss", "loop_reference",
+    "create_router", "expert_counts", "expert_ffn", "list_routers", "load_balancing_loss", "loop_reference",
     "register_router", "router_z_loss", "sort_by_expert",
 ]

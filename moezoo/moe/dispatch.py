@@ -18,6 +18,7 @@ The mask-loop oracle the tests compare against is in :mod:`moezoo.moe.reference`
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -25,9 +26,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from moezoo.moe.routers import Routing
+from moezoo.moe.routers import Routing, expert_counts
 
-# (row_start, row_end, first_expert, last_expert + 1, offsets or None)
+# (row_start, row_end, first_expert, last_expert + 1, grouped-GEMM offsets or None)
 Segment = tuple[int, int, int, int, "torch.Tensor | None"]
 
 
@@ -48,7 +49,7 @@ def sort_by_expert(routing: Routing, num_experts: int, capacity: int | None = No
     overflow dropped is the lowest-priority assignments (later ranks, later tokens).
     """
     expert_sorted, order = torch.sort(routing.expert_idx, stable=True)
-    counts = torch.bincount(routing.expert_idx, minlength=num_experts)
+    counts = expert_counts(routing.expert_idx, num_experts)
     num_dropped = counts.new_zeros(())
     if capacity is not None:
         starts = torch.cumsum(counts, 0) - counts
@@ -65,11 +66,13 @@ def grouped_mm_supported(*tensors: torch.Tensor) -> bool:
     return all(t.shape[-1] * t.element_size() % 16 == 0 for t in tensors)
 
 
-def plan_segments(counts: torch.Tensor, mode: str) -> list[Segment]:
-    """Segments for ``mode``: per expert for ``fused``, one grouped segment otherwise."""
+def plan_segments(counts: torch.Tensor, mode: str, rows: int) -> list[Segment]:
+    """Segments over ``rows`` sorted assignments: one per expert for ``fused``
+    (reads ``counts`` on the host), or one for all experts for ``grouped_mm``
+    (device-side offsets, no host sync)."""
     if mode == "grouped_mm":
         offsets = torch.cumsum(counts, 0, dtype=torch.int32)
-        return [(0, -1, 0, counts.numel(), offsets)]
+        return [(0, rows, 0, counts.numel(), offsets)]
     segments, start = [], 0
     for expert, count in enumerate(counts.tolist()):
         if count:
@@ -93,7 +96,7 @@ def expert_ffn(x_TD: torch.Tensor, dispatch: Dispatch, w_in: torch.Tensor, w_out
     Returns:
         ``(T, D)``; tokens with no assignment get zeros.
     """
-    segments = plan_segments(dispatch.counts, mode)
+    segments = plan_segments(dispatch.counts, mode, dispatch.token_idx.numel())
     return _ExpertFFN.apply(x_TD, dispatch.token_idx, dispatch.weight.to(x_TD.dtype), w_in, w_out, segments, glu)
 
 
@@ -134,26 +137,39 @@ def _mm(a: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor | None, transpos
 
 
 def _wgrad(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor | None, out: torch.Tensor) -> None:
-    """``out[e] = a[rows_e].T @ b[rows_e]`` for the segment's experts."""
+    """``out[e] = a[rows_e].T @ b[rows_e]`` for the segment's experts (zeros for empty ones)."""
     if offsets is None:
         torch.mm(a.t(), b, out=out[0])
-    else:
-        out.copy_(torch._grouped_mm(a.t(), b, offs=offsets))
+        return
+    empty = torch.diff(offsets, prepend=offsets.new_zeros(1)) == 0
+    # Device-side mask, no host sync; the kernel's output for an empty group is not relied on.
+    out.copy_(torch._grouped_mm(a.t(), b, offs=offsets).masked_fill_(empty[:, None, None], 0))
 
 
 # --- CPU expert parallelism -------------------------------------------------------
-# Small per-expert GEMMs scale poorly across OpenMP threads. Running disjoint groups
-# of experts on separate Python threads, each with one intra-op thread (torch
-# releases the GIL inside ops), is ~20% faster on 2 cores than one OpenMP team.
+# Per-expert GEMMs are small, and so are the gathers and scatters around them: an
+# OpenMP team of threads scales poorly on them and, on a busy machine, stalls at
+# every barrier. Disjoint groups of experts run on separate Python threads instead,
+# each with one intra-op thread (torch releases the GIL inside ops).
 
-_MIN_ROWS_PER_WORKER = 1024
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 
 
-def _workers(segments: list[Segment], rows: int) -> int:
-    if len(segments) < 2 or segments[0][4] is not None:
+def _forget_pool() -> None:
+    """A forked child (e.g. a DataLoader worker) inherits the pool but not its threads."""
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _workers(segments: list[Segment], device: torch.device) -> int:
+    """Threads for the per-expert loop: 1 (the caller's thread) off CPU or for one segment."""
+    if device.type != "cpu" or len(segments) < 2:
         return 1
-    return max(1, min(torch.get_num_threads(), rows // _MIN_ROWS_PER_WORKER, len(segments)))
+    return min(torch.get_num_threads(), len(segments))
 
 
 def _partition(segments: list[Segment], workers: int) -> list[list[Segment]]:
@@ -172,8 +188,9 @@ def _run_grouped(fn: Callable[[list[Segment], int], None], segments: list[Segmen
     if workers == 1:
         fn(segments, 0)
         return
-    global _pool
-    if _pool is None or _pool._max_workers < workers:
+    global _pool, _pool_size
+    if _pool is None or _pool_size < workers:
+        _pool_size = workers
         _pool = ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,),
                                    thread_name_prefix="moezoo-experts")
     inference = torch.is_inference_mode_enabled()
@@ -196,13 +213,12 @@ class _ExpertFFN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, token_idx, weight, w_in, w_out, segments, glu):
         rows = token_idx.numel()
-        workers = _workers(segments, rows)
+        workers = _workers(segments, x.device)
         outs = [x.new_zeros(x.shape) for _ in range(workers)]  # one per worker: no racing index_add_
         h_all = x.new_empty(rows, w_in.shape[1])
 
         def run(group, worker):
             for start, end, lo, hi, offsets in group:
-                end = rows if end < 0 else end
                 tok = token_idx[start:end]
                 h = _mm(x.index_select(0, tok), w_in[lo:hi], offsets, True,
                         out=h_all[start:end] if offsets is None else None)
@@ -219,7 +235,7 @@ class _ExpertFFN(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, token_idx, weight, w_in, w_out, h_all = ctx.saved_tensors
-        rows, glu = token_idx.numel(), ctx.glu
+        glu = ctx.glu
         grad_out = grad_out.contiguous()
         grad_xs = [torch.zeros_like(x) for _ in range(ctx.workers)]
         grad_weight = torch.empty_like(weight)
@@ -234,7 +250,6 @@ class _ExpertFFN(torch.autograd.Function):
 
         def run(group, worker):
             for start, end, lo, hi, offsets in group:
-                end = rows if end < 0 else end
                 tok, w, h = token_idx[start:end], weight[start:end, None], h_all[start:end]
                 go = grad_out.index_select(0, tok)
                 a, act_backward = _act_and_grad(h, glu)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from moezoo.moe.routers import expert_counts
+
 
 def load_balancing_loss(probs_TE: torch.Tensor, expert_idx: torch.Tensor) -> torch.Tensor:
     """Switch load-balancing loss ``E * sum_i f_i * P_i`` (Fedus et al. 2021, eq. 4).
@@ -22,7 +24,7 @@ def load_balancing_loss(probs_TE: torch.Tensor, expert_idx: torch.Tensor) -> tor
         tensor(1.)
     """
     num_tokens, num_experts = probs_TE.shape
-    f_E = torch.bincount(expert_idx, minlength=num_experts).to(probs_TE.dtype) / num_tokens
+    f_E = expert_counts(expert_idx, num_experts).to(probs_TE.dtype) / num_tokens
     return num_experts * (f_E * probs_TE.mean(0)).sum()
 
 

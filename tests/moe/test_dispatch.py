@@ -104,3 +104,19 @@ def test_idle_experts_get_zero_gradient():
     assert out.stats.tokens_per_expert.tolist() == [5, 0, 0, 0, 0, 0]
     assert not layer.experts.gate_up_proj.grad[1:].any() and not layer.experts.down_proj.grad[1:].any()
     assert layer.experts.gate_up_proj.grad[0].abs().sum() > 0
+
+
+def test_forked_child_forgets_the_expert_pool():
+    """A forked child (DataLoader workers fork) must not reuse the parent's dead pool threads."""
+    import os
+
+    layer = _layer(num_experts=4, top_k=2)
+    with torch.no_grad():
+        layer(torch.randn(64, 32))
+    if torch.get_num_threads() > 1:
+        assert dispatch_module._pool is not None
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code only
+        os._exit(0 if dispatch_module._pool is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -50,6 +50,19 @@ class Routing:
     token_choice: bool = True
 
 
+def expert_counts(expert_idx: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Assignments per expert, ``(E,)`` int64, computed on device with no host sync.
+
+    (``torch.bincount`` would need the maximum on the host to size its output.)
+
+    Example:
+        >>> expert_counts(torch.tensor([2, 0, 2]), 4)
+        tensor([1, 0, 2, 0])
+    """
+    return torch.zeros(num_experts, dtype=torch.long, device=expert_idx.device).scatter_add_(
+        0, expert_idx, torch.ones_like(expert_idx, dtype=torch.long))
+
+
 def register_router(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator adding a router under ``name``."""
 

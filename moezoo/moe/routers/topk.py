@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moezoo.moe.routers import Routing, register_router, token_choice
+from moezoo.moe.routers import Routing, expert_counts, register_router, token_choice
 
 
 @register_router("softmax")
@@ -79,5 +79,5 @@ class SigmoidRouter(nn.Module):
 
     @torch.no_grad()
     def _update_bias(self, expert_idx: torch.Tensor) -> None:
-        load_E = torch.zeros_like(self.bias).index_add_(0, expert_idx, torch.ones_like(expert_idx, dtype=self.bias.dtype))
+        load_E = expert_counts(expert_idx, self.config.num_experts).to(self.bias.dtype)
         self.bias.add_(torch.sign(load_E.mean() - load_E), alpha=self.config.bias_update_rate)
