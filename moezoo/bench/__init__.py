@@ -7,4 +7,5 @@ target is a ratio against a baseline timed in the same run.
 
 BENCHMARKS = {
     "moe-layer": "moezoo.bench.moe_layer",
+    "data": "moezoo.bench.data",
 }

@@ -17,6 +17,7 @@ import sys
 # Sub-command name -> module providing ``register(subparsers)``.
 COMMANDS = {
     "bench": "moezoo.cli.bench",
+    "data": "moezoo.cli.data",
 }
 
 

@@ -1,0 +1,218 @@
+"""Deterministic webdataset shards and the ``index.json`` of a dataset directory.
+
+Shards follow the webdataset layout (``KEY.png``, ``KEY.json`` ... in one tar) and
+are written with :class:`webdataset.TarWriter`. Every source of run-to-run noise is
+pinned so the same seed gives the same bytes: tar members carry mtime 0 and a fixed
+owner, members are sorted by key (TarWriter sorts the fields of a sample), PNGs are
+written without time chunks, JSON with sorted keys, and the gzip header has mtime 0.
+
+A dataset directory holds the shards of each split plus ``index.json``::
+
+    {"name": "shapes-vqa", "seed": 0, "splits": {"train": {"shards": [...], "samples": N}}}
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from moezoo.utils.io import atomic_write_bytes, atomic_write_text
+
+INDEX_FILE = "index.json"
+# webdataset's key/extension split (``base_plus_ext``) cuts at the first dot of the
+# member name, so keys must not contain dots; these are also safe on every filesystem.
+KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def encode_png(image) -> bytes:
+    """Encode a PIL image as PNG bytes with no time or text chunks (reproducible).
+
+    Example:
+        >>> from PIL import Image
+        >>> encode_png(Image.new("RGB", (2, 2)))[:8]
+        b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    buf = io.BytesIO()
+    # PIL writes no tIME chunk unless asked; compress_level is fixed so zlib output is too.
+    image.save(buf, format="PNG", compress_level=9)
+    return buf.getvalue()
+
+
+def encode_json(obj: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no spaces, UTF-8.
+
+    Example:
+        >>> encode_json({"b": 1, "a": [1, 2]})
+        b'{"a":[1,2],"b":1}'
+    """
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid sample key, else raise ``ValueError``.
+
+    Example:
+        >>> check_key("train-000001")
+        'train-000001'
+        >>> check_key("a.b")
+        Traceback (most recent call last):
+        ...
+        ValueError: sample key 'a.b' may only contain letters, digits, '_' and '-'
+    """
+    if not key or not set(key) <= KEY_CHARS:
+        raise ValueError(f"sample key {key!r} may only contain letters, digits, '_' and '-'")
+    return key
+
+
+def tar_bytes(samples: Iterable[dict[str, Any]]) -> bytes:
+    """Serialise samples (``{"__key__": str, EXT: bytes | str}``) into reproducible tar bytes.
+
+    Example:
+        >>> data = tar_bytes([{"__key__": "a", "txt": "hi"}])
+        >>> data == tar_bytes([{"__key__": "a", "txt": "hi"}])
+        True
+    """
+    import webdataset as wds
+
+    buf = io.BytesIO()
+    # encoder=False: fields are already bytes/str, so TarWriter adds no guessing of its own.
+    writer = wds.TarWriter(buf, encoder=False, mtime=0.0, user="moezoo", group="moezoo", mode=0o444)
+    for sample in samples:
+        check_key(sample["__key__"])
+        writer.write({k: v.encode("utf-8") if isinstance(v, str) and k != "__key__" else v for k, v in sample.items()})
+    writer.close()
+    return buf.getvalue()
+
+
+def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
+    """Write one shard atomically; gzip it (with a zero mtime) when ``path`` ends in ``.gz``.
+
+    Returns the size in bytes.
+    """
+    data = tar_bytes(samples)
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+@dataclass
+class SplitInfo:
+    """The shards of one split and how many samples they hold."""
+
+    shards: list[str]
+    samples: int
+
+
+def write_split(
+    out_dir: str | Path, split: str, samples: Iterable[dict[str, Any]], samples_per_shard: int = 500
+) -> SplitInfo:
+    """Write ``samples`` as ``out_dir/{split}-NNNNNN.tar.gz`` shards of ``samples_per_shard`` each.
+
+    Example:
+        >>> import tempfile
+        >>> info = write_split(tempfile.mkdtemp(), "val", ({"__key__": f"k{i}", "txt": "x"} for i in range(5)), 2)
+        >>> info.shards, info.samples
+        (['val-000000.tar.gz', 'val-000001.tar.gz', 'val-000002.tar.gz'], 5)
+    """
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard={samples_per_shard} must be >= 1")
+    out_dir = Path(out_dir)
+    shards: list[str] = []
+    total = 0
+    for chunk in _chunks(samples, samples_per_shard):
+        name = f"{split}-{len(shards):06d}.tar.gz"
+        write_shard(out_dir / name, chunk)
+        shards.append(name)
+        total += len(chunk)
+    return SplitInfo(shards=shards, samples=total)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def shard_count(n: int, samples_per_shard: int) -> int:
+    """Number of shards ``write_split`` makes for ``n`` samples.
+
+    Example:
+        >>> shard_count(1000, 300)
+        4
+    """
+    return math.ceil(n / samples_per_shard)
+
+
+@dataclass
+class DatasetIndex:
+    """The ``index.json`` of a dataset directory.
+
+    Args:
+        name: dataset name, e.g. ``"shapes-vqa"``.
+        splits: split name -> its shards and sample count.
+        seed: the generator seed (``None`` for converted data).
+        extra: free-form provenance (generator arguments, source files).
+        root: the directory, set by :meth:`load`; shard paths are relative to it.
+
+    Example:
+        >>> index = DatasetIndex("toy", {"train": SplitInfo(["train-000000.tar.gz"], 3)})
+        >>> index.urls("train", root="/d")
+        ['/d/train-000000.tar.gz']
+        >>> index.urls("test", root="/d")
+        Traceback (most recent call last):
+        ...
+        KeyError: "dataset 'toy' has no split 'test'; it has: train"
+    """
+
+    name: str
+    splits: dict[str, SplitInfo]
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None
+
+    def urls(self, split: str, root: str | Path | None = None) -> list[str]:
+        """Absolute shard paths of ``split``."""
+        if split not in self.splits:
+            raise KeyError(f"dataset {self.name!r} has no split {split!r}; it has: {', '.join(self.splits)}")
+        base = Path(root if root is not None else self.root or ".")
+        return [str(base / s) for s in self.splits[split].shards]
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``out_dir/index.json`` (sorted keys, so it is reproducible too)."""
+        body = {
+            "name": self.name,
+            "seed": self.seed,
+            "splits": {k: {"shards": v.shards, "samples": v.samples} for k, v in self.splits.items()},
+            "extra": self.extra,
+        }
+        path = Path(out_dir) / INDEX_FILE
+        atomic_write_text(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, root: str | Path) -> DatasetIndex:
+        """Read ``root/index.json``; a clear error says what is missing."""
+        root = Path(root)
+        path = root / INDEX_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: a dataset dir needs an {INDEX_FILE} (make one with `moezoo data build` "
+                "or `moezoo data from-llava`)"
+            )
+        try:
+            body = json.loads(path.read_text())
+            splits = {k: SplitInfo(list(v["shards"]), int(v["samples"])) for k, v in body["splits"].items()}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path} is not a valid dataset index ({err!r}); rebuild the dataset") from err
+        return cls(body.get("name", root.name), splits, body.get("seed"), body.get("extra", {}), root)

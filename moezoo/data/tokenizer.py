@@ -1,0 +1,177 @@
+"""A byte-level BPE tokenizer for the zoo's from-scratch models, trained with ``tokenizers``.
+
+Byte-level BPE as in GPT-2 (Radford et al. 2019): every string encodes, with no
+unknown token. The special tokens are the ones the chat template and the multimodal
+models need: padding, sequence bounds, one placeholder per modality, and chat-role
+markers. The result is saved as ``tokenizer.json`` + ``tokenizer_config.json``, so
+``transformers.PreTrainedTokenizerFast.from_pretrained(dir)`` loads it and it can be
+saved next to every checkpoint. Imported HF models keep their own tokenizer.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from moezoo.utils.io import atomic_write_bytes
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+IMAGE, AUDIO, VIDEO = "<image>", "<audio>", "<video>"
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+# Order fixes the ids: <pad> is 0, so zero-filled buffers are padding.
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE, AUDIO, VIDEO, SYSTEM, USER, ASSISTANT, END)
+# The rendering of moezoo.data.chat.ChatTemplate (one slot per placeholder) as a
+# transformers chat template, so `tokenizer.apply_chat_template` gives the same text.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass
+class TokenizerConfig:
+    """How to train the BPE tokenizer.
+
+    Args:
+        vocab_size: total vocabulary, special tokens and the 256 byte symbols included.
+        min_frequency: a merge needs this many occurrences in the corpus.
+
+    Example:
+        >>> TokenizerConfig(vocab_size=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: TokenizerConfig.vocab_size=100 must be >= 267 (256 bytes + 11 special tokens)
+    """
+
+    vocab_size: int = 4096
+    min_frequency: int = 2
+
+    def __post_init__(self) -> None:
+        floor = 256 + len(SPECIAL_TOKENS)
+        if self.vocab_size < floor:
+            raise ValueError(
+                f"TokenizerConfig.vocab_size={self.vocab_size} must be >= {floor} "
+                f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)"
+            )
+        if self.min_frequency < 1:
+            raise ValueError(f"TokenizerConfig.min_frequency={self.min_frequency} must be >= 1")
+
+
+def iter_corpus_text(paths: list[str | Path]) -> Iterator[str]:
+    """Yield training text from shard dirs or files: ``txt`` members and the conversation turns in ``json``.
+
+    Reading VQA shards too means the question and answer words get their own merges.
+    Shards are read in sorted order, so the tokenizer is reproducible.
+    """
+    import json
+
+    shards: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            shards += sorted(q for q in p.rglob("*") if q.name.endswith((".tar", ".tar.gz", ".tgz")))
+        elif p.is_file():
+            shards.append(p)
+        else:
+            raise FileNotFoundError(f"corpus path {p} does not exist; pass shard dirs or .tar/.tar.gz files")
+    if not shards:
+        raise FileNotFoundError(f"no .tar/.tar.gz shards under {', '.join(map(str, paths))}")
+    for shard in shards:
+        with tarfile.open(shard, "r:*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                data = tar.extractfile(member).read()
+                if member.name.endswith(".txt"):
+                    yield data.decode("utf-8", errors="replace")
+                elif member.name.endswith(".json"):
+                    try:
+                        body = json.loads(data)
+                    except ValueError:
+                        continue  # the tokenizer does not care about a broken sample
+                    for turn in body.get("conversations", []) if isinstance(body, dict) else []:
+                        yield str(turn.get("value", "")).replace(IMAGE, "")
+
+
+def train_tokenizer(texts, cfg: TokenizerConfig | None = None):
+    """Train a byte-level BPE ``tokenizers.Tokenizer`` on an iterable of strings.
+
+    Example:
+        >>> tok = train_tokenizer(["the cat sat on the mat"] * 20, TokenizerConfig(vocab_size=300))
+        >>> tok.token_to_id("<pad>"), tok.decode(tok.encode("the cat").ids)
+        (0, 'the cat')
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    cfg = cfg or TokenizerConfig()
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        min_frequency=cfg.min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: nothing is ever unknown
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def to_hf(tok):
+    """Wrap a ``tokenizers.Tokenizer`` as a ``PreTrainedTokenizerFast`` with our special tokens set."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        additional_special_tokens=[IMAGE, AUDIO, VIDEO, SYSTEM, USER, ASSISTANT, END],
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+def save_tokenizer(tok, out_dir: str | Path) -> Path:
+    """Save as a transformers tokenizer dir (``tokenizer.json`` + config); each file is written atomically.
+
+    ``tok`` is a ``tokenizers.Tokenizer`` or a transformers fast tokenizer.
+    """
+    hf = to_hf(tok) if not hasattr(tok, "save_pretrained") else tok
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:  # save_pretrained writes in place; move each file atomically
+        hf.save_pretrained(tmp)
+        for f in sorted(Path(tmp).iterdir()):
+            atomic_write_bytes(out_dir / f.name, f.read_bytes())
+    return out_dir
+
+
+def load_tokenizer(path: str | Path):
+    """Load a tokenizer dir (``tokenizer.json``) as a ``PreTrainedTokenizerFast``.
+
+    Example:
+        >>> import tempfile
+        >>> d = save_tokenizer(train_tokenizer(["a b c"] * 5, TokenizerConfig(vocab_size=280)), tempfile.mkdtemp())
+        >>> load_tokenizer(d).convert_tokens_to_ids("<image>")
+        4
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"{path / 'tokenizer.json'} not found: pass a tokenizer dir made by `moezoo data tokenizer` "
+            "or a checkpoint dir that holds one"
+        )
+    return PreTrainedTokenizerFast.from_pretrained(str(path))
+
+
+def build_tokenizer(corpus: list[str | Path], out_dir: str | Path, cfg: TokenizerConfig | None = None):
+    """Train on the shards under ``corpus`` and save to ``out_dir``; returns the HF tokenizer."""
+    hf = to_hf(train_tokenizer(iter_corpus_text(corpus), cfg))
+    save_tokenizer(hf, out_dir)
+    return hf

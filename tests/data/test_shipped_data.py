@@ -1,0 +1,40 @@
+"""The data shipped under data/ loads: every dataset, every split, and the tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moezoo.data.datamodule import ShardDataModule
+from moezoo.data.shards import DatasetIndex
+from moezoo.data.tokenizer import SPECIAL_TOKENS, load_tokenizer
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def test_size_budget():
+    total = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
+    assert total < 8 * 2**20, f"data/ is {total / 2**20:.1f} MiB; keep the shipped data under 8 MiB"
+    assert (DATA / "build.sh").is_file() and (DATA / "README.md").is_file()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = load_tokenizer(DATA / "tokenizer")
+    assert len(tok) == 4096 and all(tok.convert_tokens_to_ids(t) == i for i, t in enumerate(SPECIAL_TOKENS))
+    return tok
+
+
+@pytest.mark.parametrize("name", ["shapes-vqa", "digits-vqa", "text"])
+def test_every_split_loads(name, tokenizer):
+    index = DatasetIndex.load(DATA / name)
+    for split, info in index.splits.items():
+        assert all((DATA / name / s).is_file() for s in info.shards)
+        dm = ShardDataModule(DATA / name, tokenizer, batch_size=8, max_length=128, train_split=split,
+                             val_split=None, test_split=None, resampled=False, shuffle_buffer=0)  # fmt: skip
+        batch = next(iter(dm.train_dataloader()))
+        assert batch["input_ids"].shape[0] == 8 and ("images" in batch) == (name != "text")
+        assert sum(dm.skipped().values()) == 0
+    if name != "text":
+        assert (DATA / name / "test_questions.json").is_file() and (DATA / name / "test_annotations.json").is_file()
