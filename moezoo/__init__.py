@@ -5,3 +5,24 @@ webdataset) is only imported by the commands and modules that train.
 """
 
 __version__ = "0.1.0"
+
+# Heavy entry points are imported on first use (PEP 562), so `import moezoo` pulls in
+# neither torch's model code nor transformers until a model is actually loaded.
+_LAZY = {
+    "load": "moezoo.loading",
+    "upcycle": "moezoo.models.lm.upcycle",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'moezoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

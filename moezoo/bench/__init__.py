@@ -7,5 +7,7 @@ target is a ratio against a baseline timed in the same run.
 
 BENCHMARKS = {
     "moe-layer": "moezoo.bench.moe_layer",
+    "model": "moezoo.bench.model",
+    "generate": "moezoo.bench.generate",
     "data": "moezoo.bench.data",
 }

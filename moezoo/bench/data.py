@@ -46,7 +46,7 @@ def _inputs(args: argparse.Namespace, tmp: Path) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from moezoo.bench.timing import time_interleaved
+    from moezoo.bench.timing import median, time_interleaved
     from moezoo.data.datamodule import ShardDataModule
     from moezoo.data.tokenizer import load_tokenizer
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
 
         fns = {f"{w} workers": (lambda dm=dm: epoch(dm)) for w, dm in modules.items()}
         seconds = time_interleaved(fns, repeats=args.repeats, warmup=0)
-    rows = [{"workers": w, "samples_per_s": args.samples / seconds[f"{w} workers"]} for w in workers]
+    rows = [{"workers": w, "samples_per_s": args.samples / median(seconds[f"{w} workers"])} for w in workers]
     print(f"data loader ({Path(data).name}, batch {args.batch_size}, {args.samples} samples/epoch, "
           f"median of {args.repeats})")  # fmt: skip
     print(f"{'workers':>8} {'samples/s':>10}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from moezoo.bench.timing import peak_memory, time_interleaved
+from moezoo.bench.timing import median, paired_ratio, peak_memory, time_interleaved
 from moezoo.moe import MLP, MoEConfig, MoELayer
 
 
@@ -106,13 +106,15 @@ def bench_shape(shape: Shape, repeats: int, device: str, dtype: torch.dtype, rou
         return call
 
     # The reference is ~10x slower; fewer repeats keep the run short without changing its median much.
-    seconds = time_interleaved({name: fresh(name) for name in steps}, repeats, warmup=1, device=device,
-                               repeats_of={"loop": max(2, repeats // 3)})
+    times = time_interleaved({name: fresh(name) for name in steps}, repeats, warmup=1, device=device,
+                             repeats_of={"loop": max(2, repeats // 3)})
     result = {
         "shape": vars(shape),
-        "tokens_per_s": {k: shape.tokens / v for k, v in seconds.items()},
-        "moezoo_vs_dense": seconds["dense"] / seconds["moezoo"],
-        "moezoo_vs_loop": seconds["loop"] / seconds["moezoo"],
+        "tokens_per_s": {k: shape.tokens / median(v) for k, v in times.items()},
+        # Ratios pair the contenders round by round (they ran back to back), which
+        # cancels most of a shared machine's drift; tokens/s are plain medians.
+        "moezoo_vs_dense": paired_ratio(times["dense"], times["moezoo"]),
+        "moezoo_vs_loop": paired_ratio(times["loop"], times["moezoo"]),
     }
     if memory:
         peak, activation = {}, {}
@@ -133,7 +135,7 @@ def run(args) -> dict:
     results = {"device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
                "router": args.router, "shapes": {}}
     print(f"moezoo bench moe-layer: forward+backward, {args.dtype} on {args.device} "
-          f"({torch.get_num_threads()} threads), router={args.router}, median of {args.repeats}")
+          f"({torch.get_num_threads()} threads), router={args.router}, median of {args.repeats} interleaved rounds")
     header = f"{'shape':<8} {'tokens':>6} {'moezoo tok/s':>13} {'dense tok/s':>12} {'loop tok/s':>11} " \
              f"{'moezoo/dense':>13} {'moezoo/loop':>12} {'act mem/dense':>14}"
     print(header)

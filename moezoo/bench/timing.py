@@ -24,8 +24,11 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                     device: str = "cpu", repeats_of: dict[str, int] | None = None) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin.
+                     device: str = "cpu", repeats_of: dict[str, int] | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each function, timed round-robin (one list per name, in rounds).
+
+    Round ``r`` of every function ran back to back, so :func:`paired_ratio` over
+    rounds cancels the slow drifts of a shared machine.
 
     Args:
         fns: name -> zero-argument callable.
@@ -36,8 +39,8 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
 
     Example:
         >>> t = time_interleaved({"sum": lambda: sum(range(100))}, repeats=3)
-        >>> t["sum"] > 0
-        True
+        >>> len(t["sum"]), median(t["sum"]) > 0
+        (3, True)
     """
     repeats_of = repeats_of or {}
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -53,7 +56,22 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
             fn()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of ``numerator[r] / denominator[r]`` (as many rounds as both have).
+
+    Example:
+        >>> paired_ratio([2.0, 4.0, 2.2], [1.0, 1.0, 1.0])
+        2.2
+    """
+    rounds = min(len(numerator), len(denominator))
+    return statistics.median(n / d for n, d in zip(numerator[:rounds], denominator[:rounds]))
 
 
 def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int:

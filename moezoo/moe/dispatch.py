@@ -172,18 +172,18 @@ def _workers(segments: list[Segment], device: torch.device) -> int:
     return min(torch.get_num_threads(), len(segments))
 
 
-def _partition(segments: list[Segment], workers: int) -> list[list[Segment]]:
-    """Split segments into ``workers`` contiguous groups of about equal rows."""
-    total = sum(end - start for start, end, *_ in segments)
-    groups: list[list[Segment]] = [[] for _ in range(workers)]
+def _partition(items: list[tuple[int, Segment]], workers: int) -> list[list[tuple[int, Segment]]]:
+    """Split ``(index, segment)`` items into ``workers`` contiguous groups of about equal rows."""
+    total = sum(seg[1] - seg[0] for _, seg in items)
+    groups: list[list[tuple[int, Segment]]] = [[] for _ in range(workers)]
     done = 0
-    for seg in segments:
-        groups[min(workers - 1, done * workers // max(total, 1))].append(seg)
-        done += seg[1] - seg[0]
+    for item in items:
+        groups[min(workers - 1, done * workers // max(total, 1))].append(item)
+        done += item[1][1] - item[1][0]
     return [g for g in groups if g]
 
 
-def _run_grouped(fn: Callable[[list[Segment], int], None], segments: list[Segment], workers: int) -> None:
+def _run_grouped(fn: Callable[[list, int], None], segments: list[tuple[int, Segment]], workers: int) -> None:
     """Call ``fn(group, worker_index)`` for each group, on threads when ``workers > 1``."""
     if workers == 1:
         fn(segments, 0)
@@ -212,30 +212,29 @@ def _reduce(parts: list[torch.Tensor]) -> torch.Tensor:
 class _ExpertFFN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, token_idx, weight, w_in, w_out, segments, glu):
-        rows = token_idx.numel()
         workers = _workers(segments, x.device)
         outs = [x.new_zeros(x.shape) for _ in range(workers)]  # one per worker: no racing index_add_
-        h_all = x.new_empty(rows, w_in.shape[1])
+        # The pre-activations are kept per segment rather than in one (N, H) buffer:
+        # blocks this size are recycled by the C allocator, while a fresh buffer of
+        # tens of MB is mmapped and page-faulted anew on every step.
+        hs: list[torch.Tensor | None] = [None] * len(segments)
 
         def run(group, worker):
-            for start, end, lo, hi, offsets in group:
+            for i, (start, end, lo, hi, offsets) in group:
                 tok = token_idx[start:end]
-                h = _mm(x.index_select(0, tok), w_in[lo:hi], offsets, True,
-                        out=h_all[start:end] if offsets is None else None)
-                if offsets is not None:
-                    h_all[start:end] = h
+                h = hs[i] = _mm(x.index_select(0, tok), w_in[lo:hi], offsets, True)
                 a = _act(h, glu).mul_(weight[start:end, None])
                 outs[worker].index_add_(0, tok, _mm(a, w_out[lo:hi], offsets, True))
 
-        _run_grouped(run, segments, workers)
-        ctx.save_for_backward(x, token_idx, weight, w_in, w_out, h_all)
-        ctx.segments, ctx.glu, ctx.workers = segments, glu, workers
+        _run_grouped(run, list(enumerate(segments)), workers)
+        ctx.save_for_backward(x, token_idx, weight, w_in, w_out)
+        ctx.hs, ctx.segments, ctx.glu, ctx.workers = hs, segments, glu, workers
         return _reduce(outs)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, token_idx, weight, w_in, w_out, h_all = ctx.saved_tensors
-        glu = ctx.glu
+        x, token_idx, weight, w_in, w_out = ctx.saved_tensors
+        glu, hs = ctx.glu, ctx.hs
         grad_out = grad_out.contiguous()
         grad_xs = [torch.zeros_like(x) for _ in range(ctx.workers)]
         grad_weight = torch.empty_like(weight)
@@ -249,8 +248,8 @@ class _ExpertFFN(torch.autograd.Function):
         grad_w_out[idle] = 0
 
         def run(group, worker):
-            for start, end, lo, hi, offsets in group:
-                tok, w, h = token_idx[start:end], weight[start:end, None], h_all[start:end]
+            for i, (start, end, lo, hi, offsets) in group:
+                tok, w, h = token_idx[start:end], weight[start:end, None], hs[i]
                 go = grad_out.index_select(0, tok)
                 a, act_backward = _act_and_grad(h, glu)
                 grad_a = _mm(go, w_out[lo:hi], offsets, False)  # (n, I)
@@ -260,5 +259,6 @@ class _ExpertFFN(torch.autograd.Function):
                 _wgrad(grad_h, x.index_select(0, tok), offsets, grad_w_in[lo:hi])
                 grad_xs[worker].index_add_(0, tok, _mm(grad_h, w_in[lo:hi], offsets, False))
 
-        _run_grouped(run, ctx.segments, ctx.workers)
+        _run_grouped(run, list(enumerate(ctx.segments)), ctx.workers)
+        ctx.hs = None
         return _reduce(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None

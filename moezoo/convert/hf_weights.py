@@ -1,0 +1,125 @@
+"""transformers state dicts <-> moezoo state dicts.
+
+moezoo's module names are transformers' without the ``model.`` prefix, so most keys
+map one to one. The differences are the MoE blocks:
+
+* the router is ``mlp.gate`` in transformers (``block_sparse_moe.gate`` in original
+  Mixtral files) and ``mlp.router`` in moezoo;
+* experts come either fused, as transformers 5 holds them in memory
+  (``experts.gate_up_proj`` ``(E, 2I, H)`` and ``experts.down_proj`` ``(E, H, I)``, which
+  is moezoo's layout), or per expert, as every published checkpoint (and transformers'
+  own ``save_pretrained``) stores them: ``experts.{e}.{gate,up,down}_proj.weight`` or
+  Mixtral's ``experts.{e}.w1/w3/w2.weight``;
+* Qwen2-MoE's ``shared_expert`` is moezoo's ``shared_experts``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from moezoo.models.lm.config import LMConfig
+
+INDEX_NAME = "model.safetensors.index.json"
+# Per-expert projection names -> the role of the weight.
+_EXPERT_ROLES = {"w1": "gate", "w3": "up", "w2": "down", "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
+_PER_EXPERT = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint dir: ``model.safetensors``, or the shards of its index."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if (path / "model.safetensors").exists():
+        return load_file(str(path / "model.safetensors"))
+    if (path / INDEX_NAME).exists():
+        weight_map = json.loads((path / INDEX_NAME).read_text())["weight_map"]
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            state.update(load_file(str(path / shard)))
+        return state
+    found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    raise FileNotFoundError(f"no model.safetensors or {INDEX_NAME} in {path} (found {found}); "
+                            "moezoo reads safetensors checkpoints only (no pickled .bin files)")
+
+
+def hf_to_moezoo(state: dict[str, torch.Tensor], config: LMConfig) -> dict[str, torch.Tensor]:
+    """Rename and fuse a transformers state dict into moezoo's names and layout.
+
+    Keys that moezoo does not know are kept under their (renamed) name, so that the
+    loader reports them as unexpected instead of silently dropping weights.
+    """
+    out: dict[str, torch.Tensor] = {}
+    per_expert: dict[int, dict[str, dict[int, torch.Tensor]]] = defaultdict(lambda: defaultdict(dict))
+    for key, tensor in state.items():
+        if key.endswith("rotary_emb.inv_freq"):
+            continue  # a buffer some old checkpoints saved; recomputed from the config
+        name = key[len("model."):] if key.startswith("model.") else key
+        name = name.replace(".block_sparse_moe.", ".mlp.")
+        name = re.sub(r"\.mlp\.gate\.weight$", ".mlp.router.weight", name)
+        name = name.replace(".mlp.shared_expert.", ".mlp.shared_experts.")
+        match = _PER_EXPERT.match(name)
+        if match:
+            layer, expert, proj = int(match[1]), int(match[2]), match[3]
+            per_expert[layer][_EXPERT_ROLES[proj]][expert] = tensor
+            continue
+        out[name] = tensor
+    if config.tie_embeddings and "lm_head.weight" in out:
+        out.pop("lm_head.weight")  # some tied checkpoints store the shared matrix twice
+    for layer, roles in per_expert.items():
+        out.update(_fuse_experts(layer, roles, config))
+    return out
+
+
+def _fuse_experts(layer: int, roles: dict[str, dict[int, torch.Tensor]], config: LMConfig) -> dict[str, torch.Tensor]:
+    prefix = f"layers.{layer}.mlp.experts"
+    num_experts = config.moe.num_experts if config.moe is not None else 0
+    missing = [f"{prefix}.{e}.{role}" for role in ("gate", "up", "down") for e in range(num_experts)
+               if e not in roles.get(role, {})]
+    extra = [f"{prefix}.{e}.{role}" for role, by_e in roles.items() for e in by_e if e >= num_experts]
+    if missing or extra or not num_experts:
+        raise ValueError(f"per-expert weights of layer {layer} do not match num_experts={num_experts}: "
+                         f"missing {missing[:10]}, unexpected {extra[:10]}")
+    gate_up = torch.stack([torch.cat([roles["gate"][e], roles["up"][e]], dim=0) for e in range(num_experts)])
+    down = torch.stack([roles["down"][e] for e in range(num_experts)])
+    return {f"{prefix}.gate_up_proj": gate_up, f"{prefix}.down_proj": down}  # (E, 2I, H), (E, H, I)
+
+
+def moezoo_to_hf(state: dict[str, torch.Tensor], config: LMConfig, family: str,
+                 expert_layout: str = "per_expert") -> dict[str, torch.Tensor]:
+    """moezoo state dict -> transformers keys for ``family``.
+
+    Args:
+        expert_layout: ``"per_expert"`` (what transformers' ``save_pretrained`` and published
+            checkpoints use) or ``"fused"`` (transformers 5's in-memory 3-D tensors).
+    """
+    if expert_layout not in ("per_expert", "fused"):
+        raise ValueError(f"expert_layout={expert_layout!r}; use 'per_expert' or 'fused'")
+    mixtral = family == "mixtral"
+    block = "block_sparse_moe" if mixtral and expert_layout == "per_expert" else "mlp"
+    names = {"gate": "w1", "up": "w3", "down": "w2"} if mixtral else {
+        "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key == "lm_head.weight":
+            out[key] = tensor
+            continue
+        name = key.replace(".mlp.shared_experts.", ".mlp.shared_expert.")
+        name = re.sub(r"\.mlp\.router\.weight$", f".{block}.gate.weight", name)
+        match = re.match(r"^(layers\.\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$", name)
+        if match and expert_layout == "per_expert":
+            for e in range(tensor.shape[0]):
+                base = f"model.{match[1]}.{block}.experts.{e}"
+                if match[2] == "down_proj":
+                    out[f"{base}.{names['down']}.weight"] = tensor[e]
+                else:
+                    gate, up = tensor[e].chunk(2, dim=0)
+                    out[f"{base}.{names['gate']}.weight"], out[f"{base}.{names['up']}.weight"] = gate, up
+            continue
+        out["model." + name] = tensor
+    return out

@@ -1,0 +1,126 @@
+"""Grouped-query attention (Ainslie et al. 2023, arXiv 2305.13245) with RoPE, the
+optional q/k-norm of OLMoE (over the whole projection) and Qwen3 (per head), and a
+preallocated KV cache. The math is ``F.scaled_dot_product_attention`` so that the
+fused kernels of the running torch are used; the projections follow transformers'
+Llama / Qwen2 / OLMoE / Qwen3 attention so that weights load by name.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moezoo.models.lm.config import LMConfig
+from moezoo.models.lm.norm import RMSNorm
+from moezoo.models.lm.rope import apply_rope
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for ``max_len`` positions.
+
+    Writing in place into one buffer avoids the ``torch.cat`` per layer and step of a
+    growing cache. ``length`` counts the positions already written; the model
+    advances it after each forward.
+
+    Example:
+        >>> cache = KVCache(num_layers=2, batch=1, num_kv_heads=2, max_len=8, head_dim=4)
+        >>> k, v = cache.update(0, torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+        >>> k.shape, cache.length
+        (torch.Size([1, 2, 3, 4]), 0)
+    """
+
+    def __init__(self, num_layers: int, batch: int, num_kv_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, Hkv, S_max, hd)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.length = 0
+
+    @classmethod
+    def for_model(cls, config: LMConfig, batch: int, max_len: int, dtype: torch.dtype,
+                  device: torch.device) -> KVCache:
+        """A cache sized for ``config``'s attention."""
+        return cls(config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim, dtype, device)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k, v (B, Hkv, T, hd)`` at ``length`` and return all keys/values so far."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KVCache is full: {end} positions needed, max_len={self.max_len}")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start: int,
+                       device: torch.device) -> tuple[torch.Tensor | None, bool]:
+    """The SDPA mask for ``num_new`` queries at positions ``start..`` over ``start + num_new`` keys.
+
+    Args:
+        attention_mask: ``(B, S)`` with 1 for real tokens and 0 for padding, or ``None``.
+
+    Returns:
+        ``(mask, is_causal)``: ``mask`` is ``None`` (use ``is_causal``) or a boolean
+        ``(B, 1, T, S)`` where True means "may attend". A padding query attends to itself
+        only, so that its softmax row is never empty (no NaN to leak into the experts).
+    """
+    total = start + num_new
+    if attention_mask is None or bool(attention_mask[:, :total].all()):
+        if num_new == 1:
+            return None, False  # one query sees every cached key
+        if start == 0:
+            return None, True
+        attention_mask = None
+    q_pos = torch.arange(start, total, device=device)
+    k_pos = torch.arange(total, device=device)
+    allowed = k_pos[None, :] <= q_pos[:, None]  # (T, S)
+    if attention_mask is None:
+        return allowed[None, None], False
+    allowed = allowed[None] & attention_mask[:, None, :total].bool()  # (B, T, S)
+    allowed = allowed | (k_pos[None, :] == q_pos[:, None])[None]
+    return allowed[:, None], False
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with GQA, RoPE, optional q/k-norm and a KV cache."""
+
+    def __init__(self, config: LMConfig, layer_idx: int):
+        super().__init__()
+        c = config
+        self.layer_idx = layer_idx
+        self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.qk_norm, self.clip_qkv = c.qk_norm, c.clip_qkv
+        in_bias = c.qkv_bias or c.attention_bias
+        q_width, kv_width = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        self.q_proj = nn.Linear(c.dim, q_width, bias=in_bias)
+        self.k_proj = nn.Linear(c.dim, kv_width, bias=in_bias)
+        self.v_proj = nn.Linear(c.dim, kv_width, bias=in_bias)
+        self.o_proj = nn.Linear(q_width, c.dim, bias=c.attention_bias)
+        if c.qk_norm != "none":
+            # OLMoE normalises the whole projection, Qwen3 each head separately.
+            full = c.qk_norm == "full"
+            self.q_norm = RMSNorm(q_width if full else c.head_dim, c.norm_eps)
+            self.k_norm = RMSNorm(kv_width if full else c.head_dim, c.norm_eps)
+
+    def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, _ = x_BTD.shape
+        q, k, v = self.q_proj(x_BTD), self.k_proj(x_BTD), self.v_proj(x_BTD)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.clip_qkv is not None:
+            q, k, v = (t.clamp(-self.clip_qkv, self.clip_qkv) for t in (q, k, v))
+        q = q.view(B, T, self.num_heads, self.head_dim)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, hd)
+        k = apply_rope(k.transpose(1, 2), cos, sin)  # (B, Hkv, T, hd)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                             enable_gqa=self.num_heads != self.num_kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))

@@ -1,0 +1,252 @@
+"""moezoo's decoder-only sparse-MoE language model.
+
+A pre-norm Llama-style decoder (Touvron et al. 2023) whose FFNs are, layer by
+layer, either a dense SwiGLU :class:`~moezoo.moe.MLP` or a sparse
+:class:`~moezoo.moe.MoELayer` (Mixtral, arXiv 2401.04088; OLMoE, arXiv 2409.02060;
+Qwen2-MoE / Qwen3-MoE). Module names follow transformers (``embed_tokens``,
+``layers.i.self_attn.q_proj``, ``layers.i.mlp``, ``norm``, ``lm_head``) so that HF
+conversion is a handful of renames (see :mod:`moezoo.convert`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moezoo.models.lm.attention import Attention, KVCache, attention_mask_for
+from moezoo.models.lm.config import LMConfig
+from moezoo.models.lm.decode import fast_decode, use_fast_decode
+from moezoo.models.lm.norm import RMSNorm
+from moezoo.models.lm.rope import RotaryEmbedding
+from moezoo.moe import MLP, MoELayer, MoEOutput, RoutingStats
+
+
+@dataclass
+class CausalLMOutput:
+    """What :meth:`MoEForCausalLM.forward` returns (the HF-style output contract).
+
+    Attributes:
+        logits: ``(B, T, V)`` next-token logits (``T`` = ``logits_to_keep`` if set).
+        loss: mean next-token cross-entropy over labels != -100 (plus, in training,
+            ``moe.aux_loss_coef * aux_loss + moe.z_loss_coef * z_loss``); ``None`` without labels.
+        aux_loss: ``()`` unweighted load-balancing loss over all MoE layers, computed as
+            transformers' ``load_balancing_loss_func`` (padding excluded); 0 for dense models,
+            ``None`` when the forward was asked for no router losses (decoding).
+        z_loss: ``()`` router z-loss averaged over the MoE layers; 0 for dense models.
+        router_stats: per MoE layer, the layer's :class:`~moezoo.moe.RoutingStats`.
+    """
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    z_loss: torch.Tensor | None = None
+    router_stats: list[RoutingStats] = field(default_factory=list)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``."""
+
+    def __init__(self, config: LMConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.dim, config.norm_eps)
+        self.self_attn = Attention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
+        self.is_moe = config.is_moe_layer(layer_idx)
+        if self.is_moe:
+            self.mlp = MoELayer(config.moe)
+        else:
+            self.mlp = MLP(config.dim, config.ffn_dim, init_std=config.init_std)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool, cache: KVCache | None, routing: bool = True) -> tuple[torch.Tensor, MoEOutput | None]:
+        """``routing=False`` lets a few-token inference step skip the routing outputs (decoding)."""
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache)
+        h = self.post_attention_layernorm(x)
+        if not self.is_moe:
+            return x + self.mlp(h), None
+        if not routing and use_fast_decode(self.mlp, h.shape[0] * h.shape[1]):
+            return x + fast_decode(self.mlp, h), None
+        moe = self.mlp(h)
+        return x + moe.hidden_states, moe
+
+
+class MoEForCausalLM(nn.Module):
+    """A causal LM with per-layer dense or sparse-MoE FFNs.
+
+    Example:
+        >>> from moezoo.moe import MoEConfig
+        >>> cfg = LMConfig(vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=64,
+        ...                moe=MoEConfig(dim=32, expert_dim=16, num_experts=4, top_k=2))
+        >>> model = MoEForCausalLM(cfg)
+        >>> ids = torch.randint(0, 64, (2, 7))
+        >>> out = model(input_ids=ids, labels=ids)
+        >>> out.logits.shape, out.loss.ndim, round(out.aux_loss.item()) >= 1
+        (torch.Size([2, 7, 64]), 0, True)
+    """
+
+    def __init__(self, config: LMConfig, tokenizer: Any = None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        if not config.tie_embeddings:
+            self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2 / Llama-style N(0, init_std) for matrices, zero biases; norms start at 1
+        # and the MoE layers initialise their own router and experts.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
+                nn.init.normal_(module.weight, std=self.config.init_std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """The ``(V, D)`` LM-head matrix (the embedding when tied)."""
+        return self.embed_tokens.weight if self.config.tie_embeddings else self.lm_head.weight
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None,
+                logits_to_keep: int = 0, router_losses: bool = True) -> CausalLMOutput:
+        """Run the decoder.
+
+        Args:
+            input_ids: ``(B, T)`` token ids (or give ``inputs_embeds (B, T, D)``).
+            attention_mask: ``(B, S)``, 1 for real tokens, 0 for (left) padding; ``S`` covers the
+                cached positions too. Without ``position_ids``, positions count real tokens only
+                (``cumsum - 1``), so a left-padded prompt is encoded as it would be alone.
+            labels: ``(B, T)`` targets, shifted inside (token ``t`` predicts ``labels[t + 1]``);
+                -100 is ignored.
+            position_ids: ``(B, T)`` explicit RoPE positions.
+            cache: a :class:`KVCache` to append to (generation); its ``length`` is advanced.
+            logits_to_keep: if > 0, only the last that many positions get logits.
+            router_losses: compute ``aux_loss`` / ``z_loss`` and ``router_stats``. Decoding turns them
+                off (they are then ``None`` / partial), which lets few-token inference steps take the
+                fast path of :mod:`moezoo.models.lm.decode`.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids or inputs_embeds")
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, D)
+        B, T, _ = x.shape
+        start = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = self._positions(attention_mask, B, T, start, x.device)
+        cos, sin = self.rotary(position_ids, x.dtype)
+        mask, is_causal = attention_mask_for(attention_mask, T, start, x.device)
+        moe_outputs: list[MoEOutput] = []
+        for layer in self.layers:
+            x, moe = layer(x, cos, sin, mask, is_causal, cache, routing=router_losses or labels is not None)
+            if moe is not None:
+                moe_outputs.append(moe)
+        if cache is not None:
+            cache.length += T
+        x = self.norm(x if logits_to_keep <= 0 else x[:, -logits_to_keep:])
+        logits = F.linear(x, self.output_weight)  # (B, T, V)
+        aux_loss = z_loss = None
+        if router_losses or labels is not None:
+            token_mask = None if attention_mask is None else attention_mask[:, -T:]
+            aux_loss, z_loss = self._router_losses(moe_outputs, token_mask, x)
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels)
+            if self.training and self.config.moe is not None:
+                loss = loss + self.config.moe.aux_loss_coef * aux_loss + self.config.moe.z_loss_coef * z_loss
+        return CausalLMOutput(logits, loss, aux_loss, z_loss, [m.stats for m in moe_outputs])
+
+    @staticmethod
+    def _positions(attention_mask: torch.Tensor | None, B: int, T: int, start: int,
+                   device: torch.device) -> torch.Tensor:
+        if attention_mask is None:
+            return torch.arange(start, start + T, device=device).expand(B, T)
+        return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, start:start + T]
+
+    def _router_losses(self, moe_outputs: list[MoEOutput], token_mask: torch.Tensor | None,
+                       x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zero = x.new_zeros((), dtype=torch.float32)
+        if not moe_outputs:
+            return zero, zero
+        z_loss = torch.stack([m.z_loss for m in moe_outputs]).mean()
+        if not moe_outputs[0].routing.token_choice:
+            return torch.stack([m.aux_loss for m in moe_outputs]).mean(), z_loss
+        return switch_loss_over_layers(moe_outputs, token_mask, self.config.moe.num_experts), z_loss
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 max_new_tokens: int = 32, do_sample: bool = False, **kwargs: Any) -> torch.Tensor:
+        """Decode; see :func:`moezoo.models.lm.generation.generate` for all options."""
+        from moezoo.models.lm.generation import generate
+
+        return generate(self, input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                        do_sample=do_sample, **kwargs)
+
+    def save_pretrained(self, path: str | Path, format: str = "moezoo", **kwargs: Any) -> Path:
+        """Save to ``path``: ``format="moezoo"`` (config, ``model.safetensors``, tokenizer) or
+        ``format="hf"`` (a transformers checkpoint of the matching family); see
+        :func:`moezoo.models.lm.checkpoint.save` and :func:`moezoo.convert.export_hf`."""
+        if format == "moezoo":
+            from moezoo.models.lm.checkpoint import save
+
+            return save(self, path, **kwargs)
+        if format == "hf":
+            from moezoo.convert import export_hf
+
+            return export_hf(self, path, **kwargs)
+        raise ValueError(f"unknown format {format!r}; use 'moezoo' or 'hf'")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> MoEForCausalLM:
+        """Load a moezoo or transformers checkpoint dir (same as :func:`moezoo.load`)."""
+        from moezoo.loading import load
+
+        return load(path, device=device, dtype=dtype)
+
+
+def causal_lm_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]`` (as transformers).
+
+    Example:
+        >>> causal_lm_loss(torch.zeros(1, 3, 4), torch.tensor([[0, 1, -100]]))  # log(4), one target
+        tensor(1.3863)
+    """
+    shifted = F.pad(labels_BT, (0, 1), value=ignore_index)[:, 1:]
+    return F.cross_entropy(logits_BTV.float().reshape(-1, logits_BTV.shape[-1]), shifted.reshape(-1),
+                           ignore_index=ignore_index)
+
+
+def switch_loss_over_layers(moe_outputs: list[MoEOutput], token_mask: torch.Tensor | None,
+                            num_experts: int) -> torch.Tensor:
+    """Switch load-balancing loss pooled over layers, as transformers' ``load_balancing_loss_func``.
+
+    transformers concatenates the router outputs of all layers before taking
+    ``E * sum_e f_e * P_e``; pooling the same way (rather than averaging per-layer
+    losses) keeps ``aux_loss`` and ``router_aux_loss_coef`` interchangeable with theirs.
+    Padding tokens (``token_mask == 0``) are excluded.
+    """
+    counts = torch.zeros(num_experts, dtype=torch.float32, device=moe_outputs[0].routing.probs.device)
+    prob_sum = torch.zeros_like(counts)
+    rows = counts.new_zeros(())
+    for moe in moe_outputs:
+        r = moe.routing
+        probs = r.probs.float()  # (T, E)
+        if token_mask is None:
+            counts = counts + torch.bincount(r.expert_idx, minlength=num_experts).float()
+            prob_sum = prob_sum + probs.sum(0)
+            rows = rows + probs.shape[0]
+        else:
+            w = token_mask.reshape(-1).to(probs)  # (T,)
+            w = w.repeat_interleave(probs.shape[0] // w.numel())  # MH-MoE: h sub-tokens per token
+            counts = counts.index_add(0, r.expert_idx, w[r.token_idx])
+            prob_sum = prob_sum + (probs * w[:, None]).sum(0)
+            rows = rows + w.sum()
+    return num_experts * ((counts / rows) * (prob_sum / rows)).sum()

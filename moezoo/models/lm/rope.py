@@ -1,0 +1,125 @@
+"""Rotary position embeddings (RoFormer, Su et al. 2021, arXiv 2104.09864) and the
+scaling variants of the families moezoo reads: linear position interpolation
+(Chen et al. 2023), Llama 3.1's wavelength-dependent scaling and YaRN (Peng et al.
+2023, arXiv 2309.00071). The frequencies follow transformers' ``modeling_rope_utils``
+formula for formula, so logits match to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def rope_frequencies(head_dim: int, theta: float,
+                     scaling: dict[str, Any] | None = None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies ``(head_dim // 2,)`` and the cos/sin scale for a RoPE variant.
+
+    Example:
+        >>> inv_freq, scale = rope_frequencies(8, 10000.0)
+        >>> inv_freq.shape, scale
+        (torch.Size([4]), 1.0)
+        >>> rope_frequencies(8, 10000.0, {"rope_type": "linear", "factor": 2.0})[0][0].item()
+        0.5
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    kind = (scaling or {}).get("rope_type", "default")
+    if kind == "default":
+        return inv_freq, 1.0
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv_freq / factor, 1.0
+    if kind == "llama3":
+        return _llama3(inv_freq, factor, scaling), 1.0
+    if kind == "yarn":
+        return _yarn(head_dim, theta, factor, scaling)
+    raise ValueError(f"unsupported rope_type {kind!r}; supported: default, linear, llama3, yarn")
+
+
+def _llama3(inv_freq: torch.Tensor, factor: float, p: dict[str, Any]) -> torch.Tensor:
+    # Long wavelengths are interpolated by `factor`, short ones kept, the band between blended.
+    old_len = p["original_max_position_embeddings"]
+    low, high = float(p["low_freq_factor"]), float(p["high_freq_factor"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(medium, blended, scaled)
+
+
+def _yarn(dim: int, theta: float, factor: float, p: dict[str, Any]) -> tuple[torch.Tensor, float]:
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention_factor = p.get("attention_factor")
+    if attention_factor is None:
+        if p.get("mscale") and p.get("mscale_all_dim"):
+            attention_factor = mscale(factor, p["mscale"]) / mscale(factor, p["mscale_all_dim"])
+        else:
+            attention_factor = mscale(factor)
+    beta_fast, beta_slow = p.get("beta_fast") or 32, p.get("beta_slow") or 1
+    old_len = p["original_max_position_embeddings"]
+
+    def correction_dim(rotations: float) -> float:
+        return dim * math.log(old_len / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if p.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # avoid a division by zero in the ramp
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    pos_freqs = theta ** (torch.arange(0, dim, 2).float() / dim)
+    extrapolate = 1 - ramp  # 1: keep the original frequency, 0: interpolate by `factor`
+    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
+    return inv_freq, float(attention_factor)
+
+
+class RotaryEmbedding(nn.Module):
+    """Cos/sin tables for positions, grown on demand and indexed by position ids.
+
+    The table is computed as ``position * inv_freq`` in float32, exactly as
+    transformers does per forward, so a cached lookup changes no bit of the result
+    while saving the trigonometry on every decoding step.
+
+    Example:
+        >>> rope = RotaryEmbedding(8, 10000.0)
+        >>> cos, sin = rope(torch.arange(5)[None], torch.float32)
+        >>> cos.shape
+        torch.Size([1, 5, 8])
+    """
+
+    def __init__(self, head_dim: int, theta: float, scaling: dict[str, Any] | None = None):
+        super().__init__()
+        inv_freq, self.attention_scaling = rope_frequencies(head_dim, theta, scaling)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cos: torch.Tensor | None = None
+        self._sin: torch.Tensor | None = None
+
+    def _table(self, length: int, device: torch.device) -> None:
+        length = max(length, 256)
+        pos = torch.arange(length, device=device, dtype=torch.float32)
+        freqs = pos[:, None] * self.inv_freq.to(device=device, dtype=torch.float32)[None]  # (P, hd/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (P, hd)
+        self._cos = emb.cos() * self.attention_scaling
+        self._sin = emb.sin() * self.attention_scaling
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)`` of shape ``(*position_ids.shape, head_dim)`` in ``dtype``."""
+        needed = int(position_ids.max()) + 1 if position_ids.numel() else 1
+        if self._cos is None or self._cos.shape[0] < needed or self._cos.device != position_ids.device:
+            self._table(2 * needed, position_ids.device)
+        return self._cos[position_ids].to(dtype), self._sin[position_ids].to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x (B, H, T, hd)`` by ``cos``/``sin (B, T, hd)`` (half-split pairs, as in Llama)."""
+    cos, sin = cos[:, None], sin[:, None]
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin

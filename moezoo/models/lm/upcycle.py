@@ -1,0 +1,92 @@
+"""Sparse upcycling: turn a dense LM into an MoE LM initialised from it.
+
+Komatsuzaki et al. 2022, *Sparse Upcycling* (arXiv 2212.05055); also the third stage
+of LibMoE (arXiv 2411.00918) and MoE-LLaVA (arXiv 2401.15947). Every expert of an
+upcycled layer starts as a copy of that layer's dense FFN and a fresh router is
+added. With identical experts and renormalised top-k weights (which sum to one) the
+MoE layer computes exactly the dense FFN, so the upcycled model starts where the
+dense one ended; ``noise_std`` breaks the symmetry between the copies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moezoo.models.lm.config import LMConfig
+from moezoo.models.lm.model import MoEForCausalLM
+from moezoo.moe import MoEConfig
+
+
+def upcycle(dense_model_or_path: MoEForCausalLM | str | Path, num_experts: int = 8, top_k: int = 2,
+            router: str = "softmax", noise_std: float = 0.0, layers: list[int] | None = None,
+            norm_topk_prob: bool = True, seed: int = 0, **moe_kwargs: Any) -> MoEForCausalLM:
+    """Copy each dense FFN of ``layers`` into ``num_experts`` experts behind a fresh router.
+
+    Args:
+        dense_model_or_path: a dense :class:`MoEForCausalLM`, or a path :func:`moezoo.load` reads
+            (e.g. a transformers Llama / Qwen2 dir).
+        num_experts / top_k / router: the new MoE layers (``router`` from :func:`moezoo.moe.list_routers`).
+        noise_std: each copy gets Gaussian noise of ``noise_std`` times its weight's standard
+            deviation (scale-free); 0 keeps the copies identical.
+        layers: which layers to upcycle; default every layer (MoE-LLaVA uses every other one).
+        norm_topk_prob: renormalise the top-k weights; needed for the exact-equality start.
+        seed: seeds the router initialisation and the noise.
+        **moe_kwargs: further :class:`~moezoo.moe.MoEConfig` fields (``aux_loss_coef``, ...).
+
+    Returns:
+        A new model (the input is left unchanged), in the input's mode and dtype.
+
+    Example:
+        >>> from moezoo.models.lm import LMConfig
+        >>> dense = MoEForCausalLM(LMConfig(vocab_size=32, dim=16, num_layers=2, num_heads=2, ffn_dim=32)).eval()
+        >>> moe = upcycle(dense, num_experts=4, top_k=2).eval()
+        >>> ids = torch.tensor([[1, 2, 3]])
+        >>> torch.allclose(moe(ids).logits, dense(ids).logits, atol=1e-5)
+        True
+    """
+    if isinstance(dense_model_or_path, (str, Path)):
+        from moezoo.loading import load
+
+        dense = load(dense_model_or_path)
+    else:
+        dense = dense_model_or_path
+    cfg: LMConfig = dense.config
+    layers = list(range(cfg.num_layers)) if layers is None else sorted(layers)
+    already = [i for i in layers if cfg.is_moe_layer(i)]
+    if already:
+        raise ValueError(f"layers {already} are already MoE layers; upcycle dense layers only")
+    moe = MoEConfig(dim=cfg.dim, expert_dim=cfg.ffn_dim, num_experts=num_experts, top_k=top_k, router=router,
+                    norm_topk_prob=norm_topk_prob, **moe_kwargs)
+    if cfg.moe is not None and cfg.sparse_layers() and cfg.moe != moe:
+        raise ValueError("the model already has MoE layers with a different MoEConfig; "
+                         f"upcycle with the same settings ({cfg.moe})")
+    new_cfg = cfg.replace(moe=moe, moe_layers=sorted(set(cfg.sparse_layers()) | set(layers)),
+                          family=None if cfg.family in ("llama", "qwen2") else cfg.family)
+    weight = dense.embed_tokens.weight
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MoEForCausalLM(new_cfg, tokenizer=dense.tokenizer)
+    state = model.state_dict()
+    dense_state = dense.state_dict()
+    for key in state:
+        if key in dense_state:
+            state[key] = dense_state[key]
+    for i in layers:
+        mlp = f"layers.{i}.mlp"
+        gate, up, down = (dense_state[f"{mlp}.{p}.weight"] for p in ("gate_proj", "up_proj", "down_proj"))
+        state[f"{mlp}.experts.gate_up_proj"] = _copies(torch.cat([gate, up], dim=0), num_experts, noise_std, gen)
+        state[f"{mlp}.experts.down_proj"] = _copies(down, num_experts, noise_std, gen)
+    model.load_state_dict(state)
+    return model.to(device=weight.device, dtype=weight.dtype).train(dense.training)
+
+
+def _copies(w: torch.Tensor, n: int, noise_std: float, gen: torch.Generator) -> torch.Tensor:
+    """``(n, *w.shape)`` copies of ``w`` with optional relative Gaussian noise."""
+    out = w.detach().float().cpu().unsqueeze(0).repeat(n, *([1] * w.ndim))
+    if noise_std > 0:
+        out += torch.randn(out.shape, generator=gen) * (noise_std * w.float().std().item())
+    return out.to(w.dtype)

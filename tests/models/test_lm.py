@@ -1,0 +1,117 @@
+"""The LM itself: config checks, per-layer MoE choice, losses, KV-cache-free training, native format."""
+
+import json
+
+import pytest
+import torch
+
+import moezoo
+from moezoo.convert.testing import tiny_tokenizer
+from moezoo.models.lm import LMConfig, MoEForCausalLM
+from moezoo.moe import MoEConfig
+
+
+def _config(**overrides):
+    base = dict(vocab_size=96, dim=32, num_layers=3, num_heads=4, num_kv_heads=2, ffn_dim=48,
+                moe=MoEConfig(dim=32, expert_dim=16, num_experts=4, top_k=2, aux_loss_coef=0.02, z_loss_coef=0.001),
+                moe_layers=[1, 2], qk_norm="head", rope_scaling={"rope_type": "linear", "factor": 2.0})
+    return LMConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_kv_heads", 3, r"LMConfig.num_heads=4 must be a multiple of num_kv_heads=3"),
+    ("qk_norm", "layer", r"LMConfig.qk_norm='layer' must be one of"),
+    ("moe_layers", [5], r"LMConfig.moe_layers=\[5\] must be layer indices in \[0, num_layers=3\)"),
+    ("rope_scaling", {"rope_type": "dynamic", "factor": 2.0}, r"unsupported rope_type 'dynamic'"),
+    ("rope_scaling", {"rope_type": "llama3", "factor": 8.0}, r"lacks \['low_freq_factor'"),
+    ("moe", MoEConfig(dim=16, expert_dim=8, num_experts=4, top_k=2), r"LMConfig.moe=.* expected dim=32"),
+])
+def test_config_errors_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**{field: value})
+
+
+def test_config_dict_round_trip_and_unknown_keys():
+    cfg = _config()
+    assert LMConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match=r"unknown keys \['hidden'\]"):
+        LMConfig.from_dict({**cfg.to_dict(), "hidden": 3})
+
+
+def test_per_layer_moe_choice():
+    model = MoEForCausalLM(_config(moe_layers=[0, 2]))
+    kinds = [type(layer.mlp).__name__ for layer in model.layers]
+    assert kinds == ["MoELayer", "MLP", "MoELayer"]
+    dense = MoEForCausalLM(_config(moe=None, moe_layers=None))
+    out = dense(input_ids=torch.randint(0, 96, (1, 5)))
+    assert out.aux_loss.item() == 0 and not out.router_stats
+
+
+def test_training_loss_adds_weighted_router_losses_and_backpropagates():
+    torch.manual_seed(0)
+    model = MoEForCausalLM(_config())
+    ids = torch.randint(0, 96, (2, 10))
+    model.eval()
+    eval_out = model(input_ids=ids, labels=ids)
+    model.train()
+    out = model(input_ids=ids, labels=ids)
+    expected = eval_out.loss + 0.02 * out.aux_loss + 0.001 * out.z_loss
+    torch.testing.assert_close(out.loss, expected)
+    assert out.aux_loss > 1.0 and out.z_loss > 0  # Switch loss is ~top_k at balance
+    out.loss.backward()
+    layer = model.layers[1].mlp
+    assert layer.router.weight.grad.abs().sum() > 0 and layer.experts.gate_up_proj.grad.abs().sum() > 0
+    assert len(out.router_stats) == 2
+
+
+def test_inputs_embeds_equal_input_ids():
+    model = MoEForCausalLM(_config()).eval()
+    ids = torch.randint(0, 96, (2, 6))
+    with torch.no_grad():
+        a = model(input_ids=ids).logits
+        b = model(inputs_embeds=model.embed_tokens(ids)).logits
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model()
+
+
+def test_native_round_trip_is_exact(tmp_path):
+    model = MoEForCausalLM(_config(tie_embeddings=True, eos_token_id=[2, 3]), tokenizer=tiny_tokenizer()).eval()
+    path = model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in path.iterdir() if not p.name.startswith("tokenizer")) == [
+        "model.safetensors", "moezoo_config.json"]
+    loaded = moezoo.load(path)
+    assert loaded.config == model.config and not loaded.training
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    ids = torch.randint(0, 96, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert loaded.tokenizer("w3 w4")["input_ids"] == model.tokenizer("w3 w4")["input_ids"]
+    # Saving again over the same dir is fine (files are replaced atomically).
+    loaded.save_pretrained(path)
+    assert moezoo.load(path, dtype="bfloat16").layers[1].mlp.experts.down_proj.dtype == torch.bfloat16
+
+
+def test_native_checkpoint_errors(tmp_path):
+    path = MoEForCausalLM(_config()).save_pretrained(tmp_path)
+    header = json.loads((path / "moezoo_config.json").read_text())
+    (path / "moezoo_config.json").write_text(json.dumps({**header, "version": 99}))
+    with pytest.raises(ValueError, match="newer moezoo"):
+        moezoo.load(path)
+    header["config"]["moe"]["num_experts"] = 8
+    (path / "moezoo_config.json").write_text(json.dumps(header))
+    with pytest.raises(ValueError, match=r"shape mismatch for tensor 'layers\.1\.mlp\.router\.weight'"):
+        moezoo.load(path)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        moezoo.load(path, dtype="float7")
+
+
+def test_import_moezoo_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, moezoo; moezoo.load; "
+            "print(sorted(m for m in ('transformers', 'lightning', 'wandb', 'webdataset') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
