@@ -118,11 +118,16 @@ def bench_shape(shape: Shape, repeats: int, device: str, dtype: torch.dtype, rou
     }
     if memory:
         peak, activation = {}, {}
+        threads = torch.get_num_threads()
+        # The profiler sees the allocations of the calling thread only, so memory is
+        # measured with one thread (then the expert loop runs on the caller too).
+        torch.set_num_threads(1)
         for name in ("moezoo", "dense"):
             _zero_grad(modules[name], x)  # freed outside the measured window
             peak[name] = peak_memory(steps[name], device)
             grads = sum(p.grad.numel() * p.grad.element_size() for p in modules[name].parameters())
             activation[name] = peak[name] - grads - x.numel() * x.element_size()
+        torch.set_num_threads(threads)
         result["peak_mib"] = {k: v / 2**20 for k, v in peak.items()}
         result["activation_mib"] = {k: v / 2**20 for k, v in activation.items()}
         result["memory_vs_dense"] = activation["moezoo"] / activation["dense"]

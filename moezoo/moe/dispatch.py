@@ -100,6 +100,28 @@ def expert_ffn(x_TD: torch.Tensor, dispatch: Dispatch, w_in: torch.Tensor, w_out
     return _ExpertFFN.apply(x_TD, dispatch.token_idx, dispatch.weight.to(x_TD.dtype), w_in, w_out, segments, glu)
 
 
+def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: torch.Tensor,
+               glu: bool) -> torch.Tensor:
+    """Inference path for a handful of assignments (a decoding step).
+
+    With about one assignment per expert, sorting, segment planning, an autograd
+    function and worker threads cost more than the expert matrix-vector products,
+    which are bound by reading the weights. Here each active expert runs directly on
+    its rows, in expert order. No gradients flow through this path.
+    """
+    rows_of: dict[int, list[int]] = {}
+    for j, expert in enumerate(routing.expert_idx.tolist()):
+        rows_of.setdefault(expert, []).append(j)
+    weight = routing.weight.to(x_TD.dtype)
+    out = torch.zeros_like(x_TD)
+    for expert, js in sorted(rows_of.items()):
+        pick = slice(js[0], js[0] + 1) if len(js) == 1 else torch.tensor(js, device=x_TD.device)
+        tok = routing.token_idx[pick]
+        a = _act(F.linear(x_TD[tok], w_in[expert]), glu).mul_(weight[pick, None])
+        out.index_add_(0, tok, F.linear(a, w_out[expert]))
+    return out
+
+
 def _act(h: torch.Tensor, glu: bool) -> torch.Tensor:
     if glu:
         gate, up = h.chunk(2, dim=-1)
@@ -184,23 +206,36 @@ def _partition(items: list[tuple[int, Segment]], workers: int) -> list[list[tupl
 
 
 def _run_grouped(fn: Callable[[list, int], None], segments: list[tuple[int, Segment]], workers: int) -> None:
-    """Call ``fn(group, worker_index)`` for each group, on threads when ``workers > 1``."""
+    """Call ``fn(group, worker_index)`` for each group, on threads when ``workers > 1``.
+
+    The caller's thread takes group 0 itself (with one intra-op thread, like the
+    pool threads), so no core idles while it waits.
+    """
     if workers == 1:
         fn(segments, 0)
         return
     global _pool, _pool_size
-    if _pool is None or _pool_size < workers:
-        _pool_size = workers
-        _pool = ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,),
+    if _pool is None or _pool_size < workers - 1:
+        _pool_size = workers - 1
+        _pool = ThreadPoolExecutor(max_workers=_pool_size, initializer=torch.set_num_threads, initargs=(1,),
                                    thread_name_prefix="moezoo-experts")
-    inference = torch.is_inference_mode_enabled()
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
     def call(args):
         # Grad / inference mode are thread-local: mirror the caller's.
-        with torch.inference_mode(inference), torch.no_grad():
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             fn(*args)
 
-    list(_pool.map(call, [(g, i) for i, g in enumerate(_partition(segments, workers))]))
+    groups = _partition(segments, workers)
+    futures = [_pool.submit(call, (group, i)) for i, group in enumerate(groups) if i > 0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fn(groups[0], 0)
+    finally:
+        torch.set_num_threads(threads)
+    for future in futures:
+        future.result()
 
 
 def _reduce(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from moezoo.moe.dispatch import Dispatch, expert_ffn, grouped_mm_supported, sort_by_expert
+from moezoo.moe.dispatch import Dispatch, direct_ffn, expert_ffn, grouped_mm_supported, sort_by_expert
 from moezoo.moe.reference import loop_reference
-from moezoo.moe.routers import Routing
+from moezoo.moe.routers import Routing, expert_counts
 
 
 class GroupedExperts(nn.Module):
@@ -52,6 +52,10 @@ class GroupedExperts(nn.Module):
         if mode == "loop":
             out, counts = loop_reference(x_TD, routing, self.in_proj, self.down_proj, self.glu, capacity)
             return out, counts, routing.expert_idx.numel() - counts.sum()
+        if (mode == "auto" and capacity is None and not x_TD.is_cuda and not torch.is_grad_enabled()
+                and routing.expert_idx.numel() <= self.num_experts):
+            out = direct_ffn(x_TD, routing, self.in_proj, self.down_proj, self.glu)
+            return out, expert_counts(routing.expert_idx, self.num_experts), out.new_zeros((), dtype=torch.long)
         if mode == "auto":
             mode = "grouped_mm" if x_TD.is_cuda else "fused"
         if mode == "grouped_mm" and not grouped_mm_supported(x_TD, self.in_proj, self.down_proj):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -40,13 +41,40 @@ class RoutingStats:
 
 @dataclass
 class MoEOutput:
-    """What :class:`MoELayer` returns: the output, the unweighted aux losses, stats."""
+    """What :class:`MoELayer` returns: the output and the routing behind it.
+
+    The unweighted aux losses and the statistics are computed on first access, so
+    an inference step that only needs ``hidden_states`` does not pay for them.
+    """
 
     hidden_states: torch.Tensor
-    aux_loss: torch.Tensor
-    z_loss: torch.Tensor
-    stats: RoutingStats
     routing: Routing
+    tokens_per_expert: torch.Tensor  # (E,) assignments processed, after capacity
+    num_dropped: torch.Tensor  # () assignments dropped by capacity
+
+    @cached_property
+    def aux_loss(self) -> torch.Tensor:
+        """Switch load-balancing loss (0 for expert choice, which is balanced by construction)."""
+        if not self.routing.token_choice:
+            return self.routing.probs.new_zeros(())
+        return load_balancing_loss(self.routing.probs, self.routing.expert_idx)
+
+    @cached_property
+    def z_loss(self) -> torch.Tensor:
+        return router_z_loss(self.routing.logits)
+
+    @cached_property
+    def stats(self) -> RoutingStats:
+        with torch.no_grad():
+            probs = self.routing.probs
+            entropy = -(probs * probs.clamp_min(1e-20).log()).sum(-1).mean() / math.log(probs.shape[-1])
+            if self.routing.token_choice:
+                dropped_fraction = self.num_dropped.float() / max(self.routing.expert_idx.numel(), 1)
+            else:
+                picked = torch.zeros(probs.shape[0], dtype=torch.bool, device=probs.device)
+                picked[self.routing.token_idx] = True
+                dropped_fraction = 1.0 - picked.float().mean()
+        return RoutingStats(self.tokens_per_expert, dropped_fraction, entropy)
 
 
 class MoELayer(nn.Module):
@@ -99,21 +127,4 @@ class MoELayer(nn.Module):
             if c.shared_expert_gate:
                 shared = torch.sigmoid(self.shared_expert_gate(x_TD)) * shared
             y = y + shared
-        if routing.token_choice:
-            aux_loss = load_balancing_loss(routing.probs, routing.expert_idx)
-        else:
-            aux_loss = routing.probs.new_zeros(())
-        return MoEOutput(y.reshape(x.shape), aux_loss, router_z_loss(routing.logits),
-                         self._stats(routing, counts, dropped), routing)
-
-    @torch.no_grad()
-    def _stats(self, routing: Routing, counts: torch.Tensor, dropped: torch.Tensor) -> RoutingStats:
-        probs = routing.probs
-        entropy = -(probs * probs.clamp_min(1e-20).log()).sum(-1).mean() / math.log(self.config.num_experts)
-        if routing.token_choice:
-            dropped_fraction = dropped.float() / max(routing.expert_idx.numel(), 1)
-        else:
-            picked = torch.zeros(probs.shape[0], dtype=torch.bool, device=probs.device)
-            picked[routing.token_idx] = True
-            dropped_fraction = 1.0 - picked.float().mean()
-        return RoutingStats(counts, dropped_fraction, entropy)
+        return MoEOutput(y.reshape(x.shape), routing, counts, dropped)

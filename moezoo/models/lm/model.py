@@ -20,7 +20,6 @@ from torch import nn
 
 from moezoo.models.lm.attention import Attention, KVCache, attention_mask_for
 from moezoo.models.lm.config import LMConfig
-from moezoo.models.lm.decode import fast_decode, use_fast_decode
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
 from moezoo.moe import MLP, MoELayer, MoEOutput, RoutingStats
@@ -63,14 +62,11 @@ class DecoderLayer(nn.Module):
             self.mlp = MLP(config.dim, config.ffn_dim, init_std=config.init_std)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool, cache: KVCache | None, routing: bool = True) -> tuple[torch.Tensor, MoEOutput | None]:
-        """``routing=False`` lets a few-token inference step skip the routing outputs (decoding)."""
+                is_causal: bool, cache: KVCache | None) -> tuple[torch.Tensor, MoEOutput | None]:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache)
         h = self.post_attention_layernorm(x)
         if not self.is_moe:
             return x + self.mlp(h), None
-        if not routing and use_fast_decode(self.mlp, h.shape[0] * h.shape[1]):
-            return x + fast_decode(self.mlp, h), None
         moe = self.mlp(h)
         return x + moe.hidden_states, moe
 
@@ -131,9 +127,8 @@ class MoEForCausalLM(nn.Module):
             position_ids: ``(B, T)`` explicit RoPE positions.
             cache: a :class:`KVCache` to append to (generation); its ``length`` is advanced.
             logits_to_keep: if > 0, only the last that many positions get logits.
-            router_losses: compute ``aux_loss`` / ``z_loss`` and ``router_stats``. Decoding turns them
-                off (they are then ``None`` / partial), which lets few-token inference steps take the
-                fast path of :mod:`moezoo.models.lm.decode`.
+            router_losses: compute ``aux_loss`` / ``z_loss`` and ``router_stats`` (always done when
+                ``labels`` are given). Decoding turns them off: they are then ``None`` / empty.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
@@ -146,7 +141,7 @@ class MoEForCausalLM(nn.Module):
         mask, is_causal = attention_mask_for(attention_mask, T, start, x.device)
         moe_outputs: list[MoEOutput] = []
         for layer in self.layers:
-            x, moe = layer(x, cos, sin, mask, is_causal, cache, routing=router_losses or labels is not None)
+            x, moe = layer(x, cos, sin, mask, is_causal, cache)
             if moe is not None:
                 moe_outputs.append(moe)
         if cache is not None:
@@ -154,7 +149,8 @@ class MoEForCausalLM(nn.Module):
         x = self.norm(x if logits_to_keep <= 0 else x[:, -logits_to_keep:])
         logits = F.linear(x, self.output_weight)  # (B, T, V)
         aux_loss = z_loss = None
-        if router_losses or labels is not None:
+        wants_routing = router_losses or labels is not None
+        if wants_routing:
             token_mask = None if attention_mask is None else attention_mask[:, -T:]
             aux_loss, z_loss = self._router_losses(moe_outputs, token_mask, x)
         loss = None
@@ -162,7 +158,7 @@ class MoEForCausalLM(nn.Module):
             loss = causal_lm_loss(logits, labels)
             if self.training and self.config.moe is not None:
                 loss = loss + self.config.moe.aux_loss_coef * aux_loss + self.config.moe.z_loss_coef * z_loss
-        return CausalLMOutput(logits, loss, aux_loss, z_loss, [m.stats for m in moe_outputs])
+        return CausalLMOutput(logits, loss, aux_loss, z_loss, [m.stats for m in moe_outputs] if wants_routing else [])
 
     @staticmethod
     def _positions(attention_mask: torch.Tensor | None, B: int, T: int, start: int,
