@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -113,13 +114,75 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
     for j, expert in enumerate(routing.expert_idx.tolist()):
         rows_of.setdefault(expert, []).append(j)
     weight = routing.weight.to(x_TD.dtype)
-    out = torch.zeros_like(x_TD)
-    for expert, js in sorted(rows_of.items()):
-        pick = slice(js[0], js[0] + 1) if len(js) == 1 else torch.tensor(js, device=x_TD.device)
-        tok = routing.token_idx[pick]
-        a = _act(F.linear(x_TD[tok], w_in[expert]), glu).mul_(weight[pick, None])
-        out.index_add_(0, tok, F.linear(a, w_out[expert]))
+    experts = sorted(rows_of.items())
+    workers = min(_decode_workers, len(experts)) if x_TD.device.type == "cpu" else 1
+    outs = [torch.zeros_like(x_TD) for _ in range(workers)]
+
+    def run(group, worker):
+        for k, _ in group:
+            expert, js = experts[k]
+            pick = slice(js[0], js[0] + 1) if len(js) == 1 else torch.tensor(js, device=x_TD.device)
+            tok = routing.token_idx[pick]
+            a = _act(F.linear(x_TD[tok], w_in[expert]), glu).mul_(weight[pick, None])
+            outs[worker].index_add_(0, tok, F.linear(a, w_out[expert]))
+
+    _run_grouped(run, [(k, (0, len(js), e, e + 1, None)) for k, (e, js) in enumerate(experts)], workers)
+    return _reduce(outs)
+
+
+_decode_workers = 1
+
+
+def decoding_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight)``; inside :func:`cpu_decoding`, output rows split across threads.
+
+    For the large matrix-vector products of a decoding step (the LM head) that
+    reads the weight at the speed of all threads instead of one.
+
+    Example:
+        >>> w, x = torch.randn(64, 8), torch.randn(1, 8)
+        >>> with cpu_decoding():
+        ...     torch.allclose(decoding_linear(x, w), x @ w.t())
+        True
+    """
+    workers = _decode_workers if x.device.type == "cpu" and weight.shape[0] >= 1024 else 1
+    if workers == 1:
+        return F.linear(x, weight)
+    out = x.new_empty(*x.shape[:-1], weight.shape[0])
+    bounds = [weight.shape[0] * i // workers for i in range(workers + 1)]
+
+    def run(group, worker):
+        for _, (lo, hi, *_) in group:
+            torch.matmul(x, weight[lo:hi].t(), out=out[..., lo:hi])
+
+    _run_grouped(run, [(i, (bounds[i], bounds[i + 1], 0, 0, None)) for i in range(workers)], workers)
     return out
+
+
+@contextmanager
+def cpu_decoding() -> Iterator[None]:
+    """Thread policy for a loop of decoding steps on CPU.
+
+    A decoding step is hundreds of tiny ops plus matrix-vector products bound by
+    reading weights. An OpenMP team only adds barriers to the tiny ops (and its idle
+    threads spin on the cores), while experts read on separate threads fetch weights
+    about twice as fast. So inside this context the caller's ops run on one thread
+    and the few-token expert path (:func:`direct_ffn`) uses all of them.
+
+    Example:
+        >>> with cpu_decoding():
+        ...     torch.get_num_threads()
+        1
+    """
+    global _decode_workers
+    threads, previous = torch.get_num_threads(), _decode_workers
+    torch.set_num_threads(1)
+    _decode_workers = threads
+    try:
+        yield
+    finally:
+        _decode_workers = previous
+        torch.set_num_threads(threads)
 
 
 def _act(h: torch.Tensor, glu: bool) -> torch.Tensor:

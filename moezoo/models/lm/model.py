@@ -23,6 +23,7 @@ from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
 from moezoo.moe import MLP, MoELayer, MoEOutput, RoutingStats
+from moezoo.moe.dispatch import decoding_linear
 
 
 @dataclass
@@ -147,7 +148,7 @@ class MoEForCausalLM(nn.Module):
         if cache is not None:
             cache.length += T
         x = self.norm(x if logits_to_keep <= 0 else x[:, -logits_to_keep:])
-        logits = F.linear(x, self.output_weight)  # (B, T, V)
+        logits = decoding_linear(x, self.output_weight)  # (B, T, V)
         aux_loss = z_loss = None
         wants_routing = router_losses or labels is not None
         if wants_routing:
