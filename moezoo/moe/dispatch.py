@@ -9,25 +9,25 @@ The GEMMs run over *segments* of the expert-sorted assignments:
 
 * ``fused`` (CPU default): one segment per expert. Gather, up-projection,
   activation, down-projection and scatter-add of one expert run back to back on a
-  cache-sized block, which on CPU beats one big grouped GEMM over ``(N, D)``.
+  cache-sized block, which on CPU beats one big grouped GEMM over ``(N, D)``;
+  groups of experts run on separate threads (:mod:`moezoo.moe.threads`).
 * ``grouped_mm`` (CUDA default): one segment holding all experts, computed with
   ``torch._grouped_mm`` and device-side offsets, so the GEMMs need no host sync.
 
+A decoding step (a handful of assignments, no gradients) takes :func:`direct_ffn`.
 The mask-loop oracle the tests compare against is in :mod:`moezoo.moe.reference`.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from moezoo.moe.routers import Routing, expert_counts
+from moezoo.moe.threads import decode_workers, reduce_sum, run_split
 
 # (row_start, row_end, first_expert, last_expert + 1, grouped-GEMM offsets or None)
 Segment = tuple[int, int, int, int, "torch.Tensor | None"]
@@ -115,74 +115,18 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
         rows_of.setdefault(expert, []).append(j)
     weight = routing.weight.to(x_TD.dtype)
     experts = sorted(rows_of.items())
-    workers = min(_decode_workers, len(experts)) if x_TD.device.type == "cpu" else 1
+    workers = min(decode_workers(), len(experts)) if x_TD.device.type == "cpu" else 1
     outs = [torch.zeros_like(x_TD) for _ in range(workers)]
 
-    def run(group, worker):
-        for k, _ in group:
-            expert, js = experts[k]
+    def run(group: list[tuple[int, list[int]]], worker: int) -> None:
+        for expert, js in group:
             pick = slice(js[0], js[0] + 1) if len(js) == 1 else torch.tensor(js, device=x_TD.device)
             tok = routing.token_idx[pick]
             a = _act(F.linear(x_TD[tok], w_in[expert]), glu).mul_(weight[pick, None])
             outs[worker].index_add_(0, tok, F.linear(a, w_out[expert]))
 
-    _run_grouped(run, [(k, (0, len(js), e, e + 1, None)) for k, (e, js) in enumerate(experts)], workers)
-    return _reduce(outs)
-
-
-_decode_workers = 1
-
-
-def decoding_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.linear(x, weight)``; inside :func:`cpu_decoding`, output rows split across threads.
-
-    For the large matrix-vector products of a decoding step (the LM head) that
-    reads the weight at the speed of all threads instead of one.
-
-    Example:
-        >>> w, x = torch.randn(64, 8), torch.randn(1, 8)
-        >>> with cpu_decoding():
-        ...     torch.allclose(decoding_linear(x, w), x @ w.t())
-        True
-    """
-    workers = _decode_workers if x.device.type == "cpu" and weight.shape[0] >= 1024 else 1
-    if workers == 1:
-        return F.linear(x, weight)
-    out = x.new_empty(*x.shape[:-1], weight.shape[0])
-    bounds = [weight.shape[0] * i // workers for i in range(workers + 1)]
-
-    def run(group, worker):
-        for _, (lo, hi, *_) in group:
-            torch.matmul(x, weight[lo:hi].t(), out=out[..., lo:hi])
-
-    _run_grouped(run, [(i, (bounds[i], bounds[i + 1], 0, 0, None)) for i in range(workers)], workers)
-    return out
-
-
-@contextmanager
-def cpu_decoding() -> Iterator[None]:
-    """Thread policy for a loop of decoding steps on CPU.
-
-    A decoding step is hundreds of tiny ops plus matrix-vector products bound by
-    reading weights. An OpenMP team only adds barriers to the tiny ops (and its idle
-    threads spin on the cores), while experts read on separate threads fetch weights
-    about twice as fast. So inside this context the caller's ops run on one thread
-    and the few-token expert path (:func:`direct_ffn`) uses all of them.
-
-    Example:
-        >>> with cpu_decoding():
-        ...     torch.get_num_threads()
-        1
-    """
-    global _decode_workers
-    threads, previous = torch.get_num_threads(), _decode_workers
-    torch.set_num_threads(1)
-    _decode_workers = threads
-    try:
-        yield
-    finally:
-        _decode_workers = previous
-        torch.set_num_threads(threads)
+    run_split(run, experts, [len(js) for _, js in experts], workers)
+    return reduce_sum(outs)
 
 
 def _act(h: torch.Tensor, glu: bool) -> torch.Tensor:
@@ -231,80 +175,11 @@ def _wgrad(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor | None, out: 
     out.copy_(torch._grouped_mm(a.t(), b, offs=offsets).masked_fill_(empty[:, None, None], 0))
 
 
-# --- CPU expert parallelism -------------------------------------------------------
-# Per-expert GEMMs are small, and so are the gathers and scatters around them: an
-# OpenMP team of threads scales poorly on them and, on a busy machine, stalls at
-# every barrier. Disjoint groups of experts run on separate Python threads instead,
-# each with one intra-op thread (torch releases the GIL inside ops).
-
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _forget_pool() -> None:
-    """A forked child (e.g. a DataLoader worker) inherits the pool but not its threads."""
-    global _pool, _pool_size
-    _pool, _pool_size = None, 0
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
-
 def _workers(segments: list[Segment], device: torch.device) -> int:
     """Threads for the per-expert loop: 1 (the caller's thread) off CPU or for one segment."""
     if device.type != "cpu" or len(segments) < 2:
         return 1
     return min(torch.get_num_threads(), len(segments))
-
-
-def _partition(items: list[tuple[int, Segment]], workers: int) -> list[list[tuple[int, Segment]]]:
-    """Split ``(index, segment)`` items into ``workers`` contiguous groups of about equal rows."""
-    total = sum(seg[1] - seg[0] for _, seg in items)
-    groups: list[list[tuple[int, Segment]]] = [[] for _ in range(workers)]
-    done = 0
-    for item in items:
-        groups[min(workers - 1, done * workers // max(total, 1))].append(item)
-        done += item[1][1] - item[1][0]
-    return [g for g in groups if g]
-
-
-def _run_grouped(fn: Callable[[list, int], None], segments: list[tuple[int, Segment]], workers: int) -> None:
-    """Call ``fn(group, worker_index)`` for each group, on threads when ``workers > 1``.
-
-    The caller's thread takes group 0 itself (with one intra-op thread, like the
-    pool threads), so no core idles while it waits.
-    """
-    if workers == 1:
-        fn(segments, 0)
-        return
-    global _pool, _pool_size
-    if _pool is None or _pool_size < workers - 1:
-        _pool_size = workers - 1
-        _pool = ThreadPoolExecutor(max_workers=_pool_size, initializer=torch.set_num_threads, initargs=(1,),
-                                   thread_name_prefix="moezoo-experts")
-    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
-
-    def call(args):
-        # Grad / inference mode are thread-local: mirror the caller's.
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            fn(*args)
-
-    groups = _partition(segments, workers)
-    futures = [_pool.submit(call, (group, i)) for i, group in enumerate(groups) if i > 0]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fn(groups[0], 0)
-    finally:
-        torch.set_num_threads(threads)
-    for future in futures:
-        future.result()
-
-
-def _reduce(parts: list[torch.Tensor]) -> torch.Tensor:
-    for part in parts[1:]:
-        parts[0].add_(part)
-    return parts[0]
 
 
 class _ExpertFFN(torch.autograd.Function):
@@ -317,17 +192,17 @@ class _ExpertFFN(torch.autograd.Function):
         # tens of MB is mmapped and page-faulted anew on every step.
         hs: list[torch.Tensor | None] = [None] * len(segments)
 
-        def run(group, worker):
+        def run(group: list[tuple[int, Segment]], worker: int) -> None:
             for i, (start, end, lo, hi, offsets) in group:
                 tok = token_idx[start:end]
                 h = hs[i] = _mm(x.index_select(0, tok), w_in[lo:hi], offsets, True)
                 a = _act(h, glu).mul_(weight[start:end, None])
                 outs[worker].index_add_(0, tok, _mm(a, w_out[lo:hi], offsets, True))
 
-        _run_grouped(run, list(enumerate(segments)), workers)
+        run_split(run, list(enumerate(segments)), [end - start for start, end, *_ in segments], workers)
         ctx.save_for_backward(x, token_idx, weight, w_in, w_out)
         ctx.hs, ctx.segments, ctx.glu, ctx.workers = hs, segments, glu, workers
-        return _reduce(outs)
+        return reduce_sum(outs)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -345,7 +220,7 @@ class _ExpertFFN(torch.autograd.Function):
         grad_w_in[idle] = 0
         grad_w_out[idle] = 0
 
-        def run(group, worker):
+        def run(group: list[tuple[int, Segment]], worker: int) -> None:
             for i, (start, end, lo, hi, offsets) in group:
                 tok, w, h = token_idx[start:end], weight[start:end, None], hs[i]
                 go = grad_out.index_select(0, tok)
@@ -357,6 +232,7 @@ class _ExpertFFN(torch.autograd.Function):
                 _wgrad(grad_h, x.index_select(0, tok), offsets, grad_w_in[lo:hi])
                 grad_xs[worker].index_add_(0, tok, _mm(grad_h, w_in[lo:hi], offsets, False))
 
-        _run_grouped(run, list(enumerate(ctx.segments)), ctx.workers)
+        run_split(run, list(enumerate(ctx.segments)), [end - start for start, end, *_ in ctx.segments],
+                  ctx.workers)
         ctx.hs = None
-        return _reduce(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None
+        return reduce_sum(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import moezoo.moe.dispatch as dispatch_module
+import moezoo.moe.threads as threads_module
 from moezoo.moe import MoEConfig, MoELayer, list_routers
 
 ROUTERS = list_routers()
@@ -114,10 +115,10 @@ def test_forked_child_forgets_the_expert_pool():
     with torch.no_grad():
         layer(torch.randn(64, 32))
     if torch.get_num_threads() > 1:
-        assert dispatch_module._pool is not None
+        assert threads_module._pool is not None
     pid = os.fork()
     if pid == 0:  # child: report through the exit code only
-        os._exit(0 if dispatch_module._pool is None else 1)
+        os._exit(0 if threads_module._pool is None else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from moezoo.models.lm.attention import KVCache
-from moezoo.moe.dispatch import cpu_decoding
+from moezoo.moe.threads import cpu_decoding
 
 if TYPE_CHECKING:
     from moezoo.models.lm.model import MoEForCausalLM

@@ -23,7 +23,7 @@ from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
 from moezoo.moe import MLP, MoELayer, MoEOutput, RoutingStats
-from moezoo.moe.dispatch import decoding_linear
+from moezoo.moe.threads import decoding_linear
 
 
 @dataclass
