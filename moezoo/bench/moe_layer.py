@@ -21,6 +21,7 @@ import torch
 
 from moezoo.bench.timing import median, paired_ratio, peak_memory, time_interleaved
 from moezoo.moe import MLP, MoEConfig, MoELayer
+from moezoo.moe.dispatch import GradBuffers
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,22 @@ def _step(module, x, grad, is_moe: bool):
     return run
 
 
+def _peak_memory(module, step, x, device: str) -> int:
+    # The profiler sees the allocations of the calling thread only, so memory is
+    # measured with one thread (then the expert loop runs on the caller too).
+    threads = torch.get_num_threads()
+    _zero_grad(module, x)  # freed outside the measured window
+    torch.set_num_threads(1)
+    try:
+        return peak_memory(step, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _grad_bytes(module) -> int:
+    return sum(p.grad.numel() * p.grad.element_size() for p in module.parameters())
+
+
 def bench_shape(shape: Shape, repeats: int, device: str, dtype: torch.dtype, router: str,
                 memory: bool = True) -> dict:
     """Time one shape; returns tokens/s, ratios and (optionally) peak memory."""
@@ -117,17 +134,10 @@ def bench_shape(shape: Shape, repeats: int, device: str, dtype: torch.dtype, rou
         "moezoo_vs_loop": paired_ratio(times["loop"], times["moezoo"]),
     }
     if memory:
-        peak, activation = {}, {}
-        threads = torch.get_num_threads()
-        # The profiler sees the allocations of the calling thread only, so memory is
-        # measured with one thread (then the expert loop runs on the caller too).
-        torch.set_num_threads(1)
-        for name in ("moezoo", "dense"):
-            _zero_grad(modules[name], x)  # freed outside the measured window
-            peak[name] = peak_memory(steps[name], device)
-            grads = sum(p.grad.numel() * p.grad.element_size() for p in modules[name].parameters())
-            activation[name] = peak[name] - grads - x.numel() * x.element_size()
-        torch.set_num_threads(threads)
+        moe.experts.grad_buffers = GradBuffers()  # count the gradients' memory inside the window
+        peak = {name: _peak_memory(modules[name], steps[name], x, device) for name in ("moezoo", "dense")}
+        activation = {name: peak[name] - _grad_bytes(modules[name]) - x.numel() * x.element_size()
+                      for name in peak}
         result["peak_mib"] = {k: v / 2**20 for k, v in peak.items()}
         result["activation_mib"] = {k: v / 2**20 for k, v in activation.items()}
         result["memory_vs_dense"] = activation["moezoo"] / activation["dense"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from moezoo.moe.dispatch import Dispatch, direct_ffn, expert_ffn, grouped_mm_supported, sort_by_expert
+from moezoo.moe.dispatch import Dispatch, GradBuffers, direct_ffn, expert_ffn, grouped_mm_supported, sort_by_expert
 from moezoo.moe.reference import loop_reference
 from moezoo.moe.routers import Routing, expert_counts
 
@@ -33,6 +33,7 @@ class GroupedExperts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden))
         for p in self.parameters():
             nn.init.normal_(p, std=init_std)
+        self.grad_buffers = GradBuffers()
 
     @property
     def in_proj(self) -> nn.Parameter:
@@ -61,5 +62,5 @@ class GroupedExperts(nn.Module):
         if mode == "grouped_mm" and not grouped_mm_supported(x_TD, self.in_proj, self.down_proj):
             mode = "fused"
         dispatch: Dispatch = sort_by_expert(routing, self.num_experts, capacity)
-        out = expert_ffn(x_TD, dispatch, self.in_proj, self.down_proj, self.glu, mode)
+        out = expert_ffn(x_TD, dispatch, self.in_proj, self.down_proj, self.glu, mode, self.grad_buffers)
         return out, dispatch.counts, dispatch.num_dropped

@@ -141,3 +141,46 @@ def test_few_token_inference_path_matches_reference(overrides, monkeypatch):
     torch.testing.assert_close(fast.hidden_states, ref.hidden_states, atol=1e-5 * ref.hidden_states.abs().max().item(),
                                rtol=1e-5)
     torch.testing.assert_close(fast.stats.tokens_per_expert, ref.stats.tokens_per_expert)
+
+
+def _grad_step(layer, x, grad):
+    out = layer(x)
+    (out.hidden_states * grad).sum().backward()
+
+
+def test_weight_gradient_memory_is_recycled_only_when_free():
+    layer = _layer(num_experts=4, top_k=2)
+    reference = copy.deepcopy(layer)
+    x, grad = torch.randn(40, 32), torch.randn(40, 32)
+    w = layer.experts.gate_up_proj
+
+    _grad_step(layer, x, grad)
+    first = w.grad.clone()
+    ptr = w.grad.data_ptr()
+    kept = w.grad  # a live reference: the next step must not write into it
+    layer.zero_grad(set_to_none=True)
+    _grad_step(layer, x, grad)
+    assert w.grad.data_ptr() != ptr and torch.equal(kept, first)
+    second_ptr = w.grad.data_ptr()
+
+    del kept
+    layer.zero_grad(set_to_none=True)
+    _grad_step(layer, 2 * x, grad)  # now the storage is free: it is reused, with the new values
+    _grad_step(reference, 2 * x, grad)
+    assert w.grad.data_ptr() == second_ptr  # recycled, not re-allocated
+    torch.testing.assert_close(w.grad, reference.experts.gate_up_proj.grad)
+
+
+def test_gradient_accumulation_is_not_overwritten():
+    layer = _layer(num_experts=4, top_k=2)
+    x, grad = torch.randn(40, 32), torch.randn(40, 32)
+    _grad_step(layer, x, grad)
+    once = layer.experts.down_proj.grad.clone()
+    _grad_step(layer, x, grad)  # accumulate: .grad stays alive, so a fresh buffer is used
+    torch.testing.assert_close(layer.experts.down_proj.grad, 2 * once)
+
+
+def test_grad_buffers_are_not_copied_with_the_module():
+    layer = _layer(num_experts=4, top_k=2)
+    _grad_step(layer, torch.randn(10, 32), torch.randn(10, 32))
+    assert copy.deepcopy(layer).experts.grad_buffers._storage == {}
