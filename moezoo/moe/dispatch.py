@@ -107,10 +107,11 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
                glu: bool) -> torch.Tensor:
     """Inference path for a handful of assignments (a decoding step).
 
-    With about one assignment per expert, sorting, segment planning, an autograd
-    function and worker threads cost more than the expert matrix-vector products,
-    which are bound by reading the weights. Here each active expert runs directly on
-    its rows, in expert order. No gradients flow through this path.
+    With about one assignment per expert, sorting, segment planning and an autograd
+    function cost more than the expert matrix-vector products, which are bound by
+    reading the weights. Here each active expert runs directly on its rows, in
+    expert order; inside :func:`~moezoo.moe.threads.cpu_decoding` the experts are
+    split across threads so their weights are read in parallel. No gradients.
     """
     rows_of: dict[int, list[int]] = {}
     for j, expert in enumerate(routing.expert_idx.tolist()):
