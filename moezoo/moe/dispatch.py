@@ -125,14 +125,15 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
         for expert, js in group:
             pick = slice(js[0], js[0] + 1) if len(js) == 1 else torch.tensor(js, device=x_TD.device)
             tok = routing.token_idx[pick]
-            a = _act(F.linear(x_TD[tok], w_in[expert]), glu).mul_(weight[pick, None])
+            a = activate(F.linear(x_TD[tok], w_in[expert]), glu).mul_(weight[pick, None])
             outs[worker].index_add_(0, tok, F.linear(a, w_out[expert]))
 
     run_split(run, experts, [len(js) for _, js in experts], workers)
     return reduce_sum(outs)
 
 
-def _act(h: torch.Tensor, glu: bool) -> torch.Tensor:
+def activate(h: torch.Tensor, glu: bool) -> torch.Tensor:
+    """The experts' activation on pre-activations ``h``: ``silu(gate) * up`` (SwiGLU) or GELU."""
     if glu:
         gate, up = h.chunk(2, dim=-1)
         return F.silu(gate) * up
@@ -240,7 +241,7 @@ class _ExpertFFN(torch.autograd.Function):
             for i, (start, end, lo, hi, offsets) in group:
                 tok = token_idx[start:end]
                 h = hs[i] = _mm(x.index_select(0, tok), w_in[lo:hi], offsets, True)
-                a = _act(h, glu).mul_(weight[start:end, None])
+                a = activate(h, glu).mul_(weight[start:end, None])
                 outs[worker].index_add_(0, tok, _mm(a, w_out[lo:hi], offsets, True))
 
         run_split(run, list(enumerate(segments)), [end - start for start, end, *_ in segments], workers)

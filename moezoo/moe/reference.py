@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from moezoo.moe.dispatch import _act
+from moezoo.moe.dispatch import activate
 from moezoo.moe.routers import Routing
 
 
@@ -30,6 +30,6 @@ def loop_reference(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_o
         if pairs.numel() == 0:
             continue
         tok = routing.token_idx[pairs]
-        y = _act(x_TD[tok] @ w_in[expert].t(), glu) @ w_out[expert].t()
+        y = activate(x_TD[tok] @ w_in[expert].t(), glu) @ w_out[expert].t()
         out = out.index_add(0, tok, y * routing.weight[pairs, None].to(y.dtype))
     return out, torch.tensor(counts, device=x_TD.device)
