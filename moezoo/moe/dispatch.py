@@ -186,6 +186,10 @@ def _workers(segments: list[Segment], device: torch.device) -> int:
     return min(torch.get_num_threads(), len(segments))
 
 
+def _rows(segments: list[Segment]) -> list[int]:
+    return [end - start for start, end, *_ in segments]
+
+
 class GradBuffers:
     """Recycles the memory of the experts' weight gradients from one step to the next.
 
@@ -215,7 +219,7 @@ class GradBuffers:
         nbytes = t.numel() * t.element_size()
         # Our reference is the only one left: no tensor or view uses this storage any more.
         if storage is not None and storage.nbytes() == nbytes and torch._C._storage_Use_Count(storage._cdata) == 1:
-            return t.new_empty(0).set_(storage, 0, t.shape, torch.empty(t.shape, device="meta").stride())
+            return t.new_empty(0).set_(storage, 0, t.shape)  # contiguous strides
         out = torch.empty_like(t, memory_format=torch.contiguous_format)
         self._storage[key] = out.untyped_storage()
         return out
@@ -244,7 +248,7 @@ class _ExpertFFN(torch.autograd.Function):
                 a = activate(h, glu).mul_(weight[start:end, None])
                 outs[worker].index_add_(0, tok, _mm(a, w_out[lo:hi], offsets, True))
 
-        run_split(run, list(enumerate(segments)), [end - start for start, end, *_ in segments], workers)
+        run_split(run, list(enumerate(segments)), _rows(segments), workers)
         ctx.save_for_backward(x, token_idx, weight, w_in, w_out)
         ctx.hs, ctx.segments, ctx.glu, ctx.workers, ctx.grad_buffers = hs, segments, glu, workers, grad_buffers
         return reduce_sum(outs)
@@ -278,7 +282,6 @@ class _ExpertFFN(torch.autograd.Function):
                 _wgrad(grad_h, x.index_select(0, tok), offsets, grad_w_in[lo:hi])
                 grad_xs[worker].index_add_(0, tok, _mm(grad_h, w_in[lo:hi], offsets, False))
 
-        run_split(run, list(enumerate(ctx.segments)), [end - start for start, end, *_ in ctx.segments],
-                  ctx.workers)
+        run_split(run, list(enumerate(ctx.segments)), _rows(ctx.segments), ctx.workers)
         ctx.hs = None
         return reduce_sum(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None, None

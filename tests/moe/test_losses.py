@@ -48,3 +48,10 @@ def test_aux_loss_gradient_reaches_router():
     layer = MoELayer(MoEConfig(dim=8, expert_dim=8, num_experts=4, top_k=2))
     layer(torch.randn(16, 8)).aux_loss.backward()
     assert layer.router.weight.grad.abs().sum() > 0
+
+
+def test_token_weights_exclude_padding():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]])
+    expert_idx, token_idx = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])
+    masked = load_balancing_loss(probs, expert_idx, token_idx, torch.tensor([1.0, 1.0, 0.0]))
+    assert torch.allclose(masked, load_balancing_loss(probs[:2], expert_idx[:2]))

@@ -22,7 +22,7 @@ from moezoo.models.lm.attention import Attention, KVCache, attention_mask_for
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
-from moezoo.moe import MLP, MoELayer, MoEOutput, RoutingStats
+from moezoo.moe import MLP, MoELayer, MoEOutput, RoutingStats, load_balancing_loss
 from moezoo.moe.threads import decoding_linear
 
 
@@ -230,20 +230,17 @@ def switch_loss_over_layers(moe_outputs: list[MoEOutput], token_mask: torch.Tens
     losses) keeps ``aux_loss`` and ``router_aux_loss_coef`` interchangeable with theirs.
     Padding tokens (``token_mask == 0``) are excluded.
     """
-    counts = torch.zeros(num_experts, dtype=torch.float32, device=moe_outputs[0].routing.probs.device)
-    prob_sum = torch.zeros_like(counts)
-    rows = counts.new_zeros(())
-    for moe in moe_outputs:
-        r = moe.routing
-        probs = r.probs.float()  # (T, E)
-        if token_mask is None:
-            counts = counts + torch.bincount(r.expert_idx, minlength=num_experts).float()
-            prob_sum = prob_sum + probs.sum(0)
-            rows = rows + probs.shape[0]
-        else:
-            w = token_mask.reshape(-1).to(probs)  # (T,)
-            w = w.repeat_interleave(probs.shape[0] // w.numel())  # MH-MoE: h sub-tokens per token
-            counts = counts.index_add(0, r.expert_idx, w[r.token_idx])
-            prob_sum = prob_sum + (probs * w[:, None]).sum(0)
-            rows = rows + w.sum()
-    return num_experts * ((counts / rows) * (prob_sum / rows)).sum()
+    routings = [m.routing for m in moe_outputs]
+    probs = torch.cat([r.probs.float() for r in routings])  # (layers * T, E)
+    expert_idx = torch.cat([r.expert_idx for r in routings])
+    if token_mask is None:
+        return load_balancing_loss(probs, expert_idx)
+    # Each layer's tokens follow the previous layers' in the pooled batch.
+    starts = [0]
+    for r in routings[:-1]:
+        starts.append(starts[-1] + r.probs.shape[0])
+    token_idx = torch.cat([r.token_idx + start for r, start in zip(routings, starts)])
+    mask = token_mask.reshape(-1)
+    # MH-MoE routes h sub-tokens per token: each inherits its token's mask.
+    weight = torch.cat([mask.repeat_interleave(r.probs.shape[0] // mask.numel()) for r in routings])
+    return load_balancing_loss(probs, expert_idx, token_idx, weight)
