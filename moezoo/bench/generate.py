@@ -17,7 +17,7 @@ from moezoo.bench.timing import paired_ratio, time_interleaved
 
 def add_arguments(parser) -> None:
     add_model_arguments(parser)
-    parser.set_defaults(batch=1, seq=32, repeats=3)
+    parser.set_defaults(batch=1, seq=32, repeats=7)
     parser.add_argument("--new-tokens", type=int, default=64)
 
 

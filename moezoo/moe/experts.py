@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from moezoo.moe.dispatch import Dispatch, GradBuffers, direct_ffn, expert_ffn, grouped_mm_supported, sort_by_expert
+from moezoo.moe.dispatch import (DIRECT_MAX_ROWS, Dispatch, GradBuffers, direct_ffn, expert_ffn, grouped_mm_supported,
+                                 sort_by_expert)
 from moezoo.moe.reference import loop_reference
 from moezoo.moe.routers import Routing, expert_counts
 
@@ -54,7 +55,7 @@ class GroupedExperts(nn.Module):
             out, counts = loop_reference(x_TD, routing, self.in_proj, self.down_proj, self.glu, capacity)
             return out, counts, routing.expert_idx.numel() - counts.sum()
         if (mode == "auto" and capacity is None and not x_TD.is_cuda and not torch.is_grad_enabled()
-                and routing.expert_idx.numel() <= self.num_experts):
+                and routing.expert_idx.numel() <= DIRECT_MAX_ROWS * self.num_experts):
             out = direct_ffn(x_TD, routing, self.in_proj, self.down_proj, self.glu)
             return out, expert_counts(routing.expert_idx, self.num_experts), out.new_zeros((), dtype=torch.long)
         if mode == "auto":

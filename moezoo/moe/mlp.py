@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moezoo.moe.threads import decoding_linear
+
 
 class MLP(nn.Module):
     """A dense FFN, named as in transformers (``gate_proj``, ``up_proj``, ``down_proj``).
@@ -29,6 +31,7 @@ class MLP(nn.Module):
             nn.init.normal_(p, std=init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up = self.up_proj(x)
-        hidden = F.silu(self.gate_proj(x)) * up if self.glu else F.gelu(up)
-        return self.down_proj(hidden)
+        # decoding_linear: plain F.linear, except that a decoding step reads the weights on all threads.
+        up = decoding_linear(x, self.up_proj.weight)
+        hidden = F.silu(decoding_linear(x, self.gate_proj.weight)) * up if self.glu else F.gelu(up)
+        return decoding_linear(hidden, self.down_proj.weight)

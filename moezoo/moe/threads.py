@@ -1,4 +1,4 @@
-"""CPU thread policy for the expert loops.
+"""CPU thread policy: expert loops on Python threads, decoding GEMVs on the OpenMP team.
 
 Per-expert GEMMs are small, and so are the gathers and scatters around them: an
 OpenMP team of threads scales poorly on them and, on a busy machine, stalls at
@@ -6,18 +6,17 @@ every barrier. Disjoint groups of experts therefore run on separate Python
 threads, each with one intra-op thread (torch releases the GIL inside ops), and the
 caller's thread takes the first group itself.
 
-Decoding is the extreme case: hundreds of tiny ops and matrix-vector products
-bound by reading weights. :func:`cpu_decoding` runs the caller's ops on one thread
-and lets the few-token expert path and :func:`decoding_linear` read weights on all
-of them.
+Decoding is the other extreme: matrix-vector products bound by reading weights,
+which MKL runs on one thread. :func:`decoding_linear` spreads them over the
+intra-op (OpenMP) threads instead, whose hand-off is far cheaper than a Python
+thread's (a few microseconds against about 70 on these VMs).
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,9 @@ T = TypeVar("T")
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
-_decode_workers = 1
+# decoding_linear splits weights of at least this many elements, for at most this many rows.
+_DECODING_MIN_WEIGHT = 1 << 16
+_DECODING_ROWS = 8
 
 
 def _forget_pool() -> None:
@@ -100,52 +101,58 @@ def reduce_sum(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0]
 
 
-def decode_workers() -> int:
-    """Threads the few-token paths may use: more than 1 only inside :func:`cpu_decoding`."""
-    return _decode_workers
+def gemv_threads(x: torch.Tensor, *row_counts: int) -> int:
+    """How many row blocks a few-row GEMM on ``x`` splits its weights into: the intra-op
+    threads on CPU without gradients if they divide every ``row_counts``, else 1."""
+    t = torch.get_num_threads()
+    if t == 1 or x.device.type != "cpu" or torch.is_grad_enabled() or any(n % t for n in row_counts):
+        return 1
+    return t
 
 
-@contextmanager
-def cpu_decoding() -> Iterator[None]:
-    """Thread policy for a loop of decoding steps on CPU (see the module docstring).
+def row_blocks(weight: torch.Tensor, blocks: int, index: int = 0) -> torch.Tensor:
+    """The ``(O, K)`` matrix ``weight`` (2-D) or ``weight[index]`` (3-D, contiguous) as
+    ``(blocks, K, O // blocks)``: its output rows in ``blocks`` transposed blocks, a view.
 
     Example:
-        >>> with cpu_decoding():
-        ...     torch.get_num_threads()
-        1
+        >>> w = torch.arange(12.0).view(4, 3)
+        >>> torch.equal(row_blocks(w, 2)[1], w[2:].t())
+        True
     """
-    global _decode_workers
-    threads, previous = torch.get_num_threads(), _decode_workers
-    torch.set_num_threads(1)
-    _decode_workers = threads
-    try:
-        yield
-    finally:
-        _decode_workers = previous
-        torch.set_num_threads(threads)
+    rows, cols = weight.shape[-2:]
+    size = rows // blocks
+    offset = weight.storage_offset() + index * rows * cols
+    return weight.as_strided((blocks, cols, size), (size * cols, 1, cols), offset)
 
 
-def decoding_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.linear(x, weight)``; inside :func:`cpu_decoding`, output rows split across threads.
+def broadcast_rows(x: torch.Tensor, blocks: int) -> torch.Tensor:
+    """``(M, K)`` rows as ``(blocks, M, K)``, the same rows for every block (a view)."""
+    return x.as_strided((blocks, *x.shape), (0, *x.stride()))
 
-    For the large matrix-vector products of a decoding step (the LM head) that
-    reads the weight at the speed of all threads instead of one.
+
+def decoding_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, reading ``weight`` on all intra-op threads when ``x`` has few rows.
+
+    A decoding step multiplies a handful of rows by each weight: a matrix-vector
+    product bound by reading the weight, which MKL runs on one thread. Viewing the
+    weight's output rows as ``t`` blocks (:func:`row_blocks`) and multiplying them
+    in one batched GEMM lets the OpenMP team read the blocks in parallel (about
+    1.7x the bandwidth on 2 cores), with no copy of the weight and the threads'
+    cheap hand-off. Used without gradients on CPU; anything else is plain ``F.linear``.
 
     Example:
         >>> w, x = torch.randn(2048, 8), torch.randn(1, 8)
-        >>> with cpu_decoding():
-        ...     torch.allclose(decoding_linear(x, w), x @ w.t())
+        >>> with torch.no_grad():
+        ...     torch.allclose(decoding_linear(x, w), x @ w.t(), atol=1e-6)
         True
     """
-    workers = _decode_workers if x.device.type == "cpu" and weight.shape[0] >= 1024 else 1
-    if workers == 1:
-        return F.linear(x, weight)
-    out = x.new_empty(*x.shape[:-1], weight.shape[0])
-    bounds = [weight.shape[0] * i // workers for i in range(workers + 1)]
-
-    def run(group: list[tuple[int, int]], worker: int) -> None:
-        for lo, hi in group:
-            torch.matmul(x, weight[lo:hi].t(), out=out[..., lo:hi])
-
-    run_split(run, list(zip(bounds[:-1], bounds[1:])), [1] * workers, workers)
-    return out
+    rows = x.numel() // max(x.shape[-1], 1)
+    t = gemv_threads(x, weight.shape[0])
+    if t == 1 or rows > _DECODING_ROWS or weight.numel() < _DECODING_MIN_WEIGHT or not weight.is_contiguous():
+        return F.linear(x, weight, bias)
+    out_rows = weight.shape[0]
+    out = torch.bmm(broadcast_rows(x.reshape(rows, x.shape[-1]), t), row_blocks(weight, t))  # (t, rows, O/t)
+    out = out.view(rows, out_rows) if rows == 1 else out.transpose(0, 1).reshape(rows, out_rows)
+    if bias is not None:
+        out = out + bias
+    return out.view(*x.shape[:-1], out_rows)

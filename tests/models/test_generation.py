@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import moezoo
+import moezoo.moe.threads as threads_module
 from moezoo.convert.testing import TINY_FAMILIES, TINY_VOCAB, tiny_hf_checkpoint
 from moezoo.models.lm import sample_next
 
@@ -23,8 +24,15 @@ def _prompt(length=6, seed=0, batch=1):
     return torch.randint(4, TINY_VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("split_weights", [False, True], ids=["plain", "split"])
 @pytest.mark.parametrize("family", list(TINY_FAMILIES))
-def test_greedy_32_tokens_match_transformers(pairs, family):
+def test_greedy_32_tokens_match_transformers(pairs, family, split_weights, monkeypatch, request):
+    """``split``: every projection of the tiny model is read on 2 threads, as a real model's are."""
+    if split_weights:
+        monkeypatch.setattr(threads_module, "_DECODING_MIN_WEIGHT", 0)
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        request.addfinalizer(lambda: torch.set_num_threads(before))
     hf, model = pairs[family]
     ids = _prompt(seed=hash(family) % 1000)
     ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False,

@@ -128,7 +128,7 @@ def test_forked_child_forgets_the_expert_pool():
     {"router": "sigmoid"}, {"router": "expert_choice"}, {"num_heads": 2, "top_k": 1}, {"top_k": 1},
 ])
 def test_few_token_inference_path_matches_reference(overrides, monkeypatch):
-    """Decoding steps (no grad, at most one assignment per expert on average) skip the sort and threads."""
+    """Inference with few assignments per expert (decoding, short prompts) skips the sort and autograd."""
     calls = []
     real = dispatch_module.direct_ffn
     monkeypatch.setattr("moezoo.moe.experts.direct_ffn", lambda *a: calls.append(1) or real(*a))
@@ -141,6 +141,27 @@ def test_few_token_inference_path_matches_reference(overrides, monkeypatch):
     torch.testing.assert_close(fast.hidden_states, ref.hidden_states, atol=1e-5 * ref.hidden_states.abs().max().item(),
                                rtol=1e-5)
     torch.testing.assert_close(fast.stats.tokens_per_expert, ref.stats.tokens_per_expert)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+@pytest.mark.parametrize("tokens", [1, 5])
+def test_few_token_path_with_weights_split_over_threads(tokens, num_threads, monkeypatch):
+    """The weights read in row blocks, one per thread (3 threads do not divide the rows: no split)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    blocks = []
+    real = dispatch_module.row_blocks
+    monkeypatch.setattr(dispatch_module, "row_blocks", lambda w, t, e=0: blocks.append(t) or real(w, t, e))
+    try:
+        layer = _layer(num_experts=8).eval()
+        x = torch.randn(tokens, 32)
+        with torch.no_grad():
+            fast = layer(x).hidden_states
+            ref = layer(x, dispatch="loop").hidden_states
+    finally:
+        torch.set_num_threads(before)
+    assert blocks and set(blocks) == {2 if num_threads == 2 else 1}
+    torch.testing.assert_close(fast, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-5)
 
 
 def _grad_step(layer, x, grad):

@@ -14,6 +14,7 @@ from torch import nn
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import apply_rope
+from moezoo.moe.threads import decoding_linear
 
 
 class KVCache:
@@ -107,7 +108,7 @@ class Attention(nn.Module):
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x_BTD.shape
-        q, k, v = self.q_proj(x_BTD), self.k_proj(x_BTD), self.v_proj(x_BTD)
+        q, k, v = (decoding_linear(x_BTD, p.weight, p.bias) for p in (self.q_proj, self.k_proj, self.v_proj))
         if self.qk_norm == "full":
             q, k = self.q_norm(q), self.k_norm(k)
         if self.clip_qkv is not None:
@@ -123,4 +124,5 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer_idx, k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                              enable_gqa=self.num_heads != self.num_kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+        out = out.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)
+        return decoding_linear(out, self.o_proj.weight, self.o_proj.bias)

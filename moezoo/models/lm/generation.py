@@ -7,18 +7,18 @@ finished rows filled with ``pad_token_id``, and early exit when every row is don
 
 Speed comes from a KV cache preallocated for the whole run (no ``torch.cat`` per
 step), logits only for the last position, RoPE tables looked up rather than
-recomputed, and no per-step work in Python beyond one stop check.
+recomputed, every weight of a step read on all CPU threads
+(:func:`~moezoo.moe.threads.decoding_linear`), and no per-step work in Python
+beyond one stop check.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import torch
 
 from moezoo.models.lm.attention import KVCache
-from moezoo.moe.threads import cpu_decoding
 
 if TYPE_CHECKING:
     from moezoo.models.lm.model import MoEForCausalLM
@@ -106,20 +106,18 @@ def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: tor
     logits = model(input_ids, attention_mask=full_mask[:, :T] if full_mask is not None else None,
                    position_ids=positions, cache=cache, logits_to_keep=1, router_losses=False).logits[:, -1]
     n = 0
-    # On CPU the decoding steps run under moezoo's decoding thread policy (see cpu_decoding).
-    with cpu_decoding() if device.type == "cpu" else nullcontext():
-        for n in range(1, max_new_tokens + 1):
-            token = sample_next(logits, do_sample, temperature, top_k, top_p, generator)
-            token = token.masked_fill(finished, pad_token_id)
-            out[:, T + n - 1] = token
-            if stop_ids.numel():
-                finished |= torch.isin(token, stop_ids)
-                if bool(finished.all()):
-                    break
-            if n == max_new_tokens:
+    for n in range(1, max_new_tokens + 1):
+        token = sample_next(logits, do_sample, temperature, top_k, top_p, generator)
+        token = token.masked_fill(finished, pad_token_id)
+        out[:, T + n - 1] = token
+        if stop_ids.numel():
+            finished |= torch.isin(token, stop_ids)
+            if bool(finished.all()):
                 break
-            mask = full_mask[:, :T + n] if full_mask is not None else None
-            logits = model(token[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
-                           logits_to_keep=1, router_losses=False).logits[:, -1]
-            next_pos = next_pos + 1
+        if n == max_new_tokens:
+            break
+        mask = full_mask[:, :T + n] if full_mask is not None else None
+        logits = model(token[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
+                       logits_to_keep=1, router_losses=False).logits[:, -1]
+        next_pos = next_pos + 1
     return out[:, :T + n]
