@@ -175,22 +175,29 @@ def _act_and_grad(h: torch.Tensor, glu: bool) -> tuple[torch.Tensor, Callable[[t
     return silu * up, backward
 
 
-def _mm(a: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor | None, transpose: bool,
-        out: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ w[e].T`` (``transpose``) or ``a @ w[e]`` for the segment's experts."""
-    if offsets is None:
-        return torch.mm(a, w[0].t() if transpose else w[0], out=out)
-    return torch._grouped_mm(a, w.transpose(1, 2) if transpose else w, offs=offsets)
+def _mm(a: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+    """``a @ w`` for one expert (``w`` 2-D), or a grouped GEMM over a segment's experts (3-D)."""
+    return torch.mm(a, w) if offsets is None else torch._grouped_mm(a, w, offs=offsets)
 
 
 def _wgrad(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor | None, out: torch.Tensor) -> None:
     """``out[e] = a[rows_e].T @ b[rows_e]`` for the segment's experts (zeros for empty ones)."""
     if offsets is None:
-        torch.mm(a.t(), b, out=out[0])
+        torch.mm(a.t(), b, out=out)
         return
     empty = torch.diff(offsets, prepend=offsets.new_zeros(1)) == 0
     # Device-side mask, no host sync; the kernel's output for an empty group is not relied on.
     out.copy_(torch._grouped_mm(a.t(), b, offs=offsets).masked_fill_(empty[:, None, None], 0))
+
+
+def _per_segment(w: torch.Tensor, segments: list[Segment]) -> list[torch.Tensor]:
+    """Each segment's slice of the ``(E, ...)`` tensor ``w``: the expert's matrix for a
+    one-expert segment, ``w[lo:hi]`` for a grouped one. Built once per call, so the
+    per-expert loops below spend their Python time on GEMMs, not on indexing."""
+    if segments and segments[0][4] is None:
+        experts = w.unbind(0)
+        return [experts[lo] for _, _, lo, _, _ in segments]
+    return [w[lo:hi] for _, _, lo, hi, _ in segments]
 
 
 def _workers(segments: list[Segment], device: torch.device) -> int:
@@ -254,15 +261,17 @@ class _ExpertFFN(torch.autograd.Function):
         # blocks this size are recycled by the C allocator, while a fresh buffer of
         # tens of MB is mmapped and page-faulted anew on every step.
         hs: list[torch.Tensor | None] = [None] * len(segments)
+        rows = _rows(segments)
+        toks, weights = token_idx.split(rows), weight[:, None].split(rows)
+        w_ins, w_outs = _per_segment(w_in.transpose(1, 2), segments), _per_segment(w_out.transpose(1, 2), segments)
 
         def run(group: list[tuple[int, Segment]], worker: int) -> None:
-            for i, (start, end, lo, hi, offsets) in group:
-                tok = token_idx[start:end]
-                h = hs[i] = _mm(x.index_select(0, tok), w_in[lo:hi], offsets, True)
-                a = activate(h, glu).mul_(weight[start:end, None])
-                outs[worker].index_add_(0, tok, _mm(a, w_out[lo:hi], offsets, True))
+            for i, (_, _, _, _, offsets) in group:
+                h = hs[i] = _mm(x.index_select(0, toks[i]), w_ins[i], offsets)
+                a = activate(h, glu).mul_(weights[i])
+                outs[worker].index_add_(0, toks[i], _mm(a, w_outs[i], offsets))
 
-        run_split(run, list(enumerate(segments)), _rows(segments), workers)
+        run_split(run, list(enumerate(segments)), rows, workers)
         ctx.save_for_backward(x, token_idx, weight, w_in, w_out)
         ctx.hs, ctx.segments, ctx.glu, ctx.workers, ctx.grad_buffers = hs, segments, glu, workers, grad_buffers
         return reduce_sum(outs)
@@ -270,7 +279,7 @@ class _ExpertFFN(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, token_idx, weight, w_in, w_out = ctx.saved_tensors
-        glu, hs = ctx.glu, ctx.hs
+        glu, hs, segments = ctx.glu, ctx.hs, ctx.segments
         grad_out = grad_out.contiguous()
         grad_xs = [torch.zeros_like(x) for _ in range(ctx.workers)]
         grad_weight = torch.empty_like(weight)
@@ -278,24 +287,28 @@ class _ExpertFFN(torch.autograd.Function):
         grad_w_in = ctx.grad_buffers.empty_like(w_in, "in")
         grad_w_out = ctx.grad_buffers.empty_like(w_out, "out")
         visited = torch.zeros(w_in.shape[0], dtype=torch.bool)
-        for _, _, lo, hi, _ in ctx.segments:
+        for _, _, lo, hi, _ in segments:
             visited[lo:hi] = True
         idle = (~visited).nonzero().squeeze(1).to(w_in.device)
         grad_w_in[idle] = 0
         grad_w_out[idle] = 0
+        rows = _rows(segments)
+        toks, weights, grad_weights = token_idx.split(rows), weight[:, None].split(rows), grad_weight.split(rows)
+        w_ins, w_outs = _per_segment(w_in, segments), _per_segment(w_out, segments)
+        grad_w_ins, grad_w_outs = _per_segment(grad_w_in, segments), _per_segment(grad_w_out, segments)
 
         def run(group: list[tuple[int, Segment]], worker: int) -> None:
-            for i, (start, end, lo, hi, offsets) in group:
-                tok, w, h = token_idx[start:end], weight[start:end, None], hs[i]
+            for i, (_, _, _, _, offsets) in group:
+                tok, w = toks[i], weights[i]
                 go = grad_out.index_select(0, tok)
-                a, act_backward = _act_and_grad(h, glu)
-                grad_a = _mm(go, w_out[lo:hi], offsets, False)  # (n, I)
-                grad_weight[start:end] = torch.linalg.vecdot(grad_a, a)
-                _wgrad(go, a.mul_(w), offsets, grad_w_out[lo:hi])
+                a, act_backward = _act_and_grad(hs[i], glu)
+                grad_a = _mm(go, w_outs[i], offsets)  # (n, I)
+                torch.linalg.vecdot(grad_a, a, out=grad_weights[i])
+                _wgrad(go, a.mul_(w), offsets, grad_w_outs[i])
                 grad_h = act_backward(grad_a.mul_(w))
-                _wgrad(grad_h, x.index_select(0, tok), offsets, grad_w_in[lo:hi])
-                grad_xs[worker].index_add_(0, tok, _mm(grad_h, w_in[lo:hi], offsets, False))
+                _wgrad(grad_h, x.index_select(0, tok), offsets, grad_w_ins[i])
+                grad_xs[worker].index_add_(0, tok, _mm(grad_h, w_ins[i], offsets))
 
-        run_split(run, list(enumerate(ctx.segments)), _rows(ctx.segments), ctx.workers)
+        run_split(run, list(enumerate(segments)), rows, ctx.workers)
         ctx.hs = None
         return reduce_sum(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None, None
