@@ -26,13 +26,11 @@ def _prompt(length=6, seed=0, batch=1):
 
 @pytest.mark.parametrize("split_weights", [False, True], ids=["plain", "split"])
 @pytest.mark.parametrize("family", list(TINY_FAMILIES))
-def test_greedy_32_tokens_match_transformers(pairs, family, split_weights, monkeypatch, request):
+def test_greedy_32_tokens_match_transformers(pairs, family, split_weights, monkeypatch, set_threads):
     """``split``: every projection of the tiny model is read on 2 threads, as a real model's are."""
     if split_weights:
         monkeypatch.setattr(threads_module, "_DECODING_MIN_WEIGHT", 0)
-        before = torch.get_num_threads()
-        torch.set_num_threads(2)
-        request.addfinalizer(lambda: torch.set_num_threads(before))
+        set_threads(2)
     hf, model = pairs[family]
     ids = _prompt(seed=hash(family) % 1000)
     ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False,

@@ -145,21 +145,17 @@ def test_few_token_inference_path_matches_reference(overrides, monkeypatch):
 
 @pytest.mark.parametrize("num_threads", [1, 2, 3])
 @pytest.mark.parametrize("tokens", [1, 5])
-def test_few_token_path_with_weights_split_over_threads(tokens, num_threads, monkeypatch):
+def test_few_token_path_with_weights_split_over_threads(tokens, num_threads, monkeypatch, set_threads):
     """The weights read in row blocks, one per thread (3 threads do not divide the rows: no split)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
+    set_threads(num_threads)
     blocks = []
     real = dispatch_module.row_blocks
     monkeypatch.setattr(dispatch_module, "row_blocks", lambda w, t, e=0: blocks.append(t) or real(w, t, e))
-    try:
-        layer = _layer(num_experts=8).eval()
-        x = torch.randn(tokens, 32)
-        with torch.no_grad():
-            fast = layer(x).hidden_states
-            ref = layer(x, dispatch="loop").hidden_states
-    finally:
-        torch.set_num_threads(before)
+    layer = _layer(num_experts=8).eval()
+    x = torch.randn(tokens, 32)
+    with torch.no_grad():
+        fast = layer(x).hidden_states
+        ref = layer(x, dispatch="loop").hidden_states
     assert blocks and set(blocks) == {2 if num_threads == 2 else 1}
     torch.testing.assert_close(fast, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-5)
 
