@@ -10,7 +10,7 @@ The GEMMs run over *segments* of the expert-sorted assignments:
 * ``fused`` (CPU default): one segment per expert. Gather, up-projection,
   activation, down-projection and scatter-add of one expert run back to back on a
   cache-sized block, which on CPU beats one big grouped GEMM over ``(N, D)``;
-  groups of experts run on separate threads (:mod:`moezoo.moe.threads`).
+  the experts are shared out over threads (:mod:`moezoo.moe.threads`).
 * ``grouped_mm`` (CUDA default): one segment holding all experts, computed with
   ``torch._grouped_mm`` and device-side offsets, so the GEMMs need no host sync.
 
@@ -21,7 +21,7 @@ The mask-loop oracle the tests compare against is in :mod:`moezoo.moe.reference`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -265,8 +265,8 @@ class _ExpertFFN(torch.autograd.Function):
         toks, weights = token_idx.split(rows), weight[:, None].split(rows)
         w_ins, w_outs = _per_segment(w_in.transpose(1, 2), segments), _per_segment(w_out.transpose(1, 2), segments)
 
-        def run(group: list[tuple[int, Segment]], worker: int) -> None:
-            for i, (_, _, _, _, offsets) in group:
+        def run(mine: Iterable[tuple[int, Segment]], worker: int) -> None:
+            for i, (_, _, _, _, offsets) in mine:
                 h = hs[i] = _mm(x.index_select(0, toks[i]), w_ins[i], offsets)
                 a = activate(h, glu).mul_(weights[i])
                 outs[worker].index_add_(0, toks[i], _mm(a, w_outs[i], offsets))
@@ -297,8 +297,8 @@ class _ExpertFFN(torch.autograd.Function):
         w_ins, w_outs = _per_segment(w_in, segments), _per_segment(w_out, segments)
         grad_w_ins, grad_w_outs = _per_segment(grad_w_in, segments), _per_segment(grad_w_out, segments)
 
-        def run(group: list[tuple[int, Segment]], worker: int) -> None:
-            for i, (_, _, _, _, offsets) in group:
+        def run(mine: Iterable[tuple[int, Segment]], worker: int) -> None:
+            for i, (_, _, _, _, offsets) in mine:
                 tok, w = toks[i], weights[i]
                 go = grad_out.index_select(0, tok)
                 a, act_backward = _act_and_grad(hs[i], glu)

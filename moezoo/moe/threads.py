@@ -2,9 +2,11 @@
 
 Per-expert GEMMs are small, and so are the gathers and scatters around them: an
 OpenMP team of threads scales poorly on them and, on a busy machine, stalls at
-every barrier. Disjoint groups of experts therefore run on separate Python
-threads, each with one intra-op thread (torch releases the GIL inside ops), and the
-caller's thread takes the first group itself.
+every barrier. The experts therefore run on separate Python threads, each with one
+intra-op thread (torch releases the GIL inside ops), the caller's thread among
+them. Each thread takes the next expert from a shared queue, largest first, so a
+thread that starts late or runs slow (the OpenMP team of the op before still
+spinning on its core, a neighbour on a shared machine) simply takes fewer.
 
 Decoding is the other extreme: matrix-vector products bound by reading weights,
 which MKL runs on one thread. :func:`decoding_linear` spreads them over the
@@ -15,8 +17,9 @@ thread's (a few microseconds against about 70 on these VMs).
 from __future__ import annotations
 
 import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -55,16 +58,21 @@ def partition(sizes: Sequence[int], workers: int) -> list[list[int]]:
     return [g for g in groups if g]
 
 
-def run_split(fn: Callable[[list[T], int], None], items: Sequence[T], sizes: Sequence[int], workers: int) -> None:
-    """Call ``fn(group, worker_index)`` over ``items`` split into ``workers`` balanced groups.
+def run_split(fn: Callable[[Iterable[T], int], None], items: Sequence[T], sizes: Sequence[int], workers: int) -> None:
+    """Call ``fn(items_of_worker, worker_index)`` on ``workers`` threads that share out ``items``.
 
-    Group 0 runs on the caller's thread, the others on pool threads; every thread
-    uses one intra-op thread while it works, and grad / inference mode mirror the
-    caller's (they are thread-local).
+    Worker 0 is the caller's thread, the others are pool threads; every thread uses
+    one intra-op thread while it works, and grad / inference mode mirror the
+    caller's (they are thread-local). By default the workers pull items from one
+    queue, largest ``sizes`` first, so the split adapts to how fast each thread
+    actually runs; which worker gets which item then varies from call to call. With
+    ``torch.use_deterministic_algorithms(True)`` the split is fixed instead:
+    contiguous groups of about equal total size (:func:`partition`), so per-worker
+    partial sums, and the results, are bitwise reproducible.
 
     Example:
         >>> seen = []
-        >>> run_split(lambda group, worker: seen.extend(group), ["a", "b", "c"], [1, 1, 1], 2)
+        >>> run_split(lambda mine, worker: seen.extend(mine), ["a", "b", "c"], [1, 1, 1], 2)
         >>> sorted(seen)
         ['a', 'b', 'c']
     """
@@ -78,20 +86,35 @@ def run_split(fn: Callable[[list[T], int], None], items: Sequence[T], sizes: Seq
                                    thread_name_prefix="moezoo-experts")
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
-    def call(group: list[T], worker: int) -> None:
+    def call(mine: Iterable[T], worker: int) -> None:
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            fn(group, worker)
+            fn(mine, worker)
 
-    groups = [[items[i] for i in g] for g in partition(sizes, workers)]
-    futures = [_pool.submit(call, group, worker) for worker, group in enumerate(groups) if worker > 0]
+    if torch.are_deterministic_algorithms_enabled():
+        shares: list[Iterable[T]] = [[items[i] for i in group] for group in partition(sizes, workers)]
+    else:
+        shared: queue.SimpleQueue[T] = queue.SimpleQueue()
+        for i in sorted(range(len(items)), key=lambda i: -sizes[i]):
+            shared.put(items[i])
+        shares = [_drain(shared) for _ in range(workers)]
+    futures = [_pool.submit(call, mine, worker) for worker, mine in enumerate(shares) if worker > 0]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fn(groups[0], 0)
+        fn(shares[0], 0)
     finally:
         torch.set_num_threads(threads)
         for future in futures:
             future.result()
+
+
+def _drain(shared: queue.SimpleQueue) -> Iterator:
+    """Items from ``shared`` until it is empty (thread-safe: each item is taken once)."""
+    while True:
+        try:
+            yield shared.get_nowait()
+        except queue.Empty:
+            return
 
 
 def reduce_sum(parts: list[torch.Tensor]) -> torch.Tensor:

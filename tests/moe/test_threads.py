@@ -1,11 +1,13 @@
-"""decoding_linear: the weight read on all intra-op threads must still be F.linear."""
+"""Thread policy: experts shared out over worker threads, decoding weights read on all threads."""
+
+import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import moezoo.moe.threads as threads_module
-from moezoo.moe.threads import decoding_linear
+from moezoo.moe.threads import decoding_linear, partition, run_split
 
 
 @pytest.mark.parametrize("num_threads", [2, 4])
@@ -51,3 +53,80 @@ def test_falls_back_to_linear(set_threads, monkeypatch, case):
         out = decoding_linear(x, weight)
     torch.testing.assert_close(out, F.linear(x, weight))
     assert out.requires_grad == (case == "grad")
+
+
+@pytest.fixture
+def deterministic():
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def _record(workers: int, sizes: list[int], after_item=None) -> dict[int, list[int]]:
+    taken: dict[int, list[int]] = {w: [] for w in range(workers)}
+
+    def fn(mine, worker):
+        for item in mine:
+            taken[worker].append(item)
+            if after_item:
+                after_item(worker, taken)
+
+    run_split(fn, list(range(len(sizes))), sizes, workers)
+    return taken
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_every_item_is_taken_once(workers):
+    sizes = torch.randint(1, 50, (40,)).tolist()
+    taken = _record(workers, sizes)
+    assert sorted(i for items in taken.values() for i in items) == list(range(40))
+
+
+def test_a_stalled_worker_takes_fewer_items():
+    """The caller's thread stalls on its first item until the pool thread has taken all the rest."""
+    sizes = [5, 4, 3, 2, 1, 1]
+    rest_taken = threading.Event()
+
+    def after_item(worker, taken):
+        if worker == 0:
+            assert rest_taken.wait(timeout=30)
+        elif len(taken[1]) == len(sizes) - 1:
+            rest_taken.set()
+
+    taken = _record(2, sizes, after_item)
+    assert taken[0] == [0]  # largest first
+    assert sorted(taken[1]) == [1, 2, 3, 4, 5]
+
+
+def test_worker_mirrors_grad_mode():
+    modes = []
+    with torch.no_grad():
+        run_split(lambda mine, worker: modes.extend(torch.is_grad_enabled() for _ in mine), [0, 1, 2, 3], [1] * 4, 2)
+    assert modes == [False] * 4
+
+
+def test_deterministic_mode_uses_the_fixed_split(deterministic):
+    sizes = [4, 4, 1, 1, 6]
+    expected = {w: group for w, group in enumerate(partition(sizes, 2))}
+    for _ in range(3):
+        assert _record(2, sizes) == expected
+
+
+def test_deterministic_mode_reproduces_the_layer_bitwise(deterministic, set_threads):
+    from moezoo.moe import MoEConfig, MoELayer
+
+    set_threads(2)
+    layer = MoELayer(MoEConfig(dim=32, expert_dim=16, num_experts=8, top_k=2))
+    x, grad = torch.randn(512, 32), torch.randn(512, 32)
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        inp = x.clone().requires_grad_(True)
+        out = layer(inp).hidden_states
+        (out * grad).sum().backward()
+        return out.detach(), inp.grad, layer.experts.gate_up_proj.grad.clone()
+
+    first = step()
+    for _ in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(first, step()))
