@@ -90,10 +90,10 @@ def run_split(fn: Callable[[Iterable[T], int], None], items: Sequence[T], sizes:
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             fn(mine, worker)
 
+    shared: queue.SimpleQueue[T] = queue.SimpleQueue()
     if torch.are_deterministic_algorithms_enabled():
         shares: list[Iterable[T]] = [[items[i] for i in group] for group in partition(sizes, workers)]
     else:
-        shared: queue.SimpleQueue[T] = queue.SimpleQueue()
         for i in sorted(range(len(items)), key=lambda i: -sizes[i]):
             shared.put(items[i])
         shares = [_drain(shared) for _ in range(workers)]
@@ -102,6 +102,10 @@ def run_split(fn: Callable[[Iterable[T], int], None], items: Sequence[T], sizes:
     torch.set_num_threads(1)
     try:
         fn(shares[0], 0)
+    except BaseException:
+        for _ in _drain(shared):  # the other workers stop after their current item
+            pass
+        raise
     finally:
         torch.set_num_threads(threads)
         for future in futures:

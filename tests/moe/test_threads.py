@@ -99,11 +99,40 @@ def test_a_stalled_worker_takes_fewer_items():
     assert sorted(taken[1]) == [1, 2, 3, 4, 5]
 
 
-def test_worker_mirrors_grad_mode():
+def test_pool_worker_mirrors_grad_mode():
+    """Grad mode is thread-local: the pool thread must run with the caller's."""
+    pool_took_one = threading.Event()
     modes = []
+
+    def fn(mine, worker):
+        for _ in mine:
+            modes.append((worker, torch.is_grad_enabled()))
+            if worker == 0:
+                assert pool_took_one.wait(timeout=30)
+            else:
+                pool_took_one.set()
+
     with torch.no_grad():
-        run_split(lambda mine, worker: modes.extend(torch.is_grad_enabled() for _ in mine), [0, 1, 2, 3], [1] * 4, 2)
-    assert modes == [False] * 4
+        run_split(fn, [0, 1, 2, 3], [1] * 4, 2)
+    assert (1, False) in modes and all(not grad for _, grad in modes)
+
+
+def test_a_failing_worker_stops_the_others():
+    """After the caller's worker fails, the rest of the queue is dropped, not run."""
+    failed = threading.Event()
+    ran = []
+
+    def fn(mine, worker):
+        for item in mine:
+            if worker == 0:
+                failed.set()
+                raise RuntimeError("boom")
+            assert failed.wait(timeout=30)
+            ran.append(item)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_split(fn, list(range(100)), [1] * 100, 2)
+    assert len(ran) < 50
 
 
 def test_deterministic_mode_uses_the_fixed_split(deterministic):
