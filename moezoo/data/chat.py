@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from moezoo.data.checks import check_min
 from moezoo.data.tokenizer import ASSISTANT, AUDIO, BOS, END, EOS, IMAGE, SYSTEM, USER, VIDEO
@@ -55,6 +55,10 @@ class TokenizerAdapter:
         self.pad_id: int = pad if pad is not None else self.vocab.get("<pad>", 0)
         self.bos_id: int | None = self.vocab.get(BOS, getattr(tokenizer, "bos_token_id", None))
         self.eos_id: int | None = self.vocab.get(EOS, getattr(tokenizer, "eos_token_id", None))
+        # Used on every turn of every sample: encoded once here.
+        self.newline: list[int] = self.encode("\n")
+        self._markers = {token: self._encode_marker(token) for token in (SYSTEM, USER, ASSISTANT, END)}
+        self.placeholder_ids = frozenset(self.vocab[p] for p in PLACEHOLDERS if p in self.vocab)
 
     def encode(self, text: str) -> list[int]:
         """Ids of ``text`` with no special tokens added."""
@@ -66,6 +70,9 @@ class TokenizerAdapter:
 
     def marker(self, token: str) -> list[int]:
         """A special token's id, or its text encoding if this tokenizer lacks it (HF models)."""
+        return self._markers[token] if token in self._markers else self._encode_marker(token)
+
+    def _encode_marker(self, token: str) -> list[int]:
         return [self.vocab[token]] if token in self.vocab else self.encode(token)
 
     def placeholder_id(self, token: str) -> int:
@@ -136,17 +143,13 @@ class ChatTemplate:
         if not any(role == ASSISTANT for role, _ in turns):
             raise ValueError("the conversation has no assistant ('gpt') turn, so nothing to learn from")
         ids, labels, counts = self._start(tok)
-        newline = tok.encode("\n")
-        for role, text in turns:
-            head = tok.marker(role) + newline
-            body = self._content(text, tok, counts) + tok.marker(END)
-            ids += head + body + newline
+        for role, head, body in self._render(turns, tok, counts):
+            ids += head + body + tok.newline
             if role == ASSISTANT:  # the answer and its end marker carry loss; placeholders never do
-                ph = {tok.vocab.get(p) for p in PLACEHOLDERS}
-                labels += [IGNORE_INDEX] * len(head) + [IGNORE_INDEX if t in ph else t for t in body]
-                labels += [IGNORE_INDEX] * len(newline)
+                labels += [IGNORE_INDEX] * len(head) + [IGNORE_INDEX if t in tok.placeholder_ids else t for t in body]
+                labels += [IGNORE_INDEX] * len(tok.newline)
             else:
-                labels += [IGNORE_INDEX] * (len(head) + len(body) + len(newline))
+                labels += [IGNORE_INDEX] * (len(head) + len(body) + len(tok.newline))
         return Encoded(ids, labels, counts)
 
     def encode_prompt(self, conversations: list[dict[str, str]] | str, tok: TokenizerAdapter) -> list[int]:
@@ -160,10 +163,17 @@ class ChatTemplate:
         if turns[-1][0] == ASSISTANT:
             turns = turns[:-1]
         ids, _, counts = self._start(tok)
-        newline = tok.encode("\n")
+        for _, head, body in self._render(turns, tok, counts):
+            ids += head + body + tok.newline
+        return ids + tok.marker(ASSISTANT) + tok.newline
+
+    def _render(self, turns: list[tuple[str, str]], tok: TokenizerAdapter,
+                counts: dict[str, int]) -> Iterator[tuple[str, list[int], list[int]]]:
+        """``(role, head, body)`` per turn, the one rendering training and generation share:
+        ``head`` is the role marker and newline, ``body`` the content and end marker (a
+        newline follows each turn)."""
         for role, text in turns:
-            ids += tok.marker(role) + newline + self._content(text, tok, counts) + tok.marker(END) + newline
-        return ids + tok.marker(ASSISTANT) + newline
+            yield role, tok.marker(role) + tok.newline, self._content(text, tok, counts) + tok.marker(END)
 
     def _start(self, tok: TokenizerAdapter) -> tuple[list[int], list[int], dict[str, int]]:
         ids = [tok.bos_id] if self.add_bos and tok.bos_id is not None else []

@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterator
 
 from moezoo.data.checks import check_min
 from moezoo.data.shards import DatasetIndex, encode_json, write_split
+from moezoo.data.tokenizer import IMAGE
 from moezoo.utils.io import atomic_write_text
 
-IMAGE_TOKEN = "<image>"
 # VQAv2 has ten human answers per question; ours are exact, so all ten agree and the
 # standard min(#matches / 3, 1) accuracy is 1 for the right answer and 0 otherwise.
 VQA_ANSWERS_PER_QUESTION = 10
@@ -70,7 +70,7 @@ def conversation(prompt: str, answer: str) -> list[dict[str, str]]:
         >>> conversation("What colour is the circle?", "red")[0]["value"]
         '<image>\\nWhat colour is the circle?'
     """
-    human = f"{IMAGE_TOKEN}\n{prompt}" if prompt else IMAGE_TOKEN
+    human = f"{IMAGE}\n{prompt}" if prompt else IMAGE
     return [{"from": "human", "value": human}, {"from": "gpt", "value": answer}]
 
 
