@@ -272,14 +272,14 @@ class _ExpertFFN(torch.autograd.Function):
                 outs[worker].index_add_(0, toks[i], _mm(a, w_outs[i], offsets))
 
         run_split(run, list(enumerate(segments)), rows, workers)
-        ctx.save_for_backward(x, token_idx, weight, w_in, w_out)
-        ctx.hs, ctx.segments, ctx.glu, ctx.workers, ctx.grad_buffers = hs, segments, glu, workers, grad_buffers
+        ctx.save_for_backward(x, token_idx, weight, w_in, w_out, *hs)
+        ctx.segments, ctx.glu, ctx.workers, ctx.grad_buffers = segments, glu, workers, grad_buffers
         return reduce_sum(outs)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, token_idx, weight, w_in, w_out = ctx.saved_tensors
-        glu, hs, segments = ctx.glu, ctx.hs, ctx.segments
+        x, token_idx, weight, w_in, w_out, *hs = ctx.saved_tensors
+        glu, segments = ctx.glu, ctx.segments
         grad_out = grad_out.contiguous()
         grad_xs = [torch.zeros_like(x) for _ in range(ctx.workers)]
         grad_weight = torch.empty_like(weight)
@@ -310,5 +310,4 @@ class _ExpertFFN(torch.autograd.Function):
                 grad_xs[worker].index_add_(0, tok, _mm(grad_h, w_ins[i], offsets))
 
         run_split(run, list(enumerate(segments)), rows, ctx.workers)
-        ctx.hs = None
         return reduce_sum(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None, None

@@ -201,3 +201,14 @@ def test_grad_buffers_are_not_copied_with_the_module():
     layer = _layer(num_experts=4, top_k=2)
     _grad_step(layer, torch.randn(10, 32), torch.randn(10, 32))
     assert copy.deepcopy(layer).experts.grad_buffers._storage == {}
+
+
+def test_backward_twice_with_retained_graph():
+    """The saved pre-activations go through save_for_backward, so a retained graph can be replayed."""
+    layer = _layer(num_experts=8, top_k=4)
+    x = torch.randn(300, 32)
+    loss = layer(x).hidden_states.square().sum()
+    loss.backward(retain_graph=True)
+    first = layer.experts.gate_up_proj.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(layer.experts.gate_up_proj.grad, 2 * first)
