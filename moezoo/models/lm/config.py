@@ -9,7 +9,7 @@ bias, tied embeddings, RoPE scaling, which layers are sparse).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from moezoo.moe import MoEConfig
@@ -89,7 +89,6 @@ class LMConfig:
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
     init_std: float = 0.02
-    _moe_set: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):
@@ -119,7 +118,6 @@ class LMConfig:
             _require(self, "rope_scaling", not missing, f"lacks {missing} for rope_type {kind!r}")
         if self.clip_qkv is not None:
             _require(self, "clip_qkv", self.clip_qkv > 0, "must be > 0 or None")
-        self._moe_set = frozenset(self.sparse_layers())
 
     def sparse_layers(self) -> list[int]:
         """Indices of the layers whose FFN is an MoE layer."""
@@ -129,7 +127,7 @@ class LMConfig:
 
     def is_moe_layer(self, index: int) -> bool:
         """Whether layer ``index`` has a sparse FFN."""
-        return index in self._moe_set
+        return index in self.sparse_layers()
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -140,14 +138,14 @@ class LMConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` inverts it."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["moe"] = dataclasses.asdict(self.moe) if self.moe is not None else None
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LMConfig:
         """Build from :meth:`to_dict`'s output; unknown keys are an error that lists them."""
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"LMConfig got unknown keys {unknown}; known keys: {sorted(known)}")
