@@ -15,7 +15,7 @@ import torch
 
 from moezoo.convert.hf_config import hf_config_from_lm, infer_family, lm_config_from_hf
 from moezoo.convert.hf_weights import INDEX_NAME, hf_to_moezoo, moezoo_to_hf, read_safetensors
-from moezoo.models.lm.checkpoint import (build_model, load_tokenizer, resolve_dtype, save_safetensors,
+from moezoo.models.lm.checkpoint import (WEIGHTS_NAME, build_model, load_tokenizer, resolve_dtype, save_safetensors,
                                          save_tokenizer)
 from moezoo.models.lm.model import MoEForCausalLM
 from moezoo.utils.io import atomic_write_text
@@ -78,7 +78,7 @@ def export_hf(model: MoEForCausalLM, path: str | Path, family: str | None = None
 
 def _write_shards(state: dict[str, torch.Tensor], path: Path, max_shard_size: int | None) -> None:
     if max_shard_size is None:
-        save_safetensors(state, path / "model.safetensors")
+        save_safetensors(state, path / WEIGHTS_NAME)
         return
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from moezoo.models.lm.checkpoint import WEIGHTS_NAME
 from moezoo.models.lm.config import LMConfig
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -35,8 +36,8 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     path = Path(path)
-    if (path / "model.safetensors").exists():
-        return load_file(str(path / "model.safetensors"))
+    if (path / WEIGHTS_NAME).exists():
+        return load_file(str(path / WEIGHTS_NAME))
     if (path / INDEX_NAME).exists():
         weight_map = json.loads((path / INDEX_NAME).read_text())["weight_map"]
         state: dict[str, torch.Tensor] = {}
