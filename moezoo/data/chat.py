@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from moezoo.data.checks import check_min
+from moezoo.utils.checks import check_min
 from moezoo.data.tokenizer import ASSISTANT, AUDIO, BOS, END, EOS, IMAGE, SYSTEM, USER, VIDEO
 
 IGNORE_INDEX = -100

@@ -21,7 +21,7 @@ import torch
 import webdataset as wds
 
 from moezoo.data.chat import IGNORE_INDEX, ChatTemplate, TokenizerAdapter
-from moezoo.data.checks import check_min
+from moezoo.utils.checks import check_min
 from moezoo.data.pipeline import (
     NodeInfo,
     ProcessedSample,

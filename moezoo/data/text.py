@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from moezoo.data.checks import check_min
+from moezoo.utils.checks import check_min
 from moezoo.data.shards import DatasetIndex, encode_json, write_split
 
 # Test suites are mostly code, not prose; site-packages is not part of the stdlib.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from moezoo.utils.checks import require
+
 ACTIVATIONS = ("swiglu", "gelu")
 DISPATCHES = ("auto", "fused", "grouped_mm", "loop")
 
@@ -74,24 +76,24 @@ class MoEConfig:
         from moezoo.moe.routers import list_routers
 
         for name in ("dim", "expert_dim", "num_experts", "num_heads"):
-            _require(self, name, getattr(self, name) >= 1, "must be >= 1")
-        _require(self, "top_k", 1 <= self.top_k <= self.num_experts,
-                 f"must be in [1, num_experts={self.num_experts}]")
-        _require(self, "dim", self.dim % self.num_heads == 0,
-                 f"must be divisible by num_heads={self.num_heads}")
-        _require(self, "router", self.router in list_routers(),
-                 f"is unknown; known routers: {', '.join(list_routers())}")
-        _require(self, "activation", self.activation in ACTIVATIONS, f"must be one of {ACTIVATIONS}")
-        _require(self, "dispatch", self.dispatch in DISPATCHES, f"must be one of {DISPATCHES}")
-        _require(self, "num_shared_experts", self.num_shared_experts >= 0, "must be >= 0")
+            require(self, name, getattr(self, name) >= 1, "must be >= 1")
+        require(self, "top_k", 1 <= self.top_k <= self.num_experts,
+                f"must be in [1, num_experts={self.num_experts}]")
+        require(self, "dim", self.dim % self.num_heads == 0,
+                f"must be divisible by num_heads={self.num_heads}")
+        require(self, "router", self.router in list_routers(),
+                f"is unknown; known routers: {', '.join(list_routers())}")
+        require(self, "activation", self.activation in ACTIVATIONS, f"must be one of {ACTIVATIONS}")
+        require(self, "dispatch", self.dispatch in DISPATCHES, f"must be one of {DISPATCHES}")
+        require(self, "num_shared_experts", self.num_shared_experts >= 0, "must be >= 0")
         if self.shared_expert_dim is not None:
-            _require(self, "shared_expert_dim", self.shared_expert_dim >= 1, "must be >= 1")
+            require(self, "shared_expert_dim", self.shared_expert_dim >= 1, "must be >= 1")
         if self.capacity_factor is not None:
-            _require(self, "capacity_factor", self.capacity_factor > 0, "must be > 0 or None (dropless)")
+            require(self, "capacity_factor", self.capacity_factor > 0, "must be > 0 or None (dropless)")
         if self.router_dim is not None:
-            _require(self, "router_dim", self.router_dim >= 1, "must be >= 1")
+            require(self, "router_dim", self.router_dim >= 1, "must be >= 1")
         for name in ("aux_loss_coef", "z_loss_coef", "router_noise_std", "bias_update_rate"):
-            _require(self, name, getattr(self, name) >= 0, "must be >= 0")
+            require(self, name, getattr(self, name) >= 0, "must be >= 0")
 
     @property
     def head_dim(self) -> int:
@@ -101,8 +103,3 @@ class MoEConfig:
     def replace(self, **changes) -> MoEConfig:
         """A copy with ``changes`` applied (and re-validated)."""
         return dataclasses.replace(self, **changes)
-
-
-def _require(config: MoEConfig, field: str, ok: bool, why: str) -> None:
-    if not ok:
-        raise ValueError(f"{type(config).__name__}.{field}={getattr(config, field)!r} {why}")

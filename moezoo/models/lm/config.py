@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moezoo.moe import MoEConfig
+from moezoo.utils.checks import require
 
 QK_NORMS = ("none", "head", "full")
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")
@@ -97,27 +98,27 @@ class LMConfig:
         self.head_dim = self.head_dim or self.dim // self.num_heads
         for name in ("vocab_size", "dim", "num_layers", "num_heads", "ffn_dim", "num_kv_heads", "head_dim",
                      "max_position_embeddings"):
-            _require(self, name, getattr(self, name) >= 1, "must be >= 1")
-        _require(self, "num_heads", self.num_heads % self.num_kv_heads == 0,
-                 f"must be a multiple of num_kv_heads={self.num_kv_heads}")
-        _require(self, "head_dim", self.head_dim % 2 == 0, "must be even (RoPE rotates pairs)")
-        _require(self, "qk_norm", self.qk_norm in QK_NORMS, f"must be one of {QK_NORMS}")
-        _require(self, "norm_eps", self.norm_eps > 0, "must be > 0")
+            require(self, name, getattr(self, name) >= 1, "must be >= 1")
+        require(self, "num_heads", self.num_heads % self.num_kv_heads == 0,
+                f"must be a multiple of num_kv_heads={self.num_kv_heads}")
+        require(self, "head_dim", self.head_dim % 2 == 0, "must be even (RoPE rotates pairs)")
+        require(self, "qk_norm", self.qk_norm in QK_NORMS, f"must be one of {QK_NORMS}")
+        require(self, "norm_eps", self.norm_eps > 0, "must be > 0")
         if self.moe is not None:
-            _require(self, "moe", self.moe.dim == self.dim, f"has dim={self.moe.dim}, expected dim={self.dim}")
+            require(self, "moe", self.moe.dim == self.dim, f"has dim={self.moe.dim}, expected dim={self.dim}")
         if self.moe_layers is not None:
             self.moe_layers = sorted(int(i) for i in self.moe_layers)
-            _require(self, "moe_layers", self.moe is not None or not self.moe_layers, "needs `moe` to be set")
-            _require(self, "moe_layers", all(0 <= i < self.num_layers for i in self.moe_layers),
-                     f"must be layer indices in [0, num_layers={self.num_layers})")
+            require(self, "moe_layers", self.moe is not None or not self.moe_layers, "needs `moe` to be set")
+            require(self, "moe_layers", all(0 <= i < self.num_layers for i in self.moe_layers),
+                    f"must be layer indices in [0, num_layers={self.num_layers})")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type", "default")
-            _require(self, "rope_scaling", kind in ROPE_TYPES,
-                     f"has unsupported rope_type {kind!r}; supported: {ROPE_TYPES}")
+            require(self, "rope_scaling", kind in ROPE_TYPES,
+                    f"has unsupported rope_type {kind!r}; supported: {ROPE_TYPES}")
             missing = [k for k in ROPE_REQUIRED[kind] if k not in self.rope_scaling]
-            _require(self, "rope_scaling", not missing, f"lacks {missing} for rope_type {kind!r}")
+            require(self, "rope_scaling", not missing, f"lacks {missing} for rope_type {kind!r}")
         if self.clip_qkv is not None:
-            _require(self, "clip_qkv", self.clip_qkv > 0, "must be > 0 or None")
+            require(self, "clip_qkv", self.clip_qkv > 0, "must be > 0 or None")
 
     def sparse_layers(self) -> list[int]:
         """Indices of the layers whose FFN is an MoE layer."""
@@ -154,8 +155,3 @@ class LMConfig:
     def replace(self, **changes: Any) -> LMConfig:
         """A copy with ``changes`` applied (and re-validated)."""
         return dataclasses.replace(self, **changes)
-
-
-def _require(config: LMConfig, name: str, ok: bool, why: str) -> None:
-    if not ok:
-        raise ValueError(f"LMConfig.{name}={getattr(config, name)!r} {why}")
