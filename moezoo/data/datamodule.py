@@ -21,7 +21,7 @@ import torch
 import webdataset as wds
 
 from moezoo.data.chat import IGNORE_INDEX, ChatTemplate, TokenizerAdapter
-from moezoo.utils.checks import check_min
+from moezoo.utils.checks import check_min, require
 from moezoo.data.pipeline import (
     NodeInfo,
     ProcessedSample,
@@ -64,8 +64,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_min(self, batch_size=1, num_workers=0, max_length=2, epoch_length=1, shuffle_buffer=0, image_tokens=1,
                   warn_first=0)  # fmt: skip
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"DataConfig.image_size={self.image_size} must be >= 1 or None (keep the size)")
+        if self.image_size is not None:
+            require(self, "image_size", self.image_size >= 1, "must be >= 1 or None (keep the size)")
 
 
 def pad_collate(samples: list[ProcessedSample], pad_id: int) -> dict[str, Any]:

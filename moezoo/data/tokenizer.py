@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from moezoo.utils.checks import check_min, require
 from moezoo.utils.io import atomic_write_bytes
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -51,13 +52,9 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         floor = 256 + len(SPECIAL_TOKENS)
-        if self.vocab_size < floor:
-            raise ValueError(
-                f"TokenizerConfig.vocab_size={self.vocab_size} must be >= {floor} "
-                f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)"
-            )
-        if self.min_frequency < 1:
-            raise ValueError(f"TokenizerConfig.min_frequency={self.min_frequency} must be >= 1")
+        require(self, "vocab_size", self.vocab_size >= floor,
+                f"must be >= {floor} (256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
+        check_min(self, min_frequency=1)
 
 
 def iter_corpus_text(paths: list[str | Path]) -> Iterator[str]:
