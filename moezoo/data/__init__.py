@@ -5,7 +5,6 @@ The layout follows the webdataset convention (one tar member per sample field,
 shards converted from LLaVA JSON are read by the same pipeline.
 
 Modules:
-    checks: the early config checks.
     shards: deterministic shard writing and the ``index.json`` of a dataset dir.
     scenes: the shapes-vqa scene generator (PIL drawing, exact answers).
     digits: digits-vqa over scikit-learn's bundled handwritten digits.

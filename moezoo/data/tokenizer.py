@@ -11,13 +11,12 @@ saved next to every checkpoint. Imported HF models keep their own tokenizer.
 from __future__ import annotations
 
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from moezoo.utils.checks import check_min, require
-from moezoo.utils.io import atomic_write_bytes
+from moezoo.utils.io import atomic_save_pretrained
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 IMAGE, AUDIO, VIDEO = "<image>", "<audio>", "<video>"
@@ -138,13 +137,7 @@ def save_tokenizer(tok, out_dir: str | Path) -> Path:
 
     ``tok`` is a ``tokenizers.Tokenizer`` or a transformers fast tokenizer.
     """
-    hf = to_hf(tok) if not hasattr(tok, "save_pretrained") else tok
-    out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory() as tmp:  # save_pretrained writes in place; move each file atomically
-        hf.save_pretrained(tmp)
-        for f in sorted(Path(tmp).iterdir()):
-            atomic_write_bytes(out_dir / f.name, f.read_bytes())
-    return out_dir
+    return atomic_save_pretrained(tok if hasattr(tok, "save_pretrained") else to_hf(tok), out_dir)
 
 
 def load_tokenizer(path: str | Path):

@@ -6,7 +6,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextmanager
@@ -43,3 +43,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_save_pretrained(obj: Any, out_dir: str | os.PathLike) -> Path:
+    """``obj.save_pretrained(out_dir)`` (a tokenizer, a processor), each file moved into place atomically.
+
+    ``save_pretrained`` writes in place, so a crash could leave a half-written file
+    over a good one; here it writes into a temporary directory first.
+    """
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        obj.save_pretrained(tmp)
+        for file in sorted(Path(tmp).iterdir()):
+            if file.is_file():
+                atomic_write_bytes(out_dir / file.name, file.read_bytes())
+    return out_dir

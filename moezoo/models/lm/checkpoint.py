@@ -10,8 +10,6 @@ first filled with random numbers.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import torch
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.model import MoEForCausalLM
 from moezoo.models.lm.rope import RotaryEmbedding
-from moezoo.utils.io import atomic_path, atomic_write_text
+from moezoo.utils.io import atomic_path, atomic_save_pretrained, atomic_write_text
 
 CONFIG_NAME = "moezoo_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -91,14 +89,8 @@ def save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[
 
 def save_tokenizer(tokenizer: Any, path: Path) -> None:
     """Save ``tokenizer``'s files into ``path``, each written atomically."""
-    if tokenizer is None:
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        for file in Path(tmp).iterdir():
-            if file.is_file():
-                with atomic_path(path / file.name) as target:
-                    shutil.copyfile(file, target)
+    if tokenizer is not None:
+        atomic_save_pretrained(tokenizer, path)
 
 
 def load_tokenizer(path: str | Path) -> Any:
