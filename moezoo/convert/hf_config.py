@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from moezoo.models.lm.config import LMConfig
+from moezoo.models.lm.config import DENSE_FAMILIES, MOE_FAMILIES, LMConfig
 from moezoo.moe import MoEConfig
 
 # model_type -> the causal-LM architecture transformers registers for it.
@@ -21,8 +21,6 @@ FAMILIES = {
     "qwen2_moe": "Qwen2MoeForCausalLM",
     "qwen3_moe": "Qwen3MoeForCausalLM",
 }
-MOE_FAMILIES = ("olmoe", "qwen3_moe", "qwen2_moe", "mixtral")
-DENSE_FAMILIES = ("llama", "qwen2")
 # transformers' default rope_theta where a config.json omits it.
 DEFAULT_THETA = {"mixtral": 1e6}
 

@@ -16,6 +16,9 @@ from moezoo.moe import MoEConfig
 from moezoo.utils.checks import require
 
 QK_NORMS = ("none", "head", "full")
+# transformers model_types (``LMConfig.family``) with no MoE layer / with MoE layers.
+DENSE_FAMILIES = ("llama", "qwen2")
+MOE_FAMILIES = ("olmoe", "qwen3_moe", "qwen2_moe", "mixtral")
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 # Keys each RoPE scaling type needs in ``rope_scaling`` (as in transformers' ``rope_parameters``).
 ROPE_REQUIRED = {

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from moezoo.models.lm.config import LMConfig
+from moezoo.models.lm.config import DENSE_FAMILIES, LMConfig
 from moezoo.models.lm.model import MoEForCausalLM
 from moezoo.moe import MoEConfig
 
@@ -63,8 +63,9 @@ def upcycle(dense_model_or_path: MoEForCausalLM | str | Path, num_experts: int =
     if cfg.moe is not None and cfg.sparse_layers() and cfg.moe != moe:
         raise ValueError("the model already has MoE layers with a different MoEConfig; "
                          f"upcycle with the same settings ({cfg.moe})")
+    # A dense family (Llama, Qwen2) has no MoE layers: the export family is inferred again.
     new_cfg = cfg.replace(moe=moe, moe_layers=sorted(set(cfg.sparse_layers()) | set(layers)),
-                          family=None if cfg.family in ("llama", "qwen2") else cfg.family)
+                          family=None if cfg.family in DENSE_FAMILIES else cfg.family)
     weight = dense.embed_tokens.weight
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
