@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 
-DATASETS = ("shapes-vqa", "digits-vqa", "text")
-# Defaults per dataset when --n-* is not given: what data/build.sh ships.
-DEFAULT_SIZES = {
-    "shapes-vqa": {"n_train": 1000, "n_val": 100, "n_test": 200, "n_captions": 200, "image_size": 64},
-    "digits-vqa": {"n_train": 1000, "n_val": 100, "n_test": 200, "n_captions": 200, "image_size": 32},
-    "text": {"n_train": 1500, "n_val": 100, "n_test": 0},
+# dataset -> the module that builds it: its ``DEFAULT_CONFIG`` and its builder function.
+DATASETS = {
+    "shapes-vqa": ("moezoo.data.scenes", "build_shapes_vqa"),
+    "digits-vqa": ("moezoo.data.digits", "build_digits_vqa"),
+    "text": ("moezoo.data.text", "build_text"),
 }
+# Flags of `moezoo data build` that override a field of the dataset's config when given.
+BUILD_FIELDS = ("seed", "n_train", "n_val", "n_test", "n_captions", "samples_per_shard", "image_size")
 
 
 def register(sub) -> None:
@@ -25,13 +26,14 @@ def register(sub) -> None:
     cmds = parser.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
     build = cmds.add_parser("build", help="generate a dataset as webdataset shards")
-    build.add_argument("dataset", choices=DATASETS)
+    build.add_argument("dataset", choices=list(DATASETS))
     build.add_argument("--out", required=True, help="output dataset dir")
-    build.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes")
+    # Flags left out keep the dataset's own defaults (its DEFAULT_CONFIG).
+    build.add_argument("--seed", type=int, help="the same seed gives the same bytes (default 0)")
     for split in ("train", "val", "test", "captions"):
-        build.add_argument(f"--n-{split}", type=int, default=None, help=f"samples in the {split} split")
-    build.add_argument("--samples-per-shard", type=int, default=250)
-    build.add_argument("--image-size", type=int, default=None, help="image side in pixels (VQA datasets)")
+        build.add_argument(f"--n-{split}", type=int, help=f"samples in the {split} split")
+    build.add_argument("--samples-per-shard", type=int)
+    build.add_argument("--image-size", type=int, help="image side in pixels (VQA datasets)")
     build.set_defaults(func=_build)
 
     llava = cmds.add_parser("from-llava", help="convert LLaVA conversations JSON + images to shards")
@@ -50,30 +52,19 @@ def register(sub) -> None:
     tok.set_defaults(func=_tokenizer)
 
 
-def _sizes(args: argparse.Namespace, keys: tuple[str, ...]) -> dict[str, int]:
-    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    unknown = sorted(k for k in ("n_captions", "image_size") if k not in keys and getattr(args, k) is not None)
+def _build(args: argparse.Namespace) -> int:
+    import dataclasses
+    import importlib
+
+    module_name, builder = DATASETS[args.dataset]
+    module = importlib.import_module(module_name)
+    default = module.DEFAULT_CONFIG
+    given = {k: getattr(args, k) for k in BUILD_FIELDS if getattr(args, k) is not None}
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(default)})
     if unknown:
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise ValueError(f"{flags} does not apply to dataset {args.dataset!r}")
-    return {**{k: v for k, v in DEFAULT_SIZES[args.dataset].items() if k in keys}, **given}
-
-
-def _build(args: argparse.Namespace) -> int:
-    if args.dataset == "text":
-        from moezoo.data.text import TextBuildConfig, build_text
-
-        cfg = TextBuildConfig(seed=args.seed, samples_per_shard=args.samples_per_shard,
-                              **_sizes(args, ("n_train", "n_val", "n_test")))  # fmt: skip
-        index = build_text(args.out, cfg)
-    else:
-        from moezoo.data.digits import build_digits_vqa
-        from moezoo.data.scenes import build_shapes_vqa
-        from moezoo.data.vqa import VQABuildConfig
-
-        keys = ("n_train", "n_val", "n_test", "n_captions", "image_size")
-        cfg = VQABuildConfig(seed=args.seed, samples_per_shard=args.samples_per_shard, **_sizes(args, keys))
-        index = (build_shapes_vqa if args.dataset == "shapes-vqa" else build_digits_vqa)(args.out, cfg)
+    index = getattr(module, builder)(args.out, dataclasses.replace(default, **given))
     _print_index(index, args.out)
     return 0
 

@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from moezoo.utils.checks import check_min
 from moezoo.data.tokenizer import ASSISTANT, AUDIO, BOS, END, EOS, IMAGE, SYSTEM, USER, VIDEO
+from moezoo.utils.checks import check_min
 
 IGNORE_INDEX = -100
 # LLaVA JSON names the roles "human"/"gpt"; OpenAI-style data says "user"/"assistant".

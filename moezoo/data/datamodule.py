@@ -21,7 +21,6 @@ import torch
 import webdataset as wds
 
 from moezoo.data.chat import IGNORE_INDEX, ChatTemplate, TokenizerAdapter
-from moezoo.utils.checks import check_min, require
 from moezoo.data.pipeline import (
     NodeInfo,
     ProcessedSample,
@@ -32,6 +31,7 @@ from moezoo.data.pipeline import (
 )
 from moezoo.data.robust import SkipCounter, merge_totals
 from moezoo.data.shards import DatasetIndex
+from moezoo.utils.checks import check_min, require
 
 
 @dataclass

@@ -18,6 +18,8 @@ from moezoo.data.shards import DatasetIndex, encode_png
 from moezoo.data.vqa import VQABuildConfig, build_vqa_dataset, caption_record, vqa_record
 
 QUESTION_TYPES = ("digit", "parity", "greater")
+# The source digits are 8x8 pixels: 32x32 keeps them sharp without wasting pixels.
+DEFAULT_CONFIG = VQABuildConfig(image_size=32)
 # Splits draw disjoint images in this order; captions reuse the training images.
 _SPLIT_ORDER = ("train", "val", "test")
 
@@ -115,7 +117,7 @@ def build_digits_vqa(out_dir: str | Path, cfg: VQABuildConfig | None = None) -> 
         >>> build_digits_vqa(tempfile.mkdtemp(), cfg).splits["test"].samples
         2
     """
-    cfg = cfg or VQABuildConfig(n_train=1000, image_size=32)
+    cfg = cfg or DEFAULT_CONFIG
     parts = split_indices(cfg.seed, cfg.split_sizes())
     return build_vqa_dataset(
         out_dir,

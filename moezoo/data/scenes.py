@@ -29,6 +29,7 @@ SHAPES = ("circle", "square", "triangle", "diamond")
 BACKGROUND = (250, 250, 250)
 QUESTION_TYPES = ("color", "shape", "count", "position", "exists")
 MAX_OBJECTS = 4
+DEFAULT_CONFIG = VQABuildConfig()
 # A relative-position answer is only asked when the main axis wins by this many pixels,
 # so "left" never hinges on a one-pixel difference a downscaled image cannot show.
 POSITION_MARGIN = 4
@@ -190,7 +191,7 @@ def build_shapes_vqa(out_dir: str | Path, cfg: VQABuildConfig | None = None) -> 
         >>> {k: v.samples for k, v in index.splits.items()}
         {'train': 5, 'test': 2}
     """
-    cfg = cfg or VQABuildConfig()
+    cfg = cfg or DEFAULT_CONFIG
     return build_vqa_dataset(
         out_dir,
         "shapes-vqa",

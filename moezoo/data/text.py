@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from moezoo.utils.checks import check_min
 from moezoo.data.shards import DatasetIndex, encode_json, write_split
+from moezoo.utils.checks import check_min
 
 # Test suites are mostly code, not prose; site-packages is not part of the stdlib.
 _EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
@@ -51,6 +51,9 @@ class TextBuildConfig:
 
     def __post_init__(self) -> None:
         check_min(self, n_train=1, n_val=0, n_test=0, min_chars=0, samples_per_shard=1)
+
+
+DEFAULT_CONFIG = TextBuildConfig()
 
 
 def stdlib_root() -> Path:
@@ -95,7 +98,7 @@ def build_text(out_dir: str | Path, cfg: TextBuildConfig | None = None, root: st
         >>> index.splits["train"].samples, index.splits["val"].samples
         (3, 1)
     """
-    cfg = cfg or TextBuildConfig()
+    cfg = cfg or DEFAULT_CONFIG
     sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
     wanted = sum(sizes.values())
     docs: list[tuple[str, str]] = []

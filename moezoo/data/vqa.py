@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from moezoo.utils.checks import check_min
 from moezoo.data.shards import DatasetIndex, encode_json, write_split
 from moezoo.data.tokenizer import IMAGE
+from moezoo.utils.checks import check_min
 from moezoo.utils.io import atomic_write_text
 
 # VQAv2 has ten human answers per question; ours are exact, so all ten agree and the

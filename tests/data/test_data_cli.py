@@ -20,6 +20,19 @@ def test_build_each_dataset(tmp_path, capsys):
     assert (tmp_path / "digits-vqa/test_annotations.json").is_file()
 
 
+def test_build_flags_left_out_keep_the_dataset_defaults(tmp_path):
+    from moezoo.data import digits, text
+
+    assert main(["data", "build", "digits-vqa", "--out", str(tmp_path / "d"), "--n-train", "2", "--n-val", "0",
+                 "--n-test", "0", "--n-captions", "0"]) == 0  # fmt: skip
+    config = DatasetIndex.load(tmp_path / "d").extra["config"]
+    assert config == {**vars(digits.DEFAULT_CONFIG), "n_train": 2, "n_val": 0, "n_test": 0, "n_captions": 0}
+    assert config["image_size"] == 32 and config["seed"] == 0
+    assert main(["data", "build", "text", "--out", str(tmp_path / "t"), "--n-train", "3", "--n-val", "1"]) == 0
+    config = DatasetIndex.load(tmp_path / "t").extra["config"]
+    assert config["samples_per_shard"] == text.DEFAULT_CONFIG.samples_per_shard
+
+
 def test_tokenizer_and_from_llava(tmp_path, shapes_dir, capsys):
     assert main(["data", "tokenizer", "--corpus", str(shapes_dir), "--out", str(tmp_path / "tok"), "--vocab-size", "300"]) == 0
     assert "vocab 300" in capsys.readouterr().out
