@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from moezoo.moe.routers import Routing, register_router
+from moezoo.moe.routers.topk import SoftmaxRouter
 
 
 def expert_capacity(num_tokens: int, config) -> int:
@@ -21,24 +20,18 @@ def expert_capacity(num_tokens: int, config) -> int:
 
 
 @register_router("expert_choice")
-class ExpertChoiceRouter(nn.Module):
+class ExpertChoiceRouter(SoftmaxRouter):
     """Expert choice (Zhou et al. 2022, arXiv 2202.09368): each expert picks its top-``C`` tokens.
 
     Load is balanced by construction, so no balancing loss is needed (the layer
     reports 0); a token may get zero, one or several experts. The choice looks at
     all tokens of the batch, so it is not causal: use it for encoders, training
-    research or prefill, not for token-by-token decoding of a causal LM.
+    research or prefill, not for token-by-token decoding of a causal LM. The gate is
+    :class:`~moezoo.moe.routers.topk.SoftmaxRouter`'s; only the selection differs.
     """
 
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.weight = nn.Parameter(torch.empty(config.num_experts, config.head_dim))
-        nn.init.normal_(self.weight, std=0.02)
-
     def forward(self, x_TD: torch.Tensor) -> Routing:
-        logits_TE = F.linear(x_TD, self.weight).float()
-        probs_TE = logits_TE.softmax(-1)
+        logits_TE, probs_TE = self.scores(x_TD)  # the softmax gate; experts pick along T instead of E
         capacity = expert_capacity(x_TD.shape[0], self.config)
         weight_EC, token_EC = torch.topk(probs_TE.t(), capacity, dim=-1)
         expert_EC = torch.arange(self.config.num_experts, device=x_TD.device)[:, None].expand_as(token_EC)

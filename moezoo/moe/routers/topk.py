@@ -24,9 +24,13 @@ class SoftmaxRouter(nn.Module):
         self.weight = nn.Parameter(torch.empty(config.num_experts, config.head_dim))
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x_TD: torch.Tensor) -> Routing:
+    def scores(self, x_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, probs)`` of the linear gate, in float32, each ``(T, E)``."""
         logits_TE = F.linear(x_TD, self.weight).float()
-        probs_TE = logits_TE.softmax(-1)
+        return logits_TE, logits_TE.softmax(-1)
+
+    def forward(self, x_TD: torch.Tensor) -> Routing:
+        logits_TE, probs_TE = self.scores(x_TD)
         return token_choice(logits_TE, probs_TE, probs_TE, self.config)
 
 
