@@ -9,14 +9,8 @@ from torch import nn
 from moezoo.moe.routers import Routing, expert_counts, register_router, token_choice
 
 
-@register_router("softmax")
-class SoftmaxRouter(nn.Module):
-    """Standard sparse-MoE routing: softmax over a linear gate, keep the top-k.
-
-    Shazeer et al. 2017; Switch (Fedus et al. 2021, arXiv 2101.03961); Mixtral
-    (Jiang et al. 2024, arXiv 2401.04088). ``norm_topk_prob`` renormalises the kept
-    weights (Mixtral, Qwen3-MoE) or leaves them as probabilities (OLMoE, Switch).
-    """
+class LinearGate(nn.Module):
+    """A router's linear gate: one ``(E, D)`` weight, float32 logits ``(T, E)``."""
 
     def __init__(self, config):
         super().__init__()
@@ -24,9 +18,22 @@ class SoftmaxRouter(nn.Module):
         self.weight = nn.Parameter(torch.empty(config.num_experts, config.head_dim))
         nn.init.normal_(self.weight, std=0.02)
 
+    def gate_logits(self, x_TD: torch.Tensor) -> torch.Tensor:
+        return F.linear(x_TD, self.weight).float()
+
+
+@register_router("softmax")
+class SoftmaxRouter(LinearGate):
+    """Standard sparse-MoE routing: softmax over a linear gate, keep the top-k.
+
+    Shazeer et al. 2017; Switch (Fedus et al. 2021, arXiv 2101.03961); Mixtral
+    (Jiang et al. 2024, arXiv 2401.04088). ``norm_topk_prob`` renormalises the kept
+    weights (Mixtral, Qwen3-MoE) or leaves them as probabilities (OLMoE, Switch).
+    """
+
     def scores(self, x_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, probs)`` of the linear gate, in float32, each ``(T, E)``."""
-        logits_TE = F.linear(x_TD, self.weight).float()
+        logits_TE = self.gate_logits(x_TD)
         return logits_TE, logits_TE.softmax(-1)
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
@@ -47,7 +54,7 @@ class NoisyTopKRouter(SoftmaxRouter):
         self.noise_weight = nn.Parameter(torch.zeros(config.num_experts, config.head_dim))
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
-        logits_TE = F.linear(x_TD, self.weight).float()
+        logits_TE = self.gate_logits(x_TD)
         if self.training and self.config.router_noise_std > 0:
             noise_std_TE = F.softplus(F.linear(x_TD, self.noise_weight).float())
             logits_TE = logits_TE + torch.randn_like(logits_TE) * noise_std_TE * self.config.router_noise_std
@@ -56,7 +63,7 @@ class NoisyTopKRouter(SoftmaxRouter):
 
 
 @register_router("sigmoid")
-class SigmoidRouter(nn.Module):
+class SigmoidRouter(LinearGate):
     """Sigmoid scores with top-k and normalisation (DeepSeek-V3, arXiv 2412.19437).
 
     Aux-loss-free balancing: a per-expert ``bias`` is added to the scores only to
@@ -66,14 +73,11 @@ class SigmoidRouter(nn.Module):
     """
 
     def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.weight = nn.Parameter(torch.empty(config.num_experts, config.head_dim))
-        nn.init.normal_(self.weight, std=0.02)
+        super().__init__(config)
         self.register_buffer("bias", torch.zeros(config.num_experts))
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
-        logits_TE = F.linear(x_TD, self.weight).float()
+        logits_TE = self.gate_logits(x_TD)
         scores_TE = logits_TE.sigmoid()
         probs_TE = scores_TE / scores_TE.sum(-1, keepdim=True)
         routing = token_choice(logits_TE, scores_TE, probs_TE, self.config, select_TE=scores_TE + self.bias)
