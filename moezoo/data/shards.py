@@ -17,10 +17,11 @@ import gzip
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+from moezoo.utils.checks import check_min
 from moezoo.utils.io import atomic_write_bytes, atomic_write_text
 
 INDEX_FILE = "index.json"
@@ -216,3 +217,67 @@ class DatasetIndex:
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path} is not a valid dataset index ({err!r}); rebuild the dataset") from err
         return cls(body.get("name", root.name), splits, body.get("seed"), body.get("extra", {}), root)
+
+
+@dataclass
+class BuildConfig:
+    """Seed, split sizes and shard size: what every generated dataset's config holds.
+
+    Each dataset subclasses it with its own fields and defaults
+    (:class:`~moezoo.data.vqa.VQABuildConfig`, :class:`~moezoo.data.text.TextBuildConfig`).
+
+    Args:
+        seed: the generator seed; the same seed gives the same bytes.
+        n_train, n_val, n_test: samples per split; a split of 0 is not written.
+        samples_per_shard: samples per ``.tar.gz`` shard.
+
+    Example:
+        >>> BuildConfig(n_test=0).split_sizes()
+        {'train': 1000, 'val': 100}
+    """
+
+    seed: int = 0
+    n_train: int = 1000
+    n_val: int = 100
+    n_test: int = 200
+    samples_per_shard: int = 250
+
+    def __post_init__(self) -> None:
+        check_min(self, n_train=0, n_val=0, n_test=0, samples_per_shard=1)
+
+    def split_sizes(self) -> dict[str, int]:
+        """Split name -> number of samples, in build order; empty splits are left out."""
+        sizes = {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+        return {k: v for k, v in sizes.items() if v > 0}
+
+
+def build_dataset(
+    out_dir: str | Path,
+    name: str,
+    cfg: BuildConfig,
+    make_split: Callable[[str, int], Iterable[dict[str, Any]]],
+    extra: dict[str, Any] | None = None,
+    after_split: Callable[[str, list[dict[str, Any]]], None] | None = None,
+) -> DatasetIndex:
+    """Write every split of ``cfg`` with ``make_split(split, n)``, then ``index.json``.
+
+    ``after_split(split, records)`` runs after each split's shards are written (e.g.
+    to write evaluation JSON beside them). The index records ``cfg`` under
+    ``extra["config"]``, so a dataset dir says how it was made.
+
+    Example:
+        >>> import tempfile
+        >>> make = lambda split, n: ({"__key__": f"{split}-{i}", "txt": "hi"} for i in range(n))
+        >>> index = build_dataset(tempfile.mkdtemp(), "toy", BuildConfig(n_train=3, n_val=0, n_test=1), make)
+        >>> {k: v.samples for k, v in index.splits.items()}
+        {'train': 3, 'test': 1}
+    """
+    splits = {}
+    for split, n in cfg.split_sizes().items():
+        records = list(make_split(split, n))
+        splits[split] = write_split(out_dir, split, records, cfg.samples_per_shard)
+        if after_split is not None:
+            after_split(split, records)
+    index = DatasetIndex(name, splits, cfg.seed, {"config": asdict(cfg), **(extra or {})})
+    index.save(out_dir)
+    return index

@@ -10,14 +10,15 @@ The bytes depend on the Python version, which ``index.json`` records.
 from __future__ import annotations
 
 import ast
+import itertools
 import random
 import sys
 import sysconfig
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from moezoo.data.shards import DatasetIndex, encode_json, write_split
+from moezoo.data.shards import BuildConfig, DatasetIndex, build_dataset, encode_json
 from moezoo.utils.checks import check_min
 
 # Test suites are mostly code, not prose; site-packages is not part of the stdlib.
@@ -26,14 +27,9 @@ _DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 @dataclass
-class TextBuildConfig:
-    """Sizes and seed of the text corpus.
-
-    Args:
-        seed: shuffles documents into splits; the same seed gives the same bytes.
-        n_train, n_val, n_test: documents (docstrings) per split.
-        min_chars: shorter docstrings are left out (one-liners teach little).
-        samples_per_shard: documents per ``.tar.gz`` shard.
+class TextBuildConfig(BuildConfig):
+    """Sizes and seed of the text corpus (the fields of :class:`~moezoo.data.shards.BuildConfig`, counted
+    in documents, plus ``min_chars``: shorter docstrings are left out, as one-liners teach little).
 
     Example:
         >>> TextBuildConfig(n_train=0)
@@ -42,15 +38,14 @@ class TextBuildConfig:
         ValueError: TextBuildConfig.n_train=0 must be >= 1
     """
 
-    seed: int = 0
     n_train: int = 1500
-    n_val: int = 100
     n_test: int = 0
-    min_chars: int = 200
     samples_per_shard: int = 500
+    min_chars: int = 200
 
     def __post_init__(self) -> None:
-        check_min(self, n_train=1, n_val=0, n_test=0, min_chars=0, samples_per_shard=1)
+        super().__post_init__()
+        check_min(self, n_train=1, min_chars=0)
 
 
 DEFAULT_CONFIG = TextBuildConfig()
@@ -99,7 +94,7 @@ def build_text(out_dir: str | Path, cfg: TextBuildConfig | None = None, root: st
         (3, 1)
     """
     cfg = cfg or DEFAULT_CONFIG
-    sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+    sizes = cfg.split_sizes()
     wanted = sum(sizes.values())
     docs: list[tuple[str, str]] = []
     for item in iter_docstrings(root, cfg.min_chars):  # stop reading files once we have enough
@@ -109,17 +104,11 @@ def build_text(out_dir: str | Path, cfg: TextBuildConfig | None = None, root: st
     if len(docs) < wanted:
         raise ValueError(f"the corpus has only {len(docs)} docstrings of >= {cfg.min_chars} chars; asked for {wanted}")
     random.Random(f"text/{cfg.seed}").shuffle(docs)
-    splits, start = {}, 0
-    for split, n in sizes.items():
-        if n == 0:
-            continue
-        records = (
-            {"__key__": f"{split}-{i:06d}", "txt": doc, "json": encode_json({"source": name})}
-            for i, (name, doc) in enumerate(docs[start : start + n])
-        )
-        splits[split] = write_split(out_dir, split, records, cfg.samples_per_shard)
-        start += n
-    extra = {"config": asdict(cfg), "source": "Python standard library docstrings", "python": sys.version.split()[0]}
-    index = DatasetIndex("text", splits, cfg.seed, extra)
-    index.save(out_dir)
-    return index
+    starts = dict(zip(sizes, itertools.accumulate(sizes.values(), initial=0)))
+
+    def make_split(split: str, n: int) -> Iterator[dict[str, Any]]:
+        for i, (name, doc) in enumerate(docs[starts[split] : starts[split] + n]):
+            yield {"__key__": f"{split}-{i:06d}", "txt": doc, "json": encode_json({"source": name})}
+
+    extra = {"source": "Python standard library docstrings", "python": sys.version.split()[0]}
+    return build_dataset(out_dir, "text", cfg, make_split, extra)

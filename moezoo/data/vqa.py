@@ -10,13 +10,13 @@ VQA accuracy code runs on it unchanged.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from moezoo.data.shards import DatasetIndex, encode_json, write_split
+from moezoo.data.shards import BuildConfig, DatasetIndex, build_dataset, encode_json
 from moezoo.data.tokenizer import IMAGE
-from moezoo.utils.checks import check_min
+from moezoo.utils.checks import check_min, require
 from moezoo.utils.io import atomic_write_text
 
 # VQAv2 has ten human answers per question; ours are exact, so all ten agree and the
@@ -25,42 +25,32 @@ VQA_ANSWERS_PER_QUESTION = 10
 
 
 @dataclass
-class VQABuildConfig:
-    """Sizes and seed of a generated VQA dataset.
+class VQABuildConfig(BuildConfig):
+    """Sizes and seed of a generated VQA dataset (the fields of :class:`~moezoo.data.shards.BuildConfig`, plus):
 
     Args:
-        seed: the generator seed; the same seed gives the same bytes.
-        n_train, n_val, n_test: question-answer samples per split.
         n_captions: image-caption samples (the alignment stage); 0 writes none.
-        samples_per_shard: samples per ``.tar.gz`` shard.
         image_size: side of the square images, in pixels.
 
     Example:
-        >>> VQABuildConfig(n_train=10).n_train
-        10
+        >>> VQABuildConfig(n_train=10).split_sizes()
+        {'train': 10, 'val': 100, 'test': 200, 'captions': 200}
         >>> VQABuildConfig(image_size=4)
         Traceback (most recent call last):
         ...
         ValueError: VQABuildConfig.image_size=4 must be in [16, 512]
     """
 
-    seed: int = 0
-    n_train: int = 1000
-    n_val: int = 100
-    n_test: int = 200
     n_captions: int = 200
-    samples_per_shard: int = 250
     image_size: int = 64
 
     def __post_init__(self) -> None:
-        check_min(self, n_train=0, n_val=0, n_test=0, n_captions=0, samples_per_shard=1)
-        if not 16 <= self.image_size <= 512:
-            raise ValueError(f"VQABuildConfig.image_size={self.image_size} must be in [16, 512]")
+        super().__post_init__()
+        check_min(self, n_captions=0)
+        require(self, "image_size", 16 <= self.image_size <= 512, "must be in [16, 512]")
 
     def split_sizes(self) -> dict[str, int]:
-        """Split name -> number of samples, in build order; empty splits are left out."""
-        sizes = {"train": self.n_train, "val": self.n_val, "test": self.n_test, "captions": self.n_captions}
-        return {k: v for k, v in sizes.items() if v > 0}
+        return {**super().split_sizes(), **({"captions": self.n_captions} if self.n_captions else {})}
 
 
 def conversation(prompt: str, answer: str) -> list[dict[str, str]]:
@@ -150,13 +140,9 @@ def build_vqa_dataset(
     extra: dict[str, Any] | None = None,
 ) -> DatasetIndex:
     """Write every split of ``cfg`` with ``make_split(split, n)``, the VQAv2 test JSON and ``index.json``."""
-    out_dir = Path(out_dir)
-    splits = {}
-    for split, n in cfg.split_sizes().items():
-        records = list(make_split(split, n))
-        splits[split] = write_split(out_dir, split, records, cfg.samples_per_shard)
+
+    def vqav2_json(split: str, records: list[dict[str, Any]]) -> None:
         if split == "test":
             write_vqav2_json(out_dir, name, split, records)
-    index = DatasetIndex(name, splits, cfg.seed, {"config": asdict(cfg), **(extra or {})})
-    index.save(out_dir)
-    return index
+
+    return build_dataset(out_dir, name, cfg, make_split, extra, after_split=vqav2_json)
