@@ -93,6 +93,19 @@ def test_native_round_trip_is_exact(tmp_path):
     assert moezoo.load(path, dtype="bfloat16").layers[1].mlp.experts.down_proj.dtype == torch.bfloat16
 
 
+def test_casting_a_model_to_bf16_keeps_rope_frequencies_in_float32(tmp_path):
+    """``model.to(bf16)`` equals loading in bf16: the RoPE frequencies are not rounded to bf16
+    (as a buffer they were, which put cos/sin off by up to 0.35 at position 2000)."""
+    model = MoEForCausalLM(_config(rope_scaling=None, max_position_embeddings=4096)).eval()
+    loaded = moezoo.load(model.save_pretrained(tmp_path), dtype="bfloat16")
+    model.to(torch.bfloat16)
+    position_ids = torch.arange(2000, 2008)[None]
+    ids = torch.randint(0, 96, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, position_ids=position_ids).logits,
+                           loaded(input_ids=ids, position_ids=position_ids).logits)
+
+
 def test_native_checkpoint_errors(tmp_path):
     path = MoEForCausalLM(_config()).save_pretrained(tmp_path)
     header = json.loads((path / "moezoo_config.json").read_text())

@@ -17,7 +17,6 @@ import torch
 
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.model import MoEForCausalLM
-from moezoo.models.lm.rope import RotaryEmbedding
 from moezoo.utils.io import atomic_path, atomic_save_pretrained, atomic_write_text
 
 CONFIG_NAME = "moezoo_config.json"
@@ -63,8 +62,6 @@ def build_model(config: LMConfig, state_dict: dict[str, torch.Tensor], source: s
     state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
              for k, v in state_dict.items()}
     model.load_state_dict(state, assign=True)
-    # Non-persistent buffers are not in the state dict: rebuild them off the meta device.
-    model.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling).to(device)
     return model.eval()
 
 

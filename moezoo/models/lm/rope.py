@@ -85,7 +85,10 @@ class RotaryEmbedding(nn.Module):
 
     The table is computed as ``position * inv_freq`` in float32, exactly as
     transformers does per forward, so a cached lookup changes no bit of the result
-    while saving the trigonometry on every decoding step.
+    while saving the trigonometry on every decoding step. The frequencies are not a
+    buffer: ``model.to(torch.bfloat16)`` would round them (transformers' buffer is,
+    and at position 2000 its cos/sin are then off by up to 0.35), so they stay in
+    float32 on the CPU and the table follows the device of the position ids.
 
     Example:
         >>> rope = RotaryEmbedding(8, 10000.0)
@@ -96,15 +99,15 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, theta: float, scaling: dict[str, Any] | None = None):
         super().__init__()
-        inv_freq, self.attention_scaling = rope_frequencies(head_dim, theta, scaling)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        with torch.device("cpu"):  # real values even when the model is built on the meta device
+            self.inv_freq, self.attention_scaling = rope_frequencies(head_dim, theta, scaling)
         self._cos: torch.Tensor | None = None
         self._sin: torch.Tensor | None = None
 
     def _table(self, length: int, device: torch.device) -> None:
         length = max(length, 256)
         pos = torch.arange(length, device=device, dtype=torch.float32)
-        freqs = pos[:, None] * self.inv_freq.to(device=device, dtype=torch.float32)[None]  # (P, hd/2)
+        freqs = pos[:, None] * self.inv_freq.to(device)[None]  # (P, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (P, hd)
         self._cos = emb.cos() * self.attention_scaling
         self._sin = emb.sin() * self.attention_scaling
