@@ -180,14 +180,14 @@ def _mm(a: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor | None) -> torch
     return torch.mm(a, w) if offsets is None else torch._grouped_mm(a, w, offs=offsets)
 
 
-def _wgrad(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor | None, out: torch.Tensor) -> None:
-    """``out[e] = a[rows_e].T @ b[rows_e]`` for the segment's experts (zeros for empty ones)."""
+def _wgrad(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor | None, out: torch.Tensor | None) -> torch.Tensor:
+    """``a[rows_e].T @ b[rows_e]`` for the segment's experts: into ``out`` for one expert,
+    as a new ``(E, ...)`` tensor for a grouped segment (zeros for its empty experts)."""
     if offsets is None:
-        torch.mm(a.t(), b, out=out)
-        return
+        return torch.mm(a.t(), b, out=out)
     empty = torch.diff(offsets, prepend=offsets.new_zeros(1)) == 0
     # Device-side mask, no host sync; the kernel's output for an empty group is not relied on.
-    out.copy_(torch._grouped_mm(a.t(), b, offs=offsets).masked_fill_(empty[:, None, None], 0))
+    return torch._grouped_mm(a.t(), b, offs=offsets).masked_fill_(empty[:, None, None], 0)
 
 
 def _per_segment(w: torch.Tensor, segments: list[Segment]) -> list[torch.Tensor]:
@@ -283,19 +283,21 @@ class _ExpertFFN(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_xs = [torch.zeros_like(x) for _ in range(ctx.workers)]
         grad_weight = torch.empty_like(weight)
-        # Experts that got no tokens are never visited below: zero just those.
-        grad_w_in = ctx.grad_buffers.empty_like(w_in, "in")
-        grad_w_out = ctx.grad_buffers.empty_like(w_out, "out")
-        visited = torch.zeros(w_in.shape[0], dtype=torch.bool)
-        for _, _, lo, hi, _ in segments:
-            visited[lo:hi] = True
-        idle = (~visited).nonzero().squeeze(1).to(w_in.device)
-        grad_w_in[idle] = 0
-        grad_w_out[idle] = 0
         rows = _rows(segments)
         toks, weights, grad_weights = token_idx.split(rows), weight[:, None].split(rows), grad_weight.split(rows)
         w_ins, w_outs = _per_segment(w_in, segments), _per_segment(w_out, segments)
-        grad_w_ins, grad_w_outs = _per_segment(grad_w_in, segments), _per_segment(grad_w_out, segments)
+        grouped = bool(segments) and segments[0][4] is not None
+        if grouped:  # one segment of all experts: its grouped GEMMs produce the whole gradients
+            grad_w_ins: list[torch.Tensor | None] = [None]
+            grad_w_outs: list[torch.Tensor | None] = [None]
+        else:  # one expert per segment, written in place; experts with no tokens are never visited
+            grad_w_in = ctx.grad_buffers.empty_like(w_in, "in")
+            grad_w_out = ctx.grad_buffers.empty_like(w_out, "out")
+            idle = torch.ones(w_in.shape[0], dtype=torch.bool, device=w_in.device)
+            idle[[expert for _, _, expert, _, _ in segments]] = False
+            grad_w_in[idle] = 0
+            grad_w_out[idle] = 0
+            grad_w_ins, grad_w_outs = _per_segment(grad_w_in, segments), _per_segment(grad_w_out, segments)
 
         def run(mine: Iterable[tuple[int, Segment]], worker: int) -> None:
             for i, (_, _, _, _, offsets) in mine:
@@ -304,10 +306,12 @@ class _ExpertFFN(torch.autograd.Function):
                 a, act_backward = _act_and_grad(hs[i], glu)
                 grad_a = _mm(go, w_outs[i], offsets)  # (n, I)
                 torch.linalg.vecdot(grad_a, a, out=grad_weights[i])
-                _wgrad(go, a.mul_(w), offsets, grad_w_outs[i])
+                grad_w_outs[i] = _wgrad(go, a.mul_(w), offsets, grad_w_outs[i])
                 grad_h = act_backward(grad_a.mul_(w))
-                _wgrad(grad_h, x.index_select(0, tok), offsets, grad_w_ins[i])
+                grad_w_ins[i] = _wgrad(grad_h, x.index_select(0, tok), offsets, grad_w_ins[i])
                 grad_xs[worker].index_add_(0, tok, _mm(grad_h, w_ins[i], offsets))
 
         run_split(run, list(enumerate(segments)), rows, ctx.workers)
+        if grouped:
+            grad_w_in, grad_w_out = grad_w_ins[0], grad_w_outs[0]
         return reduce_sum(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None, None

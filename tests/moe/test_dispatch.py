@@ -94,13 +94,16 @@ def test_eval_and_inference_mode():
     torch.testing.assert_close(fast, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-5)
 
 
-def test_idle_experts_get_zero_gradient():
-    layer = _layer(num_experts=6, top_k=1)
+@pytest.mark.parametrize("dispatch", ["fused", "grouped_mm"])
+def test_idle_experts_get_zero_gradient(dispatch):
+    layer = _layer(num_experts=6, top_k=1, expert_dim=16)
+    layer(torch.randn(30, 32), dispatch=dispatch).hidden_states.sum().backward()  # every expert busy
+    layer.zero_grad(set_to_none=True)  # the next gradients reuse that memory (GradBuffers)
     with torch.no_grad():  # every token prefers expert 0
         layer.router.weight.zero_()
         layer.router.weight[0] = 5.0
     x = torch.ones(5, 32) + 0.01 * torch.randn(5, 32)
-    out = layer(x)
+    out = layer(x, dispatch=dispatch)
     out.hidden_states.sum().backward()
     assert out.stats.tokens_per_expert.tolist() == [5, 0, 0, 0, 0, 0]
     assert not layer.experts.gate_up_proj.grad[1:].any() and not layer.experts.down_proj.grad[1:].any()
