@@ -25,10 +25,11 @@ def register(sub) -> None:
     parser = sub.add_parser("data", help="build datasets, convert LLaVA data, train a tokenizer")
     cmds = parser.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
-    build = cmds.add_parser("build", help="generate a dataset as webdataset shards")
+    build = cmds.add_parser("build", help="generate a dataset as webdataset shards",
+                            description="Generate a dataset as webdataset shards. Flags left out keep the dataset's "
+                            "defaults: DEFAULT_CONFIG in " + ", ".join(module for module, _ in DATASETS.values()))
     build.add_argument("dataset", choices=list(DATASETS))
     build.add_argument("--out", required=True, help="output dataset dir")
-    # Flags left out keep the dataset's own defaults (its DEFAULT_CONFIG).
     build.add_argument("--seed", type=int, help="the same seed gives the same bytes (default 0)")
     for split in ("train", "val", "test", "captions"):
         build.add_argument(f"--n-{split}", type=int, help=f"samples in the {split} split")
