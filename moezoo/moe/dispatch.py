@@ -293,8 +293,10 @@ class _ExpertFFN(torch.autograd.Function):
         else:  # one expert per segment, written in place; experts with no tokens are never visited
             grad_w_in = ctx.grad_buffers.empty_like(w_in, "in")
             grad_w_out = ctx.grad_buffers.empty_like(w_out, "out")
-            idle = torch.ones(w_in.shape[0], dtype=torch.bool, device=w_in.device)
-            idle[[expert for _, _, expert, _, _ in segments]] = False
+            # Integer indices: a boolean mask would make index_put_ scan all E experts' gradients.
+            busy = {expert for _, _, expert, _, _ in segments}
+            idle = torch.tensor([e for e in range(w_in.shape[0]) if e not in busy], dtype=torch.long,
+                                device=w_in.device)
             grad_w_in[idle] = 0
             grad_w_out[idle] = 0
             grad_w_ins, grad_w_outs = _per_segment(grad_w_in, segments), _per_segment(grad_w_out, segments)
