@@ -89,11 +89,11 @@ def _write_shards(state: dict[str, torch.Tensor], path: Path, max_shard_size: in
             size = 0
         shards[-1][key] = tensor
         size += nbytes
-    weight_map, total = {}, 0
+    weight_map = {}
     for i, shard in enumerate(shards):
         name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         save_safetensors(shard, path / name)
         weight_map.update(dict.fromkeys(shard, name))
-        total += sum(t.numel() * t.element_size() for t in shard.values())
+    total = sum(t.numel() * t.element_size() for t in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     atomic_write_text(path / INDEX_NAME, json.dumps(index, indent=2) + "\n")

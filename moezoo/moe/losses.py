@@ -33,11 +33,13 @@ def load_balancing_loss(probs_TE: torch.Tensor, expert_idx: torch.Tensor, token_
     num_tokens, num_experts = probs_TE.shape
     if token_weight_T is None:
         f_E = expert_counts(expert_idx, num_experts).to(probs_TE.dtype) / num_tokens
-        return num_experts * (f_E * probs_TE.mean(0)).sum()
-    w_T = token_weight_T.to(probs_TE.dtype)
-    total = w_T.sum()
-    f_E = probs_TE.new_zeros(num_experts).index_add_(0, expert_idx, w_T[token_idx]) / total
-    return num_experts * (f_E * ((probs_TE * w_T[:, None]).sum(0) / total)).sum()
+        P_E = probs_TE.mean(0)
+    else:
+        w_T = token_weight_T.to(probs_TE.dtype)
+        total = w_T.sum()
+        f_E = probs_TE.new_zeros(num_experts).index_add_(0, expert_idx, w_T[token_idx]) / total
+        P_E = (probs_TE * w_T[:, None]).sum(0) / total
+    return num_experts * (f_E * P_E).sum()
 
 
 def router_z_loss(logits_TE: torch.Tensor) -> torch.Tensor:

@@ -133,13 +133,6 @@ class LMConfig:
         """Whether layer ``index`` has a sparse FFN."""
         return index in self.sparse_layers()
 
-    @property
-    def eos_token_ids(self) -> list[int]:
-        """``eos_token_id`` as a (possibly empty) list."""
-        if self.eos_token_id is None:
-            return []
-        return [self.eos_token_id] if isinstance(self.eos_token_id, int) else list(self.eos_token_id)
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` inverts it."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -158,3 +151,15 @@ class LMConfig:
     def replace(self, **changes: Any) -> LMConfig:
         """A copy with ``changes`` applied (and re-validated)."""
         return dataclasses.replace(self, **changes)
+
+
+def id_list(ids: int | list[int] | None) -> list[int]:
+    """A token id, a list of ids or ``None`` (as ``eos_token_id`` may be) as a list.
+
+    Example:
+        >>> id_list(2), id_list([2, 3]), id_list(None)
+        ([2], [2, 3], [])
+    """
+    if ids is None:
+        return []
+    return [ids] if isinstance(ids, int) else list(ids)

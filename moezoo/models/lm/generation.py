@@ -14,14 +14,11 @@ beyond one stop check.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from moezoo.models.lm.attention import KVCache
-
-if TYPE_CHECKING:
-    from moezoo.models.lm.model import MoEForCausalLM
+from moezoo.models.lm.config import id_list
+from moezoo.models.lm.model import MoEForCausalLM, positions_from_mask
 
 
 def sample_next(logits_BV: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_k: int = 0,
@@ -81,16 +78,14 @@ def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: tor
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
     config = model.config
-    stops = config.eos_token_ids if eos_token_id is None else (
-        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    stops = id_list(config.eos_token_id if eos_token_id is None else eos_token_id)
     if pad_token_id is None:
         pad_token_id = config.pad_token_id if config.pad_token_id is not None else (stops[0] if stops else 0)
     B, T = input_ids.shape
     device = input_ids.device
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None  # no padding: the cheaper unmasked path is exact
-    positions = (torch.arange(T, device=device).expand(B, T) if attention_mask is None
-                 else (attention_mask.long().cumsum(-1) - 1).clamp_min(0))
+    positions = positions_from_mask(attention_mask, B, T, device=device)
     full_mask = None
     if attention_mask is not None:
         full_mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)

@@ -137,7 +137,7 @@ class MoEForCausalLM(nn.Module):
         B, T, _ = x.shape
         start = cache.length if cache is not None else 0
         if position_ids is None:
-            position_ids = self._positions(attention_mask, B, T, start, x.device)
+            position_ids = positions_from_mask(attention_mask, B, T, start, x.device)
         cos, sin = self.rotary(position_ids, x.dtype)
         mask, is_causal = attention_mask_for(attention_mask, T, start, x.device)
         moe_outputs: list[MoEOutput] = []
@@ -160,13 +160,6 @@ class MoEForCausalLM(nn.Module):
             if self.training and self.config.moe is not None:
                 loss = loss + self.config.moe.aux_loss_coef * aux_loss + self.config.moe.z_loss_coef * z_loss
         return CausalLMOutput(logits, loss, aux_loss, z_loss, [m.stats for m in moe_outputs] if wants_routing else [])
-
-    @staticmethod
-    def _positions(attention_mask: torch.Tensor | None, B: int, T: int, start: int,
-                   device: torch.device) -> torch.Tensor:
-        if attention_mask is None:
-            return torch.arange(start, start + T, device=device).expand(B, T)
-        return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, start:start + T]
 
     def _router_losses(self, moe_outputs: list[MoEOutput], token_mask: torch.Tensor | None,
                        x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,6 +200,21 @@ class MoEForCausalLM(nn.Module):
         from moezoo.loading import load
 
         return load(path, device=device, dtype=dtype)
+
+
+def positions_from_mask(attention_mask: torch.Tensor | None, B: int, T: int, start: int = 0,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """RoPE positions ``(B, T)`` of the tokens at ``start..start + T``: they count real tokens
+    only (``cumsum - 1`` of the mask), so a left-padded prompt is encoded as it would be alone.
+
+    Example:
+        >>> positions_from_mask(torch.tensor([[0, 1, 1], [1, 1, 1]]), 2, 3)
+        tensor([[0, 0, 1],
+                [0, 1, 2]])
+    """
+    if attention_mask is None:
+        return torch.arange(start, start + T, device=device).expand(B, T)
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, start:start + T]
 
 
 def causal_lm_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
