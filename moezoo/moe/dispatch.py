@@ -190,11 +190,16 @@ def _wgrad(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor | None, out: 
     return torch._grouped_mm(a.t(), b, offs=offsets).masked_fill_(empty[:, None, None], 0)
 
 
+def _grouped(segments: list[Segment]) -> bool:
+    """Whether ``segments`` is one grouped-GEMM segment (it carries offsets) rather than one per expert."""
+    return bool(segments) and segments[0][4] is not None
+
+
 def _per_segment(w: torch.Tensor, segments: list[Segment]) -> list[torch.Tensor]:
     """Each segment's slice of the ``(E, ...)`` tensor ``w``: the expert's matrix for a
     one-expert segment, ``w[lo:hi]`` for a grouped one. Built once per call, so the
     per-expert loops below spend their Python time on GEMMs, not on indexing."""
-    if segments and segments[0][4] is None:
+    if not _grouped(segments):
         experts = w.unbind(0)
         return [experts[lo] for _, _, lo, _, _ in segments]
     return [w[lo:hi] for _, _, lo, hi, _ in segments]
@@ -286,7 +291,7 @@ class _ExpertFFN(torch.autograd.Function):
         rows = _rows(segments)
         toks, weights, grad_weights = token_idx.split(rows), weight[:, None].split(rows), grad_weight.split(rows)
         w_ins, w_outs = _per_segment(w_in, segments), _per_segment(w_out, segments)
-        grouped = bool(segments) and segments[0][4] is not None
+        grouped = _grouped(segments)
         if grouped:  # one segment of all experts: its grouped GEMMs produce the whole gradients
             grad_w_ins: list[torch.Tensor | None] = [None]
             grad_w_outs: list[torch.Tensor | None] = [None]
