@@ -1,9 +1,9 @@
-"""``moezoo.load``: one call from a checkpoint dir to a model ready for inference.
+"""``moezoo.load``: one call from a name or a checkpoint dir to a model ready for inference.
 
-It recognises a moezoo checkpoint (``moezoo_config.json``) or a transformers
+It recognises a moezoo checkpoint (``moezoo_config.json``), a transformers
 checkpoint of a supported family (``config.json``), so users can bring the MoE
 models they already have (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE) or a dense Llama /
-Qwen2 to upcycle. Named pretrained models come with the registry.
+Qwen2 to upcycle, and a registered pretrained name (``arch.tag``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from moezoo.checkpoint.files import CONFIG_NAME
 
-def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None) -> nn.Module:
-    """Load a model in eval mode, with ``model.tokenizer`` set when the dir has tokenizer files.
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu",
+         dtype: torch.dtype | str | None = None) -> nn.Module:
+    """Load a model in eval mode, with its tokenizer (and processor, for multimodal models).
 
     Args:
-        path: a moezoo checkpoint dir, or a transformers checkpoint dir of a supported family.
+        name_or_path: a moezoo checkpoint dir, a transformers checkpoint dir of a supported
+            family, or a registered pretrained name (``moezoo.list_models(pretrained=True)``).
         device: where to put the weights.
         dtype: e.g. ``torch.bfloat16`` or ``"bfloat16"``; ``None`` keeps the checkpoint's.
 
@@ -30,19 +34,21 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
         >>> type(load(path)).__name__, load(path, dtype="bfloat16").embed_tokens.weight.dtype
         ('MoEForCausalLM', torch.bfloat16)
     """
-    from moezoo.models.lm.checkpoint import CONFIG_NAME
-
-    path = Path(path)
+    path = Path(name_or_path)
     if (path / CONFIG_NAME).is_file():
-        from moezoo.models.lm.checkpoint import load as load_native
+        from moezoo.checkpoint.reader import load as load_moezoo
 
-        return load_native(path, device=device, dtype=dtype).eval()
+        return load_moezoo(path, device=device, dtype=dtype).eval()
     if (path / "config.json").is_file():
-        from moezoo.convert import import_hf
+        from moezoo.convert.hf_import import import_hf
 
         return import_hf(path, device=device, dtype=dtype).eval()
     if path.exists():
         raise FileNotFoundError(f"{path} holds neither {CONFIG_NAME} (a moezoo checkpoint) nor config.json "
                                 "(a transformers checkpoint)")
+    if isinstance(name_or_path, str) and "/" not in name_or_path:
+        from moezoo.registry.core import check_pretrained
+
+        check_pretrained(name_or_path)  # raises, naming the closest registered names
     raise FileNotFoundError(f"no checkpoint dir at {path}; moezoo.load takes a moezoo or transformers "
-                            "checkpoint dir")
+                            "checkpoint dir, or a pretrained name from moezoo.list_models(pretrained=True)")

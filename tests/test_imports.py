@@ -1,13 +1,72 @@
-"""``import moezoo`` and the inference path stay light."""
+"""The import graph: no cycles, and ``import moezoo`` plus the inference path stay light."""
 
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ["wandb", "webdataset", "lightning", "pytorch_lightning"]
 
 
+def _heavy_modules_after(code: str) -> list[str]:
+    probe = f"import sys\n{code}\nprint([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return eval(out.stdout.strip().splitlines()[-1])
+
+
 def test_import_moezoo_is_light():
-    code = ("import sys, moezoo, moezoo.moe; "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert _heavy_modules_after("import moezoo, moezoo.moe") == []
+
+
+def test_create_save_load_generate_stay_light(tmp_path):
+    code = (
+        "import moezoo, torch\n"
+        "model = moezoo.create_model('moe_lm_tiny')\n"
+        f"model.save_pretrained({str(tmp_path)!r})\n"
+        f"model = moezoo.load({str(tmp_path)!r})\n"
+        "model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2)\n"
+    )
+    assert _heavy_modules_after(code) == []
+
+
+def _cycles(graph) -> list[list[str]]:
+    """Every import cycle of ``graph`` (Tarjan's strongly connected components of size > 1)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.find_modules_directly_imported_by(node):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return out
+
+
+def test_no_import_cycles():
+    """Function-level imports count too: lazy imports may speed start-up but must not hide a cycle."""
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("moezoo", exclude_type_checking_imports=True)
+    assert _cycles(graph) == []

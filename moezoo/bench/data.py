@@ -17,7 +17,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "data"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="dataset dir (default: the shipped data/shapes-vqa)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the shipped data/tokenizer)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the zoo tokenizer shipped in the package)")
     parser.add_argument("--workers", default="0,1,2", help="comma-separated worker counts")
     parser.add_argument("--samples", type=int, default=2048, help="samples per timed epoch")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -36,19 +36,16 @@ def _inputs(args: argparse.Namespace, tmp: Path) -> tuple[str, str]:
             data = tmp / "shapes-vqa"
             build_shapes_vqa(data, VQABuildConfig(n_train=512, n_val=0, n_test=0, n_captions=0, samples_per_shard=64))
     if tok is None:
-        tok = SHIPPED / "tokenizer"
-        if not (tok / "tokenizer.json").is_file():
-            from moezoo.data.tokenizer import TokenizerConfig, build_tokenizer
+        from moezoo.processing.tokenizer import ZOO_TOKENIZER_DIR
 
-            tok = tmp / "tokenizer"
-            build_tokenizer([data], tok, TokenizerConfig(vocab_size=512))
+        tok = ZOO_TOKENIZER_DIR
     return str(data), str(tok)
 
 
 def run(args: argparse.Namespace) -> dict:
     from moezoo.bench.timing import median, time_interleaved
-    from moezoo.data.datamodule import ShardDataModule
-    from moezoo.data.tokenizer import load_tokenizer
+    from moezoo.processing.tokenizer import load_tokenizer
+    from moezoo.train.datamodule import ShardDataModule
 
     workers = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,8 +38,9 @@ def olmoe_pair(args, seed: int = 0):
     """``(transformers OlmoeForCausalLM, moezoo MoEForCausalLM)`` with identical std-0.02 weights."""
     from transformers import OlmoeConfig, OlmoeForCausalLM
 
-    from moezoo.convert import hf_to_moezoo, lm_config_from_hf
-    from moezoo.models.lm.checkpoint import build_model
+    from moezoo.checkpoint.reader import build_model
+    from moezoo.convert.hf_config import lm_config_from_hf
+    from moezoo.convert.hf_weights import hf_to_moezoo
 
     cfg = OlmoeConfig(vocab_size=args.vocab, hidden_size=args.dim, intermediate_size=args.expert_dim,
                       num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
@@ -98,13 +99,18 @@ def run(args) -> dict:
         m.train()
     ids = torch.randint(3, args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
 
-    def step(model, **kwargs):
+    losses: dict[str, float] = {}
+
+    def step(name, model, **kwargs):
         def call():
             model.zero_grad(set_to_none=True)
-            model(input_ids=ids, labels=ids, **kwargs).loss.backward()
+            loss = model(input_ids=ids, labels=ids, **kwargs).loss
+            loss.backward()
+            losses[name] = loss.item()
         return call
 
-    fns = {"moezoo": step(moe), "transformers": step(hf, output_router_logits=True), "dense": step(dense)}
+    fns = {"moezoo": step("moezoo", moe), "transformers": step("transformers", hf, output_router_logits=True),
+           "dense": step("dense", dense)}
     times = time_interleaved(fns, args.repeats, warmup=1)
     print(f"moezoo bench model: forward+backward, {args.layers} layers, d={args.dim}, E={args.experts}, "
           f"k={args.top_k}, d_ff={args.expert_dim}, batch {args.batch}x{args.seq}, "
@@ -112,6 +118,9 @@ def run(args) -> dict:
     result = summarize(args, times, args.batch * args.seq)
     result["moezoo_vs_transformers"] = paired_ratio(times["transformers"], times["moezoo"])
     result["moezoo_vs_dense"] = paired_ratio(times["dense"], times["moezoo"])
+    # The same weights in both MoEs: the same training loss (LM + weighted aux loss), or the
+    # comparison would not be like with like. (No optimizer step runs, so it stays fixed.)
+    result["loss"] = dict(losses)
     print(f"  moezoo / transformers (grouped_mm): {result['moezoo_vs_transformers']:.2f}x   "
           f"moezoo / dense Llama (same active FLOPs): {result['moezoo_vs_dense']:.2f}x")
     return result

@@ -114,6 +114,8 @@ def bench_shape(shape: Shape, repeats: int, device: str, dtype: torch.dtype, rou
     x = torch.randn(shape.tokens, shape.dim, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn_like(x)
     modules = {"moezoo": moe, "loop": loop, "dense": dense}
+    with torch.no_grad():  # the fast dispatch must compute what the reference computes
+        max_abs_diff = (moe(x).hidden_states - loop(x).hidden_states).abs().max().item()
     steps = {name: _step(m, x, grad, name != "dense") for name, m in modules.items()}
 
     def fresh(name):
@@ -132,6 +134,7 @@ def bench_shape(shape: Shape, repeats: int, device: str, dtype: torch.dtype, rou
         # cancels most of a shared machine's drift; tokens/s are plain medians.
         "moezoo_vs_dense": paired_ratio(times["dense"], times["moezoo"]),
         "moezoo_vs_loop": paired_ratio(times["loop"], times["moezoo"]),
+        "max_abs_diff_vs_loop": max_abs_diff,
     }
     if memory:
         moe.experts.grad_buffers = GradBuffers()  # count the gradients' memory inside the window

@@ -15,38 +15,16 @@ map one to one. The differences are the MoE blocks:
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
-from moezoo.models.lm.checkpoint import WEIGHTS_NAME
 from moezoo.models.lm.config import LMConfig
 
-INDEX_NAME = "model.safetensors.index.json"
 # Per-expert projection names -> the role of the weight.
 _EXPERT_ROLES = {"w1": "gate", "w3": "up", "w2": "down", "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
 _PER_EXPERT = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint dir: ``model.safetensors``, or the shards of its index."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if (path / WEIGHTS_NAME).exists():
-        return load_file(str(path / WEIGHTS_NAME))
-    if (path / INDEX_NAME).exists():
-        weight_map = json.loads((path / INDEX_NAME).read_text())["weight_map"]
-        state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            state.update(load_file(str(path / shard)))
-        return state
-    found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-    raise FileNotFoundError(f"no model.safetensors or {INDEX_NAME} in {path} (found {found}); "
-                            "moezoo reads safetensors checkpoints only (no pickled .bin files)")
 
 
 def hf_to_moezoo(state: dict[str, torch.Tensor], config: LMConfig) -> dict[str, torch.Tensor]:

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from moezoo.data.chat import ChatTemplate, Encoded, TokenizerAdapter, encode_document
+from moezoo.processing.chat import ChatTemplate, Encoded, TokenizerAdapter, encode_document
 from moezoo.data.robust import SampleError, SkipCounter
-from moezoo.data.tokenizer import AUDIO, IMAGE
+from moezoo.processing.tokens import AUDIO, IMAGE
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp")
 AUDIO_EXTS = ("wav",)

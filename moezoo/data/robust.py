@@ -1,4 +1,5 @@
-"""Skip-and-count for bad samples, and the callback that logs the counts as ``data/skipped``.
+"""Skip-and-count for bad samples (the callback that logs the counts is
+:class:`moezoo.train.callbacks.SkippedSamplesLogger`).
 
 Real corpora always hold a few broken samples (a truncated JPEG, a record without
 its image, a caption that tokenises to 10k tokens). A multi-day run must not die on
@@ -7,8 +8,8 @@ by reason, and the first few are named in a :class:`SkippedSampleWarning`.
 
 The counts live in a shared-memory tensor with one row per DataLoader worker (row 0
 is the main process): workers write only their own row, so there are no races, and
-the main process reads exact totals at any time, which a :class:`SkippedSamplesLogger`
-turns into metrics.
+the main process reads exact totals at any time, which
+:class:`~moezoo.train.callbacks.SkippedSamplesLogger` turns into metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import warnings
 from typing import Any, Callable, Mapping
 
 import torch
-from lightning.pytorch import Callback
 
 # Why a sample was skipped. "bad_shard": the tar stream itself failed (truncated,
 # not a tar); "error": anything unexpected, e.g. a user transform raising.
@@ -123,50 +123,3 @@ def merge_totals(counters: Mapping[str, SkipCounter]) -> dict[str, int]:
         for reason, n in counter.totals().items():
             out[reason] += n
     return out
-
-
-class SkippedSamplesLogger(Callback):
-    """Log the skipped-sample counts: ``data/skipped`` (total) and ``data/skipped/REASON``.
-
-    The counts are cumulative since the start of the run, summed over every loader of
-    the datamodule (anything with ``skip_counters() -> {split: SkipCounter}``) and,
-    under DDP, over ranks. They are logged every ``log_every_n_steps`` and at the end
-    of every train / validation epoch.
-
-    Args:
-        counters: explicit counters; by default ``trainer.datamodule.skip_counters()``.
-
-    Example:
-        >>> SkippedSamplesLogger().state_key
-        'SkippedSamplesLogger'
-    """
-
-    def __init__(self, counters: Mapping[str, SkipCounter] | None = None):
-        self.counters = counters
-
-    def _counters(self, trainer) -> Mapping[str, SkipCounter]:
-        if self.counters is not None:
-            return self.counters
-        source = getattr(trainer, "datamodule", None)
-        return source.skip_counters() if hasattr(source, "skip_counters") else {}
-
-    def _log(self, trainer, pl_module, on_step: bool) -> None:
-        totals = merge_totals(self._counters(trainer))
-        values = torch.tensor([sum(totals.values()), *totals.values()], dtype=torch.float32)
-        if trainer.world_size > 1:  # each rank counts its own samples; the metric is the global sum
-            values = trainer.strategy.reduce(values.to(pl_module.device), reduce_op="sum").cpu()
-        names = [METRIC, *(f"{METRIC}/{r}" for r in REASONS)]
-        for name, value in zip(names, values.tolist()):
-            # The counts are cumulative, so "max" is the latest value whatever Lightning aggregates.
-            pl_module.log(name, value, on_step=on_step, on_epoch=not on_step, reduce_fx="max", sync_dist=False)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if (trainer.global_step % max(1, trainer.log_every_n_steps)) == 0:  # same step on every rank
-            self._log(trainer, pl_module, on_step=True)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._log(trainer, pl_module, on_step=False)  # the loader is exhausted: these counts are exact
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self._log(trainer, pl_module, on_step=False)

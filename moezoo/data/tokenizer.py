@@ -5,7 +5,9 @@ unknown token. The special tokens are the ones the chat template and the multimo
 models need: padding, sequence bounds, one placeholder per modality, and chat-role
 markers. The result is saved as ``tokenizer.json`` + ``tokenizer_config.json``, so
 ``transformers.PreTrainedTokenizerFast.from_pretrained(dir)`` loads it and it can be
-saved next to every checkpoint. Imported HF models keep their own tokenizer.
+saved next to every checkpoint. Imported HF models keep their own tokenizer. The
+special tokens live in :mod:`moezoo.processing.tokens`; loading a tokenizer is
+:func:`moezoo.processing.tokenizer.load_tokenizer`.
 """
 
 from __future__ import annotations
@@ -15,21 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from moezoo.processing.tokens import AUDIO, ASSISTANT, BOS, CHAT_TEMPLATE, END, EOS, IMAGE, PAD, SPECIAL_TOKENS, SYSTEM, UNK, USER, VIDEO
 from moezoo.utils.checks import check_min, require
 from moezoo.utils.io import atomic_save_pretrained
-
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
-IMAGE, AUDIO, VIDEO = "<image>", "<audio>", "<video>"
-SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
-# Order fixes the ids: <pad> is 0, so zero-filled buffers are padding.
-SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE, AUDIO, VIDEO, SYSTEM, USER, ASSISTANT, END)
-# The rendering of moezoo.data.chat.ChatTemplate (one slot per placeholder) as a
-# transformers chat template, so `tokenizer.apply_chat_template` gives the same text.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-
 
 @dataclass
 class TokenizerConfig:
@@ -138,26 +128,6 @@ def save_tokenizer(tok, out_dir: str | Path) -> Path:
     ``tok`` is a ``tokenizers.Tokenizer`` or a transformers fast tokenizer.
     """
     return atomic_save_pretrained(tok if hasattr(tok, "save_pretrained") else to_hf(tok), out_dir)
-
-
-def load_tokenizer(path: str | Path):
-    """Load a tokenizer dir (``tokenizer.json``) as a ``PreTrainedTokenizerFast``.
-
-    Example:
-        >>> import tempfile
-        >>> d = save_tokenizer(train_tokenizer(["a b c"] * 5, TokenizerConfig(vocab_size=280)), tempfile.mkdtemp())
-        >>> load_tokenizer(d).convert_tokens_to_ids("<image>")
-        4
-    """
-    from transformers import PreTrainedTokenizerFast
-
-    path = Path(path)
-    if not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(
-            f"{path / 'tokenizer.json'} not found: pass a tokenizer dir made by `moezoo data tokenizer` "
-            "or a checkpoint dir that holds one"
-        )
-    return PreTrainedTokenizerFast.from_pretrained(str(path))
 
 
 def build_tokenizer(corpus: list[str | Path], out_dir: str | Path, cfg: TokenizerConfig | None = None):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from moezoo.data.shards import BuildConfig, DatasetIndex, build_dataset, encode_json
-from moezoo.data.tokenizer import IMAGE
+from moezoo.processing.tokens import IMAGE
 from moezoo.utils.checks import check_min, require
 from moezoo.utils.io import atomic_write_text
 

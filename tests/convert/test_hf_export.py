@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import moezoo
-from moezoo.convert import family_problems, infer_family
+from moezoo.convert.hf_config import family_problems, infer_family
 from moezoo.convert.testing import TINY_FAMILIES, TINY_VOCAB, tiny_hf_checkpoint, tiny_tokenizer
 from moezoo.models.lm import LMConfig, MoEForCausalLM
 from moezoo.moe import MoEConfig

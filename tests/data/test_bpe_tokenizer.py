@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from moezoo.data.tokenizer import SPECIAL_TOKENS, TokenizerConfig, build_tokenizer, load_tokenizer
+from moezoo.data.tokenizer import TokenizerConfig, build_tokenizer
+from moezoo.processing.tokenizer import load_tokenizer
+from moezoo.processing.tokens import SPECIAL_TOKENS
 
 
 def test_loads_with_transformers(tokenizer_dir, tokenizer):

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from moezoo.data.datamodule import ShardDataModule
+from moezoo.train.datamodule import ShardDataModule
 from moezoo.data.llava import convert_llava, read_conversations
 
 RECORDS = [

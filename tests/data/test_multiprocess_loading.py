@@ -18,7 +18,7 @@ WORLD_SIZE, WORKERS = 2, 2
 def _rank(rank: int, data: str, tokenizer: str, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
-    from moezoo.data.datamodule import ShardDataModule
+    from moezoo.train.datamodule import ShardDataModule
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     seen = {}

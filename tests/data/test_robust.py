@@ -14,8 +14,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from moezoo.data.datamodule import ShardDataModule
-from moezoo.data.robust import REASONS, SkippedSampleWarning, SkippedSamplesLogger
+from moezoo.train.datamodule import ShardDataModule
+from moezoo.data.robust import REASONS, SkippedSampleWarning
+from moezoo.train.callbacks import SkippedSamplesLogger
 from moezoo.data.shards import DatasetIndex, SplitInfo, encode_json, write_shard
 
 EXPECTED = {"corrupt_image": 2, "corrupt_audio": 1, "missing_key": 2, "bad_json": 2, "too_long": 1, "bad_shard": 1}

@@ -1,4 +1,4 @@
-"""The data shipped under data/ loads: every dataset, every split, and the tokenizer."""
+"""The data shipped under data/ loads: every dataset, every split, with the zoo tokenizer shipped in the package."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from moezoo.data.datamodule import ShardDataModule
 from moezoo.data.shards import DatasetIndex
-from moezoo.data.tokenizer import SPECIAL_TOKENS, load_tokenizer
+from moezoo.processing.tokenizer import zoo_tokenizer
+from moezoo.processing.tokens import SPECIAL_TOKENS
+from moezoo.train.datamodule import ShardDataModule
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -21,7 +22,7 @@ def test_size_budget():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tok = load_tokenizer(DATA / "tokenizer")
+    tok = zoo_tokenizer()
     assert len(tok) == 4096 and all(tok.convert_tokens_to_ids(t) == i for i, t in enumerate(SPECIAL_TOKENS))
     return tok
 

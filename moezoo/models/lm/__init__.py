@@ -13,7 +13,7 @@ from moezoo.models.lm.attention import KVCache
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.generation import generate, sample_next
 from moezoo.models.lm.model import CausalLMOutput, MoEForCausalLM, causal_lm_loss
-from moezoo.models.lm.upcycle import upcycle
+from moezoo.models.lm.upcycle import upcycle_lm
 
 __all__ = ["CausalLMOutput", "KVCache", "LMConfig", "MoEForCausalLM", "causal_lm_loss", "generate",
-           "sample_next", "upcycle"]
+           "sample_next", "upcycle_lm"]

@@ -84,6 +84,21 @@ def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start:
     return allowed[:, None], False
 
 
+def positions_from_mask(attention_mask: torch.Tensor | None, B: int, T: int, start: int = 0,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """RoPE positions ``(B, T)`` of the tokens at ``start..start + T``: they count real tokens
+    only (``cumsum - 1`` of the mask), so a left-padded prompt is encoded as it would be alone.
+
+    Example:
+        >>> positions_from_mask(torch.tensor([[0, 1, 1], [1, 1, 1]]), 2, 3)
+        tensor([[0, 0, 1],
+                [0, 1, 2]])
+    """
+    if attention_mask is None:
+        return torch.arange(start, start + T, device=device).expand(B, T)
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, start:start + T]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with GQA, RoPE, optional q/k-norm and a KV cache."""
 

@@ -14,11 +14,15 @@ beyond one stop check.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from moezoo.models.lm.attention import KVCache
+from moezoo.models.lm.attention import KVCache, positions_from_mask
 from moezoo.models.lm.config import id_list
-from moezoo.models.lm.model import MoEForCausalLM, positions_from_mask
+
+if TYPE_CHECKING:
+    from moezoo.models.lm.model import MoEForCausalLM
 
 
 def sample_next(logits_BV: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_k: int = 0,

@@ -11,14 +11,14 @@ conversion is a handful of renames (see :mod:`moezoo.convert`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moezoo.models.lm.attention import Attention, KVCache, attention_mask_for
+from moezoo.models.base import ZooModel
+from moezoo.models.lm.attention import Attention, KVCache, attention_mask_for, positions_from_mask
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
@@ -72,7 +72,7 @@ class DecoderLayer(nn.Module):
         return x + moe.hidden_states, moe
 
 
-class MoEForCausalLM(nn.Module):
+class MoEForCausalLM(ZooModel):
     """A causal LM with per-layer dense or sparse-MoE FFNs.
 
     Example:
@@ -85,6 +85,8 @@ class MoEForCausalLM(nn.Module):
         >>> out.logits.shape, out.loss.ndim, round(out.aux_loss.item()) >= 1
         (torch.Size([2, 7, 64]), 0, True)
     """
+
+    config_class = LMConfig
 
     def __init__(self, config: LMConfig, tokenizer: Any = None):
         super().__init__()
@@ -178,43 +180,6 @@ class MoEForCausalLM(nn.Module):
 
         return generate(self, input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                         do_sample=do_sample, **kwargs)
-
-    def save_pretrained(self, path: str | Path, format: str = "moezoo", **kwargs: Any) -> Path:
-        """Save to ``path``: ``format="moezoo"`` (config, ``model.safetensors``, tokenizer) or
-        ``format="hf"`` (a transformers checkpoint of the matching family); see
-        :func:`moezoo.models.lm.checkpoint.save` and :func:`moezoo.convert.export_hf`."""
-        if format == "moezoo":
-            from moezoo.models.lm.checkpoint import save
-
-            return save(self, path, **kwargs)
-        if format == "hf":
-            from moezoo.convert import export_hf
-
-            return export_hf(self, path, **kwargs)
-        raise ValueError(f"unknown format {format!r}; use 'moezoo' or 'hf'")
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None) -> MoEForCausalLM:
-        """Load a moezoo or transformers checkpoint dir (same as :func:`moezoo.load`)."""
-        from moezoo.loading import load
-
-        return load(path, device=device, dtype=dtype)
-
-
-def positions_from_mask(attention_mask: torch.Tensor | None, B: int, T: int, start: int = 0,
-                        device: torch.device | str = "cpu") -> torch.Tensor:
-    """RoPE positions ``(B, T)`` of the tokens at ``start..start + T``: they count real tokens
-    only (``cumsum - 1`` of the mask), so a left-padded prompt is encoded as it would be alone.
-
-    Example:
-        >>> positions_from_mask(torch.tensor([[0, 1, 1], [1, 1, 1]]), 2, 3)
-        tensor([[0, 0, 1],
-                [0, 1, 2]])
-    """
-    if attention_mask is None:
-        return torch.arange(start, start + T, device=device).expand(B, T)
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, start:start + T]
 
 
 def causal_lm_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

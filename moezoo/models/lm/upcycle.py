@@ -10,7 +10,6 @@ dense one ended; ``noise_std`` breaks the symmetry between the copies.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,14 +19,13 @@ from moezoo.models.lm.model import MoEForCausalLM
 from moezoo.moe import MoEConfig
 
 
-def upcycle(dense_model_or_path: MoEForCausalLM | str | Path, num_experts: int = 8, top_k: int = 2,
+def upcycle_lm(dense: MoEForCausalLM, num_experts: int = 8, top_k: int = 2,
             router: str = "softmax", noise_std: float = 0.0, layers: list[int] | None = None,
             norm_topk_prob: bool = True, seed: int = 0, **moe_kwargs: Any) -> MoEForCausalLM:
     """Copy each dense FFN of ``layers`` into ``num_experts`` experts behind a fresh router.
 
     Args:
-        dense_model_or_path: a dense :class:`MoEForCausalLM`, or a path :func:`moezoo.load` reads
-            (e.g. a transformers Llama / Qwen2 dir).
+        dense: a :class:`MoEForCausalLM` with dense FFNs in ``layers``.
         num_experts / top_k / router: the new MoE layers (``router`` from :func:`moezoo.moe.list_routers`).
         noise_std: each copy gets Gaussian noise of ``noise_std`` times its weight's standard
             deviation (scale-free); 0 keeps the copies identical.
@@ -42,17 +40,11 @@ def upcycle(dense_model_or_path: MoEForCausalLM | str | Path, num_experts: int =
     Example:
         >>> from moezoo.models.lm import LMConfig
         >>> dense = MoEForCausalLM(LMConfig(vocab_size=32, dim=16, num_layers=2, num_heads=2, ffn_dim=32)).eval()
-        >>> moe = upcycle(dense, num_experts=4, top_k=2).eval()
+        >>> moe = upcycle_lm(dense, num_experts=4, top_k=2).eval()
         >>> ids = torch.tensor([[1, 2, 3]])
         >>> torch.allclose(moe(ids).logits, dense(ids).logits, atol=1e-5)
         True
     """
-    if isinstance(dense_model_or_path, (str, Path)):
-        from moezoo.loading import load
-
-        dense = load(dense_model_or_path)
-    else:
-        dense = dense_model_or_path
     cfg: LMConfig = dense.config
     layers = list(range(cfg.num_layers)) if layers is None else sorted(layers)
     already = [i for i in layers if cfg.is_moe_layer(i)]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moezoo.moe.routers import Routing, register_router, token_choice
+from moezoo.moe.routers.base import Routing, register_router, token_choice
 
 
 @register_router("cosine")

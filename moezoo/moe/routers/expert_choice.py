@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from moezoo.moe.routers import Routing, register_router
+from moezoo.moe.routers.base import Routing, register_router
 from moezoo.moe.routers.topk import SoftmaxRouter
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moezoo.moe.routers import Routing, expert_counts, register_router, token_choice
+from moezoo.moe.routers.base import Routing, expert_counts, register_router, token_choice
 
 
 class LinearGate(nn.Module):

@@ -19,13 +19,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from moezoo.data.tokenizer import ASSISTANT, AUDIO, BOS, END, EOS, IMAGE, SYSTEM, USER, VIDEO
+from moezoo.processing.tokens import ASSISTANT, AUDIO, BOS, END, EOS, IMAGE, PLACEHOLDERS, SYSTEM, USER, VIDEO
 from moezoo.utils.checks import check_min
 
 IGNORE_INDEX = -100
 # LLaVA JSON names the roles "human"/"gpt"; OpenAI-style data says "user"/"assistant".
 ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT, "system": SYSTEM}
-PLACEHOLDERS = (IMAGE, AUDIO, VIDEO)
 _PLACEHOLDER_RE = re.compile("(" + "|".join(map(re.escape, PLACEHOLDERS)) + ")")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moezoo.data.chat import IGNORE_INDEX
-from moezoo.data.datamodule import ShardDataModule
+from moezoo.processing.chat import IGNORE_INDEX
+from moezoo.train.datamodule import ShardDataModule
 
 
 def _keys(loader) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moezoo.data.chat import IGNORE_INDEX, ChatTemplate, TokenizerAdapter, encode_document
+from moezoo.processing.chat import IGNORE_INDEX, ChatTemplate, TokenizerAdapter, encode_document
 
 CONV = [
     {"from": "human", "value": "<image>\nWhat colour is the circle?"},

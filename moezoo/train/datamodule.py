@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import torch
 import webdataset as wds
 
-from moezoo.data.chat import IGNORE_INDEX, ChatTemplate, TokenizerAdapter
+from moezoo.processing.chat import IGNORE_INDEX, ChatTemplate, TokenizerAdapter
 from moezoo.data.pipeline import (
     NodeInfo,
     ProcessedSample,
@@ -134,8 +134,9 @@ class ShardDataModule(pl.LightningDataModule):
         audio_transform: ``(waveform (C, T), sample_rate) -> features`` for audio samples.
 
     Example:
+        >>> from moezoo.processing.tokenizer import ZOO_TOKENIZER_DIR
         >>> data = Path(__file__).resolve().parents[2] / "data"  # the shipped data
-        >>> dm = ShardDataModule(data / "shapes-vqa", data / "tokenizer", batch_size=8, epoch_length=8)
+        >>> dm = ShardDataModule(data / "shapes-vqa", ZOO_TOKENIZER_DIR, batch_size=8, epoch_length=8)
         >>> batch = next(iter(dm.train_dataloader()))
         >>> sorted(batch), tuple(batch["images"].shape)
         (['attention_mask', 'images', 'input_ids', 'keys', 'labels', 'meta'], (8, 3, 64, 64))
@@ -184,7 +185,7 @@ class ShardDataModule(pl.LightningDataModule):
         if self._tokenizer is None:
             tok = self._tokenizer_arg
             if isinstance(tok, (str, Path)):
-                from moezoo.data.tokenizer import load_tokenizer
+                from moezoo.processing.tokenizer import load_tokenizer
 
                 tok = load_tokenizer(tok)
             self._tokenizer = tok if isinstance(tok, TokenizerAdapter) else TokenizerAdapter(tok)

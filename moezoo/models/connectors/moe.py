@@ -1,0 +1,129 @@
+"""The ``moe`` connector: LLaVA-1.5's two-layer projector as a sparse mixture of experts.
+
+LibMoE (arXiv 2411.00918) puts the MoE in the connector as well as in the LLM; CuMo
+(arXiv 2405.05949) upcycles the projector into experts. Every expert is an
+``mlp2x_gelu``-shaped MLP with biases (:class:`~moezoo.moe.mlp_experts.MoEMLP`), routed by
+any router of :mod:`moezoo.moe`. :meth:`MoEConnector.from_dense` upcycles a trained
+``mlp2x_gelu`` connector: identical experts and renormalised top-k give exactly its output.
+
+The routing of the last forward is ``connector.mlp.last_output`` (the
+:class:`~moezoo.moe.mlp_experts.MoEMLP` contract): the owning model finds the ``MoEMLP``
+among its modules and adds ``config.aux_loss_coef * aux_loss + config.z_loss_coef * z_loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from moezoo.models.connectors.base import CONNECTORS, Connector
+from moezoo.models.connectors.linear import MLPConnector, check_features
+from moezoo.moe import MoEOutput, list_routers
+from moezoo.moe.mlp_experts import ACTIVATIONS, MoEMLP
+from moezoo.utils.checks import check_min, require
+from moezoo.utils.config import Config
+
+
+class MoEConnector(Connector):
+    """``features (N, T, in_dim)`` -> top-k of ``E`` MLPs ``in_dim -> hidden_dim -> out_dim`` -> ``(N, T, out_dim)``.
+
+    Example:
+        >>> connector = MoEConnector(MoEConnectorConfig(num_experts=4, top_k=2), in_dim=8, out_dim=16)
+        >>> connector(torch.randn(2, 5, 8)).shape, connector.last_output.tokens_per_expert.sum().item()
+        (torch.Size([2, 5, 16]), 20)
+    """
+
+    def __init__(self, config: MoEConnectorConfig, in_dim: int, out_dim: int, prompt_dim: int | None = None):
+        super().__init__()
+        self.config, self.in_dim, self.out_dim = config, in_dim, out_dim
+        self.mlp = MoEMLP(in_dim, config.hidden_dim or out_dim, out_dim, config.num_experts, config.top_k,
+                          config.activation, config.router, aux_loss_coef=config.aux_loss_coef,
+                          z_loss_coef=config.z_loss_coef, norm_topk_prob=config.norm_topk_prob)
+
+    @property
+    def last_output(self) -> MoEOutput | None:
+        """The routing of the last forward (``aux_loss``, ``z_loss``, ``stats``); see :class:`MoEMLP`."""
+        return self.mlp.last_output
+
+    def forward(self, features: torch.Tensor, prompt: torch.Tensor | None = None,
+                prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
+        check_features(features, self.in_dim)
+        return self.mlp(features)
+
+    @classmethod
+    def from_dense(cls, dense: MLPConnector, num_experts: int = 4, top_k: int = 2, router: str = "softmax",
+                   noise_std: float = 0.0, seed: int = 0, **config_fields: Any) -> MoEConnector:
+        """Upcycle an ``mlp2x_gelu`` connector: every expert a copy of it, a fresh router.
+
+        Args:
+            dense: the trained :class:`~moezoo.models.connectors.linear.MLPConnector` (left unchanged).
+            num_experts / top_k / router: the new experts and their router.
+            noise_std / seed: as :meth:`MoEMLP.from_dense`.
+            **config_fields: further :class:`MoEConnectorConfig` fields (``aux_loss_coef``, ...).
+
+        Example:
+            >>> from moezoo.models.connectors.linear import MLPConfig
+            >>> dense = MLPConnector(MLPConfig(), in_dim=8, out_dim=16)
+            >>> moe = MoEConnector.from_dense(dense, num_experts=4, top_k=2)
+            >>> x = torch.randn(2, 5, 8)
+            >>> torch.allclose(moe(x), dense(x), atol=1e-6)
+            True
+        """
+        if not isinstance(dense, MLPConnector) or dense.uses_prompt:
+            raise ValueError(f"from_dense upcycles an mlp2x_gelu connector (MLPConnector), got {type(dense).__name__}")
+        config = MoEConnectorConfig(num_experts=num_experts, top_k=top_k, router=router,
+                                    activation=dense.config.activation, **config_fields)
+        if config.hidden_dim not in (None, dense.out_dim):
+            raise ValueError(f"an upcycled connector keeps the dense hidden width {dense.out_dim}, "
+                             f"got hidden_dim={config.hidden_dim}")
+        connector = cls(config, dense.in_dim, dense.out_dim)
+        connector.mlp = MoEMLP.from_dense(dense.linear_1, config.activation, dense.linear_2, num_experts, top_k,
+                                          router, noise_std=noise_std, norm_topk_prob=config.norm_topk_prob,
+                                          seed=seed, aux_loss_coef=config.aux_loss_coef,
+                                          z_loss_coef=config.z_loss_coef)
+        return connector
+
+
+@CONNECTORS.register(MoEConnector)
+@dataclass
+class MoEConnectorConfig(Config):
+    """``moe``: an ``mlp2x_gelu``-shaped connector whose MLP is a mixture of experts.
+
+    Args:
+        num_experts / top_k: ``E`` experts, ``k`` per token.
+        router: a name of :func:`moezoo.moe.list_routers` (LibMoE's: ``softmax``, ``cosine``,
+            ``perturbed_cosine``, ``sigmoid``, ``hyper``, ...).
+        hidden_dim: each expert's hidden width; default the LLM width ``out_dim``, as ``mlp2x_gelu``.
+        activation: as :class:`~moezoo.models.connectors.linear.MLPConfig`.
+        aux_loss_coef / z_loss_coef: weights the owning model gives the router losses.
+        norm_topk_prob: renormalise the top-k weights (needed for the exact upcycled start).
+
+    Example:
+        >>> MoEConnectorConfig(num_experts=4, top_k=6)
+        Traceback (most recent call last):
+        ...
+        ValueError: MoEConnectorConfig.top_k=6 must be in [1, num_experts=4]
+    """
+
+    kind: ClassVar[str] = "moe"
+    num_experts: int = 4
+    top_k: int = 2
+    router: str = "softmax"
+    hidden_dim: int | None = None
+    activation: str = "gelu"
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.0
+    norm_topk_prob: bool = True
+
+    def __post_init__(self) -> None:
+        check_min(self, num_experts=1)
+        require(self, "top_k", 1 <= self.top_k <= self.num_experts, f"must be in [1, num_experts={self.num_experts}]")
+        routers = list_routers()
+        require(self, "router", self.router in routers, f"is unknown; known routers: {', '.join(routers)}")
+        require(self, "activation", self.activation in ACTIVATIONS, f"must be one of {sorted(ACTIVATIONS)}")
+        if self.hidden_dim is not None:
+            check_min(self, hidden_dim=1)
+        for name in ("aux_loss_coef", "z_loss_coef"):
+            require(self, name, getattr(self, name) >= 0, "must be >= 0")

@@ -1,0 +1,43 @@
+"""``moezoo.upcycle``: sparse upcycling of a loaded model or a checkpoint dir.
+
+Komatsuzaki et al. 2022, *Sparse Upcycling* (arXiv 2212.05055), the third stage of
+LibMoE (arXiv 2411.00918) and of MoE-LLaVA (arXiv 2401.15947): every expert starts as
+a copy of the dense FFN it replaces, behind a fresh router, so the upcycled model
+starts where the dense one ended. The per-model work is in
+:func:`moezoo.models.lm.upcycle.upcycle_lm`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from moezoo.models.lm.model import MoEForCausalLM
+from moezoo.models.lm.upcycle import upcycle_lm
+
+
+def upcycle(model_or_path: nn.Module | str | Path, num_experts: int = 8, top_k: int = 2, router: str = "softmax",
+            **kwargs: Any) -> nn.Module:
+    """Copy dense FFNs into ``num_experts`` experts behind a fresh ``router``.
+
+    Args:
+        model_or_path: a model, or a dir :func:`moezoo.load` reads (e.g. a transformers Llama).
+        num_experts / top_k / router: the new MoE layers (``router`` from :func:`moezoo.moe.list_routers`).
+        **kwargs: ``noise_std``, ``layers``, ``norm_topk_prob``, ``seed`` and further
+            :class:`~moezoo.moe.MoEConfig` fields, as :func:`~moezoo.models.lm.upcycle.upcycle_lm` takes.
+
+    Example:
+        >>> from moezoo.models.lm import LMConfig
+        >>> dense = MoEForCausalLM(LMConfig(vocab_size=32, dim=16, num_layers=2, num_heads=2, ffn_dim=32))
+        >>> upcycle(dense, num_experts=4).config.sparse_layers()
+        [0, 1]
+    """
+    if isinstance(model_or_path, (str, Path)):
+        from moezoo.loading import load
+
+        model_or_path = load(model_or_path)
+    if isinstance(model_or_path, MoEForCausalLM):
+        return upcycle_lm(model_or_path, num_experts=num_experts, top_k=top_k, router=router, **kwargs)
+    raise ValueError(f"cannot upcycle a {type(model_or_path).__name__}; moezoo upcycles MoEForCausalLM models")

@@ -1,0 +1,103 @@
+"""The router machinery: the :class:`Routing` a router returns, the name registry, and
+the top-k token choice the token-choice routers share. The routers themselves live in
+the sibling modules and register on import of :mod:`moezoo.moe.routers`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from moezoo.moe.config import MoEConfig
+
+_ROUTERS: dict[str, type[nn.Module]] = {}
+
+
+@dataclass
+class Routing:
+    """What a router decided for ``T`` tokens.
+
+    Attributes:
+        token_idx: ``(N,)`` token of each assignment.
+        expert_idx: ``(N,)`` expert of each assignment.
+        weight: ``(N,)`` combine weight of each assignment (differentiable).
+        logits: ``(T, E)`` raw router logits, for the z-loss.
+        probs: ``(T, E)`` router probabilities, the ``P`` of the load-balancing loss.
+        token_choice: False for expert choice (no balancing loss, no capacity drop).
+    """
+
+    token_idx: torch.Tensor
+    expert_idx: torch.Tensor
+    weight: torch.Tensor
+    logits: torch.Tensor
+    probs: torch.Tensor
+    token_choice: bool = True
+
+
+def expert_counts(expert_idx: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Assignments per expert, ``(E,)`` int64, computed on device with no host sync.
+
+    (``torch.bincount`` would need the maximum on the host to size its output.)
+
+    Example:
+        >>> expert_counts(torch.tensor([2, 0, 2]), 4)
+        tensor([1, 0, 2, 0])
+    """
+    return torch.zeros(num_experts, dtype=torch.long, device=expert_idx.device).scatter_add_(
+        0, expert_idx, torch.ones_like(expert_idx, dtype=torch.long))
+
+
+def register_router(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding a router under ``name``."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        _ROUTERS[name] = cls
+        cls.router_name = name
+        return cls
+
+    return add
+
+
+def list_routers() -> list[str]:
+    """Names accepted by ``MoEConfig.router``.
+
+    Example:
+        >>> "expert_choice" in list_routers()
+        True
+    """
+    return sorted(_ROUTERS)
+
+
+def create_router(config: MoEConfig) -> nn.Module:
+    """Build the router ``config.router`` for ``config``."""
+    try:
+        cls = _ROUTERS[config.router]
+    except KeyError:
+        close = difflib.get_close_matches(config.router, _ROUTERS, n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(f"unknown router {config.router!r}; known routers: {list_routers()}.{hint}") from None
+    return cls(config)
+
+
+def token_choice(logits_TE: torch.Tensor, scores_TE: torch.Tensor, probs_TE: torch.Tensor,
+                 config: MoEConfig, select_TE: torch.Tensor | None = None) -> Routing:
+    """Top-k token choice shared by the token-choice routers.
+
+    ``scores`` give the combine weights, ``select`` (default ``scores``) picks the
+    experts; they differ only for the sigmoid router's balancing bias.
+    """
+    T, k = scores_TE.shape[0], config.top_k
+    _, idx_TK = torch.topk(scores_TE if select_TE is None else select_TE, k, dim=-1)
+    weight_TK = scores_TE.gather(-1, idx_TK)
+    if config.norm_topk_prob and k > 1:
+        weight_TK = weight_TK / weight_TK.sum(-1, keepdim=True).clamp_min(1e-20)
+    if config.routed_scaling_factor != 1.0:
+        weight_TK = weight_TK * config.routed_scaling_factor
+    token_idx = torch.arange(T, device=logits_TE.device).repeat(k)  # rank-major
+    return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE)
+

@@ -1,0 +1,23 @@
+"""The zoo's special tokens and its chat template, shared by inference and training.
+
+The placeholders mark where a modality's feature tokens go (one placeholder per
+image, audio clip or video in the text; the processor expands each into as many
+copies as the encoder and connector produce tokens). The role markers delimit chat
+turns. The zoo's own BPE tokenizer has them at ids 0-10, in this order; imported
+checkpoints keep their own tokenizer and ids.
+"""
+
+from __future__ import annotations
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+IMAGE, AUDIO, VIDEO = "<image>", "<audio>", "<video>"
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+# Order fixes the ids: <pad> is 0, so zero-filled buffers are padding.
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE, AUDIO, VIDEO, SYSTEM, USER, ASSISTANT, END)
+PLACEHOLDERS = (IMAGE, AUDIO, VIDEO)
+# The rendering of moezoo.processing.chat.ChatTemplate (one slot per placeholder) as a
+# transformers chat template, so `tokenizer.apply_chat_template` gives the same text.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)

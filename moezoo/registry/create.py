@@ -1,0 +1,59 @@
+"""``create_model``: an untrained model of a registered architecture, ready to run.
+
+The model comes with what a user needs to feed it: the zoo tokenizer for
+architectures built on it, and for multimodal ones the processor that matches the
+encoders and connectors (placeholder token counts, image / audio / video
+preprocessing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from moezoo.models.architectures import model_class_for
+from moezoo.processing.tokenizer import ZOO_VOCAB_SIZE, zoo_tokenizer
+from moezoo.registry.core import model_config, split_name
+
+
+def create_model(name: str, pretrained: bool = False, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, **overrides: Any) -> nn.Module:
+    """Build architecture ``name`` with random weights (timm's ``create_model``).
+
+    Args:
+        name: a registered architecture (``moezoo.list_models()``).
+        pretrained: load the weights of ``name`` (an ``arch.tag`` with weights) instead.
+        device: where to build it; ``"meta"`` builds the shape only (no memory), which is
+            how the real-size reference architectures are checked without weights.
+        dtype: floating dtype of the weights.
+        **overrides: config fields to change; nested configs take dicts, e.g.
+            ``llm={"num_layers": 4}`` or ``image_connector={"kind": "moe", "num_experts": 4}``.
+
+    Example:
+        >>> model = create_model("moe_lm_tiny", num_layers=1)
+        >>> model.config.num_layers, model.tokenizer.convert_tokens_to_ids("<image>")
+        (1, 4)
+    """
+    arch, tag = split_name(name)
+    if pretrained or tag:
+        from moezoo.loading import load
+
+        if overrides:
+            raise ValueError(f"overrides {sorted(overrides)} cannot change a pretrained model's architecture")
+        return load(name, device=device or "cpu", dtype=dtype)
+    config = model_config(arch, **overrides)
+    with torch.device(device or "cpu"):
+        model = model_class_for(config)(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    attach_processing(model)
+    return model
+
+
+def attach_processing(model: nn.Module) -> nn.Module:
+    """Give a freshly built model the zoo tokenizer when its vocabulary is the zoo tokenizer's."""
+    if getattr(model.config, "vocab_size", None) == ZOO_VOCAB_SIZE:
+        model.tokenizer = zoo_tokenizer()
+    return model
