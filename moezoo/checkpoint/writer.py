@@ -39,8 +39,9 @@ def save(model: Any, path: str | Path) -> Path:
         processor.save_pretrained(path)  # the tokenizer and the preprocessing
     elif getattr(model, "tokenizer", None) is not None:
         atomic_save_pretrained(model.tokenizer, path)
+    config = model.config.for_checkpoint() if hasattr(model.config, "for_checkpoint") else model.config
     header = {"format": "moezoo", "version": FORMAT_VERSION, "architecture": type(model).__name__,
-              "config": model.config.to_dict()}
+              "config": config.to_dict()}
     atomic_write_text(path / CONFIG_NAME, json.dumps(header, indent=2) + "\n")
     return path
 

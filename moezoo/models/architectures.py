@@ -11,8 +11,9 @@ import difflib
 from typing import Any
 
 from moezoo.models.lm.model import MoEForCausalLM
+from moezoo.models.multimodal.model import MultimodalMoEForCausalLM
 
-ARCHITECTURES: dict[str, type] = {cls.__name__: cls for cls in (MoEForCausalLM,)}
+ARCHITECTURES: dict[str, type] = {cls.__name__: cls for cls in (MoEForCausalLM, MultimodalMoEForCausalLM)}
 
 
 def architecture(name: str) -> type:

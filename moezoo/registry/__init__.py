@@ -6,7 +6,7 @@ Example:
     True
 """
 
-from moezoo.registry import text  # noqa: F401  (registers the text architectures)
+from moezoo.registry import multimodal, text  # noqa: F401  (the architectures register themselves)
 from moezoo.registry.core import check_pretrained, list_models, model_config, register_model
 from moezoo.registry.create import create_model
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from moezoo.models.architectures import model_class_for
+from moezoo.processing.processor import Processor
 from moezoo.processing.tokenizer import ZOO_VOCAB_SIZE, zoo_tokenizer
 from moezoo.registry.core import model_config, split_name
 
@@ -53,7 +54,16 @@ def create_model(name: str, pretrained: bool = False, device: str | torch.device
 
 
 def attach_processing(model: nn.Module) -> nn.Module:
-    """Give a freshly built model the zoo tokenizer when its vocabulary is the zoo tokenizer's."""
-    if getattr(model.config, "vocab_size", None) == ZOO_VOCAB_SIZE:
+    """Give a freshly built model the zoo tokenizer when its vocabulary is the zoo tokenizer's,
+    and a multimodal model the :class:`~moezoo.processing.processor.Processor` that feeds it.
+
+    Reference architectures with another vocabulary get their tokenizer with their weights.
+    """
+    llm = getattr(model, "llm", model)
+    if llm.config.vocab_size != ZOO_VOCAB_SIZE:
+        return model
+    if hasattr(model, "preprocess_specs"):  # a multimodal model
+        model.processor = Processor.for_model(model, zoo_tokenizer())
+    else:
         model.tokenizer = zoo_tokenizer()
     return model

@@ -121,6 +121,10 @@ class KindRegistry:
         """The config class registered for ``kind``."""
         return self._configs[self._check(kind)]
 
+    def module_class(self, kind: str) -> Callable[..., Any]:
+        """The module class registered for ``kind``."""
+        return self._modules[self._check(kind)]
+
     def config_from_dict(self, data: dict[str, Any] | Any) -> Any:
         """A config from ``{"kind": ..., **fields}``; a config object is returned unchanged."""
         if not isinstance(data, dict):

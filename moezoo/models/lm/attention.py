@@ -55,20 +55,32 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
-def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start: int,
-                       device: torch.device) -> tuple[torch.Tensor | None, bool]:
+def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start: int, device: torch.device,
+                       spans: torch.Tensor | None = None) -> tuple[torch.Tensor | None, bool]:
     """The SDPA mask for ``num_new`` queries at positions ``start..`` over ``start + num_new`` keys.
 
     Args:
         attention_mask: ``(B, S)`` with 1 for real tokens and 0 for padding, or ``None``.
+        spans: ``(B, T)`` span ids of the new tokens, for a prefix-LM mask over modality spans:
+            tokens that share a span id > 0 (one image's tokens, say) also attend to each
+            other, bidirectionally; 0 is plain causal text. Only without cached positions
+            (``start == 0``), i.e. in training and at the prefill.
 
     Returns:
         ``(mask, is_causal)``: ``mask`` is ``None`` (use ``is_causal``) or a boolean
         ``(B, 1, T, S)`` where True means "may attend". A padding query attends to itself
         only, so that its softmax row is never empty (no NaN to leak into the experts).
+
+    Example:
+        >>> mask, _ = attention_mask_for(None, 3, 0, "cpu", spans=torch.tensor([[1, 1, 0]]))
+        >>> mask[0, 0].int().tolist()  # the first two tokens see each other
+        [[1, 1, 0], [1, 1, 0], [1, 1, 1]]
     """
     total = start + num_new
-    if attention_mask is None or bool(attention_mask[:, :total].all()):
+    bidirectional = spans is not None and bool((spans > 0).any())
+    if bidirectional and start != 0:
+        raise ValueError(f"bidirectional spans need the whole sequence at once (start=0), got start={start}")
+    if not bidirectional and (attention_mask is None or bool(attention_mask[:, :total].all())):
         if num_new == 1:
             return None, False  # one query sees every cached key
         if start == 0:
@@ -76,11 +88,12 @@ def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start:
         attention_mask = None
     q_pos = torch.arange(start, total, device=device)
     k_pos = torch.arange(total, device=device)
-    allowed = k_pos[None, :] <= q_pos[:, None]  # (T, S)
-    if attention_mask is None:
-        return allowed[None, None], False
-    allowed = allowed[None] & attention_mask[:, None, :total].bool()  # (B, T, S)
-    allowed = allowed | (k_pos[None, :] == q_pos[:, None])[None]
+    allowed = (k_pos[None, :] <= q_pos[:, None])[None]  # (1, T, S)
+    if bidirectional:
+        allowed = allowed | ((spans[:, :, None] == spans[:, None, :]) & (spans[:, :, None] > 0))  # (B, T, S)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, :total].bool()
+        allowed = allowed | (k_pos[None, :] == q_pos[:, None])[None]
     return allowed[:, None], False
 
 

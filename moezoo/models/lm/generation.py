@@ -56,7 +56,8 @@ def sample_next(logits_BV: torch.Tensor, do_sample: bool, temperature: float = 1
 def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
              max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, inputs_embeds: torch.Tensor | None = None,
+             spans: torch.Tensor | None = None) -> torch.Tensor:
     """Generate up to ``max_new_tokens`` tokens after each prompt.
 
     Args:
@@ -69,6 +70,10 @@ def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: tor
         eos_token_id: stop token(s); default ``model.config.eos_token_id``; ``[]`` disables stopping.
         pad_token_id: fills finished rows; default the config's pad id, else the first stop token.
         generator: random generator for reproducible sampling.
+        inputs_embeds: ``(B, T, D)`` embeddings of the prompt to prefill with instead of
+            ``input_ids``' (a multimodal model's, with its features in place); the output
+            still starts with ``input_ids``.
+        spans: ``(B, T)`` bidirectional span ids of the prompt (see ``MoEForCausalLM.forward``).
 
     Returns:
         ``(B, T + n)`` ids, ``n <= max_new_tokens`` (fewer when every row stopped early).
@@ -102,7 +107,8 @@ def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: tor
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     next_pos = positions[:, -1:] + 1  # (B, 1)
 
-    logits = model(input_ids, attention_mask=full_mask[:, :T] if full_mask is not None else None,
+    prompt = dict(input_ids=input_ids) if inputs_embeds is None else dict(inputs_embeds=inputs_embeds)
+    logits = model(**prompt, attention_mask=full_mask[:, :T] if full_mask is not None else None, spans=spans,
                    position_ids=positions, cache=cache, logits_to_keep=1, router_losses=False).logits[:, -1]
     n = 0
     for n in range(1, max_new_tokens + 1):

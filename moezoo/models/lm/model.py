@@ -22,7 +22,7 @@ from moezoo.models.lm.attention import Attention, KVCache, attention_mask_for, p
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
-from moezoo.moe import MLP, MoELayer, MoEOutput, RoutingStats, load_balancing_loss
+from moezoo.moe import MLP, MoELayer, MoEOutput, Routing, RoutingStats, load_balancing_loss
 from moezoo.moe.threads import decoding_linear
 
 
@@ -39,6 +39,8 @@ class CausalLMOutput:
             ``None`` when the forward was asked for no router losses (decoding).
         z_loss: ``()`` router z-loss averaged over the MoE layers; 0 for dense models.
         router_stats: per MoE layer, the layer's :class:`~moezoo.moe.RoutingStats`.
+        routings: per MoE layer, its :class:`~moezoo.moe.Routing` (which token went to which
+            expert), for analyses that group tokens (by modality, say); empty when decoding.
     """
 
     logits: torch.Tensor
@@ -46,6 +48,7 @@ class CausalLMOutput:
     aux_loss: torch.Tensor | None = None
     z_loss: torch.Tensor | None = None
     router_stats: list[RoutingStats] = field(default_factory=list)
+    routings: list[Routing] = field(default_factory=list)
 
 
 class DecoderLayer(nn.Module):
@@ -117,7 +120,8 @@ class MoEForCausalLM(ZooModel):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None,
-                logits_to_keep: int = 0, router_losses: bool = True) -> CausalLMOutput:
+                logits_to_keep: int = 0, router_losses: bool = True, spans: torch.Tensor | None = None
+                ) -> CausalLMOutput:
         """Run the decoder.
 
         Args:
@@ -132,6 +136,8 @@ class MoEForCausalLM(ZooModel):
             logits_to_keep: if > 0, only the last that many positions get logits.
             router_losses: compute ``aux_loss`` / ``z_loss`` and ``router_stats`` (always done when
                 ``labels`` are given). Decoding turns them off: they are then ``None`` / empty.
+            spans: ``(B, T)`` ids of spans attended bidirectionally (a prefix-LM mask over each
+                image's tokens, say; see :func:`~moezoo.models.lm.attention.attention_mask_for`).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
@@ -141,7 +147,7 @@ class MoEForCausalLM(ZooModel):
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, B, T, start, x.device)
         cos, sin = self.rotary(position_ids, x.dtype)
-        mask, is_causal = attention_mask_for(attention_mask, T, start, x.device)
+        mask, is_causal = attention_mask_for(attention_mask, T, start, x.device, spans)
         moe_outputs: list[MoEOutput] = []
         for layer in self.layers:
             x, moe = layer(x, cos, sin, mask, is_causal, cache)
@@ -161,7 +167,10 @@ class MoEForCausalLM(ZooModel):
             loss = causal_lm_loss(logits, labels)
             if self.training and self.config.moe is not None:
                 loss = loss + self.config.moe.aux_loss_coef * aux_loss + self.config.moe.z_loss_coef * z_loss
-        return CausalLMOutput(logits, loss, aux_loss, z_loss, [m.stats for m in moe_outputs] if wants_routing else [])
+        if not wants_routing:
+            return CausalLMOutput(logits, loss)
+        return CausalLMOutput(logits, loss, aux_loss, z_loss, [m.stats for m in moe_outputs],
+                              [m.routing for m in moe_outputs])
 
     def _router_losses(self, moe_outputs: list[MoEOutput], token_mask: torch.Tensor | None,
                        x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
