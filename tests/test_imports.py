@@ -19,13 +19,17 @@ def test_import_moezoo_is_light():
     assert _heavy_modules_after("import moezoo, moezoo.moe") == []
 
 
-def test_create_save_load_generate_stay_light(tmp_path):
+@pytest.mark.parametrize("name", ["moe_lm_tiny", "mm_tiny_clip"])
+def test_create_save_load_generate_stay_light(tmp_path, name):
     code = (
         "import moezoo, torch\n"
-        "model = moezoo.create_model('moe_lm_tiny')\n"
+        f"model = moezoo.create_model({name!r})\n"
         f"model.save_pretrained({str(tmp_path)!r})\n"
         f"model = moezoo.load({str(tmp_path)!r})\n"
-        "model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2)\n"
+        "from PIL import Image\n"
+        "inputs = (model.processor(text='<image> hi', images=[Image.new('RGB', (9, 9))]) if model.processor\n"
+        "          else {'input_ids': torch.tensor([[1, 2, 3]])})\n"
+        "model.generate(**inputs, max_new_tokens=2)\n"
     )
     assert _heavy_modules_after(code) == []
 

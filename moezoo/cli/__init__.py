@@ -16,8 +16,10 @@ import sys
 
 # Sub-command name -> module providing ``register(subparsers)``.
 COMMANDS = {
-    "bench": "moezoo.cli.bench",
+    "list": "moezoo.cli.models",  # also registers `info`
+    "chat": "moezoo.cli.chat",
     "data": "moezoo.cli.data",
+    "bench": "moezoo.cli.bench",
 }
 
 

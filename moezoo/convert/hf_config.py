@@ -1,53 +1,40 @@
-"""transformers ``config.json`` <-> :class:`~moezoo.models.lm.LMConfig`, per family.
+"""transformers ``config.json`` <-> :class:`~moezoo.models.lm.LMConfig`, for every family.
 
 Field meanings follow the transformers 5 configuration classes of Llama, Qwen2,
-Mixtral, OLMoE, Qwen2-MoE and Qwen3-MoE (``configuration_*.py``). The JSON is read
-as plain data: nothing from transformers is imported and no remote code runs.
+Mixtral, OLMoE, Qwen2-MoE and Qwen3-MoE (``configuration_*.py``). What differs between
+them is data in :mod:`moezoo.convert.families`; the functions here only read it. The
+JSON is read as plain data: nothing from transformers is imported and no remote code runs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from moezoo.convert.families import FAMILIES, TextFamily, supported
 from moezoo.models.lm.config import DENSE_FAMILIES, MOE_FAMILIES, LMConfig
 from moezoo.moe import MoEConfig
 
-# model_type -> the causal-LM architecture transformers registers for it.
-FAMILIES = {
-    "llama": "LlamaForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "mixtral": "MixtralForCausalLM",
-    "olmoe": "OlmoeForCausalLM",
-    "qwen2_moe": "Qwen2MoeForCausalLM",
-    "qwen3_moe": "Qwen3MoeForCausalLM",
-}
-# transformers' default rope_theta where a config.json omits it.
-DEFAULT_THETA = {"mixtral": 1e6}
+__all__ = ["FAMILIES", "family_problems", "hf_config_from_lm", "infer_family", "lm_config_from_hf", "supported"]
 
 
-def supported() -> str:
-    """Human-readable list of the supported architectures, for error messages."""
-    return ", ".join(f"{arch} (model_type {mt!r})" for mt, arch in FAMILIES.items())
-
-
-def _family_of(cfg: dict[str, Any]) -> str:
+def _family_of(cfg: dict[str, Any]) -> TextFamily:
     model_type = cfg.get("model_type")
     archs = cfg.get("architectures") or []
     if model_type not in FAMILIES:
         raise ValueError(f"unsupported model_type {model_type!r} (architectures {archs}); "
                          f"moezoo reads: {supported()}")
-    bad = [a for a in archs if a != FAMILIES[model_type]]
+    bad = [a for a in archs if a != FAMILIES[model_type].architecture]
     if bad:
         raise ValueError(f"unsupported architectures {bad} for model_type {model_type!r}; "
                          f"moezoo reads: {supported()}")
-    return model_type
+    return FAMILIES[model_type]
 
 
-def _rope(cfg: dict[str, Any], family: str) -> tuple[float, dict[str, Any] | None]:
+def _rope(cfg: dict[str, Any], default_theta: float) -> tuple[float, dict[str, Any] | None]:
     # transformers 5 writes `rope_parameters`; older files `rope_theta` + `rope_scaling`
     # (with `type` instead of `rope_type`).
     params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
-    theta = float(params.pop("rope_theta", cfg.get("rope_theta", DEFAULT_THETA.get(family, 10000.0))))
+    theta = float(params.pop("rope_theta", cfg.get("rope_theta", default_theta)))
     kind = params.pop("rope_type", params.pop("type", "default"))
     if float(params.pop("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))) != 1.0:
         raise ValueError("partial_rotary_factor != 1 is not supported")
@@ -60,6 +47,34 @@ def _rope(cfg: dict[str, Any], family: str) -> tuple[float, dict[str, Any] | Non
     return theta, {"rope_type": kind, **params}
 
 
+def _check_supported(cfg: dict[str, Any], f: TextFamily) -> None:
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported (only 'silu', i.e. SwiGLU)")
+    windowed = f.sliding_window == "always" or (f.sliding_window == "switch" and cfg.get("use_sliding_window"))
+    if cfg.get("sliding_window") and windowed:
+        raise ValueError(f"sliding-window attention (sliding_window={cfg['sliding_window']}) is not supported")
+    if f.mlp_bias_field and cfg.get("mlp_bias"):
+        raise ValueError(f"{f.model_type} with mlp_bias=True is not supported")
+
+
+def _moe_from_hf(cfg: dict[str, Any], f: TextFamily) -> tuple[MoEConfig, list[int] | None]:
+    num_experts = next((cfg[k] for k in f.num_experts_keys if k in cfg), None)
+    if num_experts is None:
+        raise ValueError(f"{f.model_type} config.json lacks {f.num_experts_keys[0]!r} (the number of experts)")
+    moe = MoEConfig(
+        dim=cfg["hidden_size"], expert_dim=cfg[f.expert_dim_key], num_experts=num_experts,
+        top_k=cfg["num_experts_per_tok"], aux_loss_coef=cfg.get("router_aux_loss_coef", 0.01),
+        norm_topk_prob=f.norm_topk_prob if f.norm_topk_prob is not None else bool(cfg.get("norm_topk_prob", False)),
+    )
+    if f.shared_expert:
+        moe = moe.replace(num_shared_experts=1, shared_expert_dim=cfg["shared_expert_intermediate_size"],
+                          shared_expert_gate=True)
+    if f.sparse_layers == "all":
+        return moe, None
+    step, dense_only = cfg.get("decoder_sparse_step", 1), set(cfg.get("mlp_only_layers") or [])
+    return moe, [i for i in range(cfg["num_hidden_layers"]) if i not in dense_only and (i + 1) % step == 0]
+
+
 def lm_config_from_hf(cfg: dict[str, Any], generation: dict[str, Any] | None = None) -> LMConfig:
     """Translate a transformers ``config.json`` dict (and ``generation_config.json``) to an LMConfig.
 
@@ -70,105 +85,98 @@ def lm_config_from_hf(cfg: dict[str, Any], generation: dict[str, Any] | None = N
         >>> c.moe.num_experts, c.moe.norm_topk_prob, c.rope_theta, c.family
         (4, True, 1000000.0, 'mixtral')
     """
-    family = _family_of(cfg)
-    if cfg.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported (only 'silu', i.e. SwiGLU)")
-    if cfg.get("sliding_window") and (family in ("mixtral",) or cfg.get("use_sliding_window")):
-        raise ValueError(f"sliding-window attention (sliding_window={cfg['sliding_window']}) is not supported")
-    if family == "llama" and cfg.get("mlp_bias"):
-        raise ValueError("Llama with mlp_bias=True is not supported")
+    f = _family_of(cfg)
+    _check_supported(cfg, f)
     dim, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-    theta, scaling = _rope(cfg, family)
+    theta, scaling = _rope(cfg, f.rope_theta)
     generation = generation or {}
     common = dict(
         vocab_size=cfg["vocab_size"], dim=dim, num_layers=cfg["num_hidden_layers"], num_heads=heads,
         num_kv_heads=cfg.get("num_key_value_heads") or heads, head_dim=cfg.get("head_dim") or dim // heads,
         norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_theta=theta, rope_scaling=scaling,
         max_position_embeddings=cfg.get("max_position_embeddings", 4096),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), family=family,
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), family=f.model_type,
         bos_token_id=generation.get("bos_token_id", cfg.get("bos_token_id")),
         eos_token_id=generation.get("eos_token_id", cfg.get("eos_token_id")),
         pad_token_id=generation.get("pad_token_id", cfg.get("pad_token_id")),
-        init_std=cfg.get("initializer_range", 0.02),
+        init_std=cfg.get("initializer_range", 0.02), qk_norm=f.qk_norm,
+        qkv_bias=f.qkv_bias == "always" or (f.qkv_bias == "field" and bool(cfg.get("qkv_bias", True))),
+        attention_bias=f.attention_bias_field and bool(cfg.get("attention_bias", False)),
+        clip_qkv=cfg.get("clip_qkv") if f.clip_qkv_field else None,
     )
-    if family in ("llama", "olmoe", "qwen3_moe"):
-        common["attention_bias"] = bool(cfg.get("attention_bias", False))
-    if family == "qwen2":
-        common["qkv_bias"] = True  # hard-wired in transformers' Qwen2Attention
-    if family == "qwen2_moe":
-        common["qkv_bias"] = bool(cfg.get("qkv_bias", True))
-    if family == "olmoe":
-        common.update(qk_norm="full", clip_qkv=cfg.get("clip_qkv"))
-    if family == "qwen3_moe":
-        common["qk_norm"] = "head"
-    if family in DENSE_FAMILIES:
+    if not f.moe:
         return LMConfig(ffn_dim=cfg["intermediate_size"], **common)
-
-    num_experts = cfg.get("num_experts", cfg.get("num_local_experts"))
-    expert_dim = cfg["intermediate_size"] if family in ("mixtral", "olmoe") else cfg["moe_intermediate_size"]
-    moe = MoEConfig(
-        dim=dim, expert_dim=expert_dim, num_experts=num_experts, top_k=cfg["num_experts_per_tok"],
-        norm_topk_prob=True if family == "mixtral" else bool(cfg.get("norm_topk_prob", False)),
-        aux_loss_coef=cfg.get("router_aux_loss_coef", 0.01),
-    )
-    if family == "qwen2_moe":
-        moe = moe.replace(num_shared_experts=1, shared_expert_dim=cfg["shared_expert_intermediate_size"],
-                          shared_expert_gate=True)
-    moe_layers = None
-    if family in ("qwen2_moe", "qwen3_moe"):
-        # transformers: sparse iff not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
-        step, dense_only = cfg.get("decoder_sparse_step", 1), set(cfg.get("mlp_only_layers") or [])
-        moe_layers = [i for i in range(cfg["num_hidden_layers"]) if i not in dense_only and (i + 1) % step == 0]
-    return LMConfig(ffn_dim=cfg.get("intermediate_size", expert_dim), moe=moe, moe_layers=moe_layers, **common)
+    moe, moe_layers = _moe_from_hf(cfg, f)
+    return LMConfig(ffn_dim=cfg.get("intermediate_size", moe.expert_dim), moe=moe, moe_layers=moe_layers, **common)
 
 
-def family_problems(config: LMConfig, family: str) -> list[str]:
-    """Why ``config`` cannot be written as a transformers ``family`` checkpoint (empty: it can)."""
-    if family not in FAMILIES:
-        return [f"unknown family {family!r}; supported: {', '.join(FAMILIES)}"]
-    c, p = config, []
-    want_norm = {"olmoe": "full", "qwen3_moe": "head"}.get(family, "none")
-    if c.qk_norm != want_norm:
-        p.append(f"qk_norm={c.qk_norm!r} but {family} uses {want_norm!r}")
-    if c.clip_qkv is not None and family != "olmoe":
-        p.append("clip_qkv is OLMoE-only")
-    if family in ("qwen2", "qwen2_moe"):
-        if c.attention_bias:
-            p.append(f"{family} has no o_proj bias (attention_bias=True)")
-        if family == "qwen2" and not c.qkv_bias:
-            p.append("qwen2 always has q/k/v biases (qkv_bias=False)")
-    elif c.qkv_bias:
-        p.append(f"{family} has no separate q/k/v bias (qkv_bias=True); only attention_bias")
-    if family == "mixtral" and c.attention_bias:
-        p.append("mixtral has no attention bias")
-    if family in ("olmoe", "qwen2_moe", "qwen2") and c.head_dim != c.dim // c.num_heads:
-        p.append(f"{family} needs head_dim == dim // num_heads")
-    if family in DENSE_FAMILIES:
-        if c.sparse_layers():
-            p.append(f"{family} is dense but layers {c.sparse_layers()} are MoE")
-        return p
-    m = c.moe
+def _attention_problems(c: LMConfig, f: TextFamily) -> list[str]:
+    p, name = [], f.model_type
+    if c.qk_norm != f.qk_norm:
+        p.append(f"qk_norm={c.qk_norm!r} but {name} uses {f.qk_norm!r}")
+    if c.clip_qkv is not None and not f.clip_qkv_field:
+        p.append(f"clip_qkv is only in {', '.join(n for n, e in FAMILIES.items() if e.clip_qkv_field)}")
+    if f.qkv_bias != "none":
+        if c.attention_bias and not f.attention_bias_field:
+            p.append(f"{name} has no o_proj bias (attention_bias=True)")
+        if f.qkv_bias == "always" and not c.qkv_bias:
+            p.append(f"{name} always has q/k/v biases (qkv_bias=False)")
+    else:
+        if c.qkv_bias:
+            p.append(f"{name} has no separate q/k/v bias (qkv_bias=True); only attention_bias")
+        if c.attention_bias and not f.attention_bias_field:
+            p.append(f"{name} has no attention bias")
+    if not f.head_dim_field and c.head_dim != c.dim // c.num_heads:
+        p.append(f"{name} needs head_dim == dim // num_heads")
+    return p
+
+
+def _moe_problems(c: LMConfig, f: TextFamily) -> list[str]:
+    m, p, name = c.moe, [], f.model_type
     if m is None or not c.sparse_layers():
-        return p + [f"{family} is an MoE family but the model has no MoE layer"]
+        return [f"{name} is an MoE family but the model has no MoE layer"]
     if m.router != "softmax" or m.num_heads != 1 or m.capacity_factor is not None:
-        p.append(f"{family} routes with a dropless softmax top-k over whole tokens "
+        p.append(f"{name} routes with a dropless softmax top-k over whole tokens "
                  f"(router={m.router!r}, num_heads={m.num_heads}, capacity_factor={m.capacity_factor})")
     if m.activation != "swiglu" or m.routed_scaling_factor != 1.0:
         p.append("experts must be SwiGLU with routed_scaling_factor=1")
-    if family in ("mixtral", "olmoe") and len(c.sparse_layers()) != c.num_layers:
-        p.append(f"{family} has an MoE FFN in every layer")
-    if family == "mixtral" and not m.norm_topk_prob:
-        p.append("mixtral always renormalises the top-k weights (norm_topk_prob=False)")
-    if family == "qwen2_moe":
-        if m.num_shared_experts != 1 or not m.shared_expert_gate:
-            p.append("qwen2_moe needs exactly one sigmoid-gated shared expert")
-    elif m.num_shared_experts:
-        p.append(f"{family} has no shared experts")
+    if f.sparse_layers == "all" and len(c.sparse_layers()) != c.num_layers:
+        p.append(f"{name} has an MoE FFN in every layer")
+    if f.norm_topk_prob is not None and m.norm_topk_prob != f.norm_topk_prob:
+        p.append(f"{name} {'always' if f.norm_topk_prob else 'never'} renormalises the top-k weights "
+                 f"(norm_topk_prob={m.norm_topk_prob})")
+    if f.shared_expert and (m.num_shared_experts != 1 or not m.shared_expert_gate):
+        p.append(f"{name} needs exactly one sigmoid-gated shared expert")
+    if not f.shared_expert and m.num_shared_experts:
+        p.append(f"{name} has no shared experts")
+    return p
+
+
+def family_problems(config: LMConfig, family: str) -> list[str]:
+    """Why ``config`` cannot be written as a transformers ``family`` checkpoint (empty: it can).
+
+    Example:
+        >>> family_problems(LMConfig(vocab_size=64, dim=32, num_layers=1, num_heads=4, ffn_dim=64), "qwen2")
+        ['qwen2 always has q/k/v biases (qkv_bias=False)']
+    """
+    if family not in FAMILIES:
+        return [f"unknown family {family!r}; supported: {', '.join(FAMILIES)}"]
+    f = FAMILIES[family]
+    p = _attention_problems(config, f)
+    if f.moe:
+        return p + _moe_problems(config, f)
+    if config.sparse_layers():
+        p.append(f"{family} is dense but layers {config.sparse_layers()} are MoE")
     return p
 
 
 def infer_family(config: LMConfig) -> str:
-    """The transformers family to export ``config`` as: its own, else the first that fits."""
+    """The transformers family to export ``config`` as: its own, else the first that fits.
+
+    Example:
+        >>> infer_family(LMConfig(vocab_size=64, dim=32, num_layers=1, num_heads=4, ffn_dim=64))
+        'llama'
+    """
     candidates = ([config.family] if config.family in FAMILIES else []) + list(
         MOE_FAMILIES if config.sparse_layers() else DENSE_FAMILIES)
     for family in candidates:
@@ -179,14 +187,20 @@ def infer_family(config: LMConfig) -> str:
 
 
 def hf_config_from_lm(config: LMConfig, family: str, dtype: str = "float32") -> dict[str, Any]:
-    """The ``config.json`` dict of ``config`` as a transformers ``family`` checkpoint."""
+    """The ``config.json`` dict of ``config`` as a transformers ``family`` checkpoint.
+
+    Example:
+        >>> cfg = LMConfig(vocab_size=64, dim=32, num_layers=1, num_heads=4, ffn_dim=64, qkv_bias=True)
+        >>> hf_config_from_lm(cfg, "qwen2")["architectures"]
+        ['Qwen2ForCausalLM']
+    """
     problems = family_problems(config, family)
     if problems:
         raise ValueError(f"cannot export as {family}: " + "; ".join(problems))
-    c = config
+    c, f = config, FAMILIES[family]
     rope = {"rope_type": "default", "rope_theta": c.rope_theta, **(c.rope_scaling or {})}
     out: dict[str, Any] = {
-        "architectures": [FAMILIES[family]], "model_type": family, "vocab_size": c.vocab_size,
+        "architectures": [f.architecture], "model_type": family, "vocab_size": c.vocab_size,
         "hidden_size": c.dim, "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
         "num_key_value_heads": c.num_kv_heads, "hidden_act": "silu", "rms_norm_eps": c.norm_eps,
         "max_position_embeddings": c.max_position_embeddings, "rope_parameters": rope,
@@ -194,25 +208,25 @@ def hf_config_from_lm(config: LMConfig, family: str, dtype: str = "float32") -> 
         "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id, "pad_token_id": c.pad_token_id,
         "intermediate_size": c.ffn_dim,
     }
-    if family in ("llama", "mixtral", "qwen3_moe"):
+    if f.head_dim_field:
         out["head_dim"] = c.head_dim
-    if family in ("llama", "olmoe", "qwen3_moe"):
+    if f.attention_bias_field:
         out["attention_bias"] = c.attention_bias
-    if family == "olmoe":
+    if f.qkv_bias == "field":
+        out["qkv_bias"] = c.qkv_bias
+    if f.clip_qkv_field:
         out["clip_qkv"] = c.clip_qkv
-    if family in DENSE_FAMILIES:
+    if f.sliding_window == "switch":
+        out["use_sliding_window"] = False
+    if not f.moe:
         return out
     m = c.moe
-    out.update(num_experts_per_tok=m.top_k, router_aux_loss_coef=m.aux_loss_coef)
-    if family in ("mixtral", "olmoe"):
-        out["intermediate_size"] = m.expert_dim
-    out["num_local_experts" if family == "mixtral" else "num_experts"] = m.num_experts
-    if family != "mixtral":
+    out.update({"num_experts_per_tok": m.top_k, "router_aux_loss_coef": m.aux_loss_coef,
+                f.num_experts_keys[0]: m.num_experts, f.expert_dim_key: m.expert_dim})
+    if f.norm_topk_prob is None:
         out["norm_topk_prob"] = m.norm_topk_prob
-    if family in ("qwen2_moe", "qwen3_moe"):
-        dense = [i for i in range(c.num_layers) if not c.is_moe_layer(i)]
-        out.update(moe_intermediate_size=m.expert_dim, decoder_sparse_step=1, mlp_only_layers=dense,
-                   use_sliding_window=False)
-    if family == "qwen2_moe":
-        out.update(shared_expert_intermediate_size=m.shared_expert_dim or m.expert_dim, qkv_bias=c.qkv_bias)
+    if f.sparse_layers == "step":
+        out.update(decoder_sparse_step=1, mlp_only_layers=[i for i in range(c.num_layers) if not c.is_moe_layer(i)])
+    if f.shared_expert:
+        out["shared_expert_intermediate_size"] = m.shared_expert_dim or m.expert_dim
     return out

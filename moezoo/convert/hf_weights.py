@@ -1,16 +1,20 @@
 """transformers state dicts <-> moezoo state dicts.
 
 moezoo's module names are transformers' without the ``model.`` prefix, so most keys
-map one to one. The differences are the MoE blocks:
+map one to one. The differences are the MoE blocks, named per family in
+:mod:`moezoo.convert.families`:
 
 * the router is ``mlp.gate`` in transformers (``block_sparse_moe.gate`` in original
-  Mixtral files) and ``mlp.router`` in moezoo;
+  Mixtral files: the family's ``moe_block``) and ``mlp.router`` in moezoo;
 * experts come either fused, as transformers 5 holds them in memory
   (``experts.gate_up_proj`` ``(E, 2I, H)`` and ``experts.down_proj`` ``(E, H, I)``, which
   is moezoo's layout), or per expert, as every published checkpoint (and transformers'
   own ``save_pretrained``) stores them: ``experts.{e}.{gate,up,down}_proj.weight`` or
-  Mixtral's ``experts.{e}.w1/w3/w2.weight``;
+  Mixtral's ``experts.{e}.w1/w3/w2.weight`` (the family's ``expert_projections``);
 * Qwen2-MoE's ``shared_expert`` is moezoo's ``shared_experts``.
+
+Reading accepts every family's names whatever the checkpoint's ``model_type``, so a
+file written by another tool in the other layout still loads.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ from collections import defaultdict
 
 import torch
 
+from moezoo.convert.families import FAMILIES, text_family
 from moezoo.models.lm.config import LMConfig
 
-# Per-expert projection names -> the role of the weight.
-_EXPERT_ROLES = {"w1": "gate", "w3": "up", "w2": "down", "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
-_PER_EXPERT = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
+_ROLES = ("gate", "up", "down")
+# Per-expert projection names of every family -> the role of the weight.
+_EXPERT_ROLES = {name: role for f in FAMILIES.values() for role, name in zip(_ROLES, f.expert_projections)}
+_PER_EXPERT = re.compile(rf"^layers\.(\d+)\.mlp\.experts\.(\d+)\.({'|'.join(_EXPERT_ROLES)})\.weight$")
+# Family-specific MoE block names, read as moezoo's (and transformers 5's) ``mlp``.
+_MOE_BLOCKS = sorted({f.moe_block for f in FAMILIES.values()} - {"mlp"})
 
 
 def hf_to_moezoo(state: dict[str, torch.Tensor], config: LMConfig) -> dict[str, torch.Tensor]:
@@ -39,7 +47,8 @@ def hf_to_moezoo(state: dict[str, torch.Tensor], config: LMConfig) -> dict[str, 
         if key.endswith("rotary_emb.inv_freq"):
             continue  # a buffer some old checkpoints saved; recomputed from the config
         name = key[len("model."):] if key.startswith("model.") else key
-        name = name.replace(".block_sparse_moe.", ".mlp.")
+        for block in _MOE_BLOCKS:
+            name = name.replace(f".{block}.", ".mlp.")
         name = re.sub(r"\.mlp\.gate\.weight$", ".mlp.router.weight", name)
         name = name.replace(".mlp.shared_expert.", ".mlp.shared_experts.")
         match = _PER_EXPERT.match(name)
@@ -76,13 +85,17 @@ def moezoo_to_hf(state: dict[str, torch.Tensor], config: LMConfig, family: str,
     Args:
         expert_layout: ``"per_expert"`` (what transformers' ``save_pretrained`` and published
             checkpoints use) or ``"fused"`` (transformers 5's in-memory 3-D tensors).
+
+    Example:
+        >>> cfg = LMConfig(vocab_size=8, dim=4, num_layers=1, num_heads=1, ffn_dim=8)
+        >>> list(moezoo_to_hf({"layers.0.mlp.experts.down_proj": torch.zeros(2, 4, 3)}, cfg, "mixtral"))
+        ['model.layers.0.block_sparse_moe.experts.0.w2.weight', 'model.layers.0.block_sparse_moe.experts.1.w2.weight']
     """
     if expert_layout not in ("per_expert", "fused"):
         raise ValueError(f"expert_layout={expert_layout!r}; use 'per_expert' or 'fused'")
-    mixtral = family == "mixtral"
-    block = "block_sparse_moe" if mixtral and expert_layout == "per_expert" else "mlp"
-    names = {"gate": "w1", "up": "w3", "down": "w2"} if mixtral else {
-        "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+    f = text_family(family)
+    block = f.moe_block if expert_layout == "per_expert" else "mlp"  # fused is transformers 5's in-memory naming
+    names = dict(zip(_ROLES, f.expert_projections))
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key == "lm_head.weight":

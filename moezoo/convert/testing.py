@@ -3,7 +3,8 @@
 Each is built with the family's own transformers config class and written with
 ``save_pretrained`` (so the files are exactly what transformers produces: the
 per-expert key layout, ``config.json``, ``generation_config.json``), together with a
-small word-level tokenizer. Nothing is downloaded.
+small word-level tokenizer. Nothing is downloaded. The overrides of each family's
+tiny model live in its entry in :mod:`moezoo.convert.families`.
 """
 
 from __future__ import annotations
@@ -11,24 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from moezoo.convert.families import FAMILIES
+
 TINY_VOCAB = 96
 _COMMON = dict(vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
                pad_token_id=0)
-# Per family: (config class name, overrides that exercise its peculiarities).
+# Per family: (config class name, overrides that exercise its peculiarities), from its entry's `tiny`.
 TINY_FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
-    "mixtral": ("MixtralConfig", dict(intermediate_size=24, num_local_experts=4, num_experts_per_tok=2)),
-    "olmoe": ("OlmoeConfig", dict(intermediate_size=24, num_experts=8, num_experts_per_tok=2, clip_qkv=8.0)),
-    "qwen2_moe": ("Qwen2MoeConfig", dict(num_hidden_layers=3, intermediate_size=48, moe_intermediate_size=16,
-                                         shared_expert_intermediate_size=40, num_experts=4, num_experts_per_tok=2,
-                                         decoder_sparse_step=2, mlp_only_layers=[2], norm_topk_prob=False)),
-    "qwen3_moe": ("Qwen3MoeConfig", dict(intermediate_size=48, moe_intermediate_size=16, num_experts=6,
-                                         num_experts_per_tok=2, head_dim=12, mlp_only_layers=[0],
-                                         norm_topk_prob=True)),
-    "llama": ("LlamaConfig", dict(intermediate_size=48, rope_parameters={
-        "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 32})),
-    "qwen2": ("Qwen2Config", dict(intermediate_size=48, tie_word_embeddings=True)),
+    name: (f.config_class, dict(f.tiny)) for name, f in FAMILIES.items()
 }
 
 

@@ -16,6 +16,10 @@ from torch import nn
 
 from moezoo.models.lm.model import MoEForCausalLM
 from moezoo.models.lm.upcycle import upcycle_lm
+from moezoo.models.multimodal.model import MultimodalMoEForCausalLM
+from moezoo.models.multimodal.upcycle import upcycle_multimodal
+
+UPCYCLERS = {MoEForCausalLM: upcycle_lm, MultimodalMoEForCausalLM: upcycle_multimodal}
 
 
 def upcycle(model_or_path: nn.Module | str | Path, num_experts: int = 8, top_k: int = 2, router: str = "softmax",
@@ -23,10 +27,12 @@ def upcycle(model_or_path: nn.Module | str | Path, num_experts: int = 8, top_k: 
     """Copy dense FFNs into ``num_experts`` experts behind a fresh ``router``.
 
     Args:
-        model_or_path: a model, or a dir :func:`moezoo.load` reads (e.g. a transformers Llama).
+        model_or_path: a model, or a dir :func:`moezoo.load` reads (e.g. a transformers Llama or LLaVA).
         num_experts / top_k / router: the new MoE layers (``router`` from :func:`moezoo.moe.list_routers`).
         **kwargs: ``noise_std``, ``layers``, ``norm_topk_prob``, ``seed`` and further
-            :class:`~moezoo.moe.MoEConfig` fields, as :func:`~moezoo.models.lm.upcycle.upcycle_lm` takes.
+            :class:`~moezoo.moe.MoEConfig` fields, as :func:`~moezoo.models.lm.upcycle.upcycle_lm` takes;
+            for a multimodal model also ``targets`` (``"llm"``, ``"connector"``; see
+            :func:`~moezoo.models.multimodal.upcycle.upcycle_multimodal`).
 
     Example:
         >>> from moezoo.models.lm import LMConfig
@@ -38,6 +44,8 @@ def upcycle(model_or_path: nn.Module | str | Path, num_experts: int = 8, top_k: 
         from moezoo.loading import load
 
         model_or_path = load(model_or_path)
-    if isinstance(model_or_path, MoEForCausalLM):
-        return upcycle_lm(model_or_path, num_experts=num_experts, top_k=top_k, router=router, **kwargs)
-    raise ValueError(f"cannot upcycle a {type(model_or_path).__name__}; moezoo upcycles MoEForCausalLM models")
+    for cls, upcycler in UPCYCLERS.items():
+        if isinstance(model_or_path, cls):
+            return upcycler(model_or_path, num_experts=num_experts, top_k=top_k, router=router, **kwargs)
+    raise ValueError(f"cannot upcycle a {type(model_or_path).__name__}; moezoo upcycles "
+                     f"{', '.join(c.__name__ for c in UPCYCLERS)}")

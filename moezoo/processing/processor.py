@@ -37,6 +37,23 @@ _KEYS = ("num_tokens", "image", "audio", "video_frames", "placeholders", "chat_t
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
+def _is_item(modality: str, x: Any) -> bool:
+    """Whether ``x`` is one image / audio clip / video (rather than a list of them for one prompt).
+
+    A video is a path, an array / tensor of frames, or a non-empty list of frames.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    single = (Image.Image, np.ndarray, torch.Tensor, str, Path, bytes)
+    if modality == "audio" and isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], (int, float)):
+        return True  # (waveform, sample_rate)
+    if modality == "video" and isinstance(x, (list, tuple)):
+        return bool(x) and all(isinstance(frame, (Image.Image, np.ndarray, torch.Tensor)) for frame in x)
+    return isinstance(x, single)
+
+
 class Processor:
     """Turns text with placeholders plus raw media into a model's input dict.
 
@@ -191,9 +208,8 @@ class Processor:
         if (sum(counts) or media) and modality not in self.num_tokens:
             raise ValueError(f"this model takes no {modality} input (it takes {self.modalities or 'text only'}); "
                              f"got {len(media)} {modality}(s) and {sum(counts)} {placeholder} placeholder(s)")
-        nested = bool(media) and all(isinstance(m, (list, tuple)) for m in media) and modality != "video"
-        if nested or (modality == "video" and media and len(media) == len(texts)
-                      and all(isinstance(m, (list, tuple)) and m and isinstance(m[0], (list, tuple)) for m in media)):
+        nested = bool(media) and all(isinstance(m, list) and not _is_item(modality, m) for m in media)
+        if nested:
             if len(media) != len(texts):
                 raise ValueError(f"{len(media)} lists of {modality}s for {len(texts)} prompts; give one list per prompt")
             for i, (n, given) in enumerate(zip(counts, media)):

@@ -89,11 +89,12 @@ class CNNEncoder(Encoder):
             require(config, "condition_dim", config.condition_dim is not None,
                     "must be set when film=True (the multimodal model sets it to its prompt-embedding width)")
         self.conditioned = config.film
+        film_stages = config.film_stages if config.film_stages is not None else range(2, len(config.channels) + 1)
         in_channels = 3 + 2 * config.coord_channels
         widths = [in_channels, *config.channels]
         self.stages = nn.ModuleList(
             CNNStage(widths[i], widths[i + 1], config.convs_per_stage, config.norm,
-                     config.condition_dim if config.film and i + 1 in config.film_stages else None)
+                     config.condition_dim if config.film and i + 1 in film_stages else None)
             for i in range(len(config.channels)))
         side = config.image_size
         for _ in config.channels:
@@ -141,7 +142,8 @@ class CNNEncoderConfig(Config):
         film: modulate the stages in ``film_stages`` with the condition (the prompt).
         condition_dim: width of the condition vector; the multimodal model sets it (its
             prompt-embedding width). Required when ``film``.
-        film_stages: the 1-based stages whose features FiLM modulates (the probe's 2-4).
+        film_stages: the 1-based stages whose features FiLM modulates; default every stage but the
+            first (the probe's 2-4): the first sees only edges and colours, not yet objects.
         coord_channels: append x / y coordinate channels to the input (CoordConv); the probe
             found them neutral (0.80 vs 0.83), so off by default.
         norm: ``"batch"`` (default: the FiLM paper's choice, and the fastest from-scratch
@@ -163,7 +165,7 @@ class CNNEncoderConfig(Config):
     image_size: int = 64
     film: bool = True
     condition_dim: int | None = None
-    film_stages: list[int] = field(default_factory=lambda: [2, 3, 4])
+    film_stages: list[int] | None = None
     coord_channels: bool = False
     norm: str = "batch"
     convs_per_stage: int = 1
@@ -172,8 +174,9 @@ class CNNEncoderConfig(Config):
         require(self, "channels", len(self.channels) >= 1 and all(c >= 1 for c in self.channels),
                 "must be a non-empty list of widths >= 1")
         check_min(self, image_size=1, convs_per_stage=1)
-        require(self, "film_stages", all(1 <= s <= len(self.channels) for s in self.film_stages),
-                f"must be stage numbers in [1, {len(self.channels)}]")
+        if self.film_stages is not None:
+            require(self, "film_stages", all(1 <= s <= len(self.channels) for s in self.film_stages),
+                    f"must be stage numbers in [1, {len(self.channels)}]")
         require(self, "norm", self.norm in NORMS, f"must be one of {NORMS}")
         if self.condition_dim is not None:
             check_min(self, condition_dim=1)

@@ -63,6 +63,9 @@ class OpenClipEncoder(Encoder):
                 self.visual.attn_pool = self.visual.attn_pool_contrastive = None  # pooling heads, unused
                 self._extra = True  # open_clip's ViT always has a class token
             elif isinstance(self.visual, TimmModel):
+                # open_clip builds the timm trunk at the timm model's own size and sizes the preprocessing
+                # by vision_cfg's image_size; make the trunk take that size (a no-op when they agree).
+                self.visual.set_input_size(self.visual.image_size)
                 self.visual.trunk.prune_intermediate_layers(index, prune_norm=True, prune_head=True)
                 self.visual.head = nn.Identity()
                 self._extra = getattr(self.visual.trunk, "num_prefix_tokens", 0) > 0
@@ -72,7 +75,7 @@ class OpenClipEncoder(Encoder):
         except AssertionError as err:  # timm-style index checks are asserts
             raise ValueError(f"OpenClipEncoderConfig.feature_layer={config.feature_layer} is out of range: {err}") from None
         self._extra = self._extra and config.keep_cls
-        self.image_size = tuple(self.visual.image_size)
+        self.image_size = _pair(self.visual.image_size)
         self.num_tokens, self.out_dim = probe_output_shape(self, (1, 3, *self.image_size))
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -160,8 +163,6 @@ def _create_clip(config: OpenClipEncoderConfig) -> nn.Module:
     model_cfg.pop("custom_text", None)
     model_cfg["vision_cfg"].setdefault("timm_model_pretrained", False)
     model = open_clip.CLIP(**model_cfg)
-    if hasattr(model.visual, "set_input_size"):  # a timm trunk is built at its own default size
-        model.visual.set_input_size(model.visual.image_size)
     if config.pretrained is not None:
         if not os.path.isfile(config.pretrained):
             raise ValueError(f"OpenClipEncoderConfig.pretrained={config.pretrained!r} is not a file "
@@ -171,7 +172,11 @@ def _create_clip(config: OpenClipEncoderConfig) -> nn.Module:
         if not visual:
             raise ValueError(f"{config.pretrained} holds no 'visual.*' weights (an open_clip checkpoint was expected)")
         model.visual.load_state_dict(visual, strict=True)
-    size = model.visual.image_size
-    preprocess = {**dataclasses.asdict(PreprocessCfg()), "size": size[0] if size[0] == size[1] else tuple(size)}
+    size = _pair(model.visual.image_size)
+    preprocess = {**dataclasses.asdict(PreprocessCfg()), "size": size[0] if size[0] == size[1] else size}
     open_clip.set_model_preprocess_cfg(model, {**preprocess, **(config.preprocess_cfg or {})})
     return model
+
+
+def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
