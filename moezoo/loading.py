@@ -2,13 +2,16 @@
 
 It recognises a moezoo checkpoint (``moezoo_config.json``), a transformers
 checkpoint of a supported family (``config.json``), so users can bring the MoE
-models they already have (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE) or a dense Llama /
-Qwen2 to upcycle, and a registered pretrained name (``arch.tag``).
+models they already have (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE), a dense Llama /
+Qwen2 to upcycle, or a LLaVA built on any of them, and a registered pretrained name
+(``arch.tag``).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -40,9 +43,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu",
 
         return load_moezoo(path, device=device, dtype=dtype).eval()
     if (path / "config.json").is_file():
-        from moezoo.convert.hf_import import import_hf
-
-        return import_hf(path, device=device, dtype=dtype).eval()
+        return hf_importer(path / "config.json")(path, device=device, dtype=dtype).eval()
     if path.exists():
         raise FileNotFoundError(f"{path} holds neither {CONFIG_NAME} (a moezoo checkpoint) nor config.json "
                                 "(a transformers checkpoint)")
@@ -52,3 +53,25 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu",
         check_pretrained(name_or_path)  # raises, naming the closest registered names
     raise FileNotFoundError(f"no checkpoint dir at {path}; moezoo.load takes a moezoo or transformers "
                             "checkpoint dir, or a pretrained name from moezoo.list_models(pretrained=True)")
+
+
+def hf_importer(config_file: Path) -> Callable[..., Any]:
+    """The importer of a transformers ``config.json``, chosen by its ``model_type``.
+
+    Example:
+        >>> import tempfile
+        >>> file = Path(tempfile.mkdtemp()) / "config.json"
+        >>> _ = file.write_text('{"model_type": "llava"}')
+        >>> hf_importer(file).__name__
+        'import_llava'
+    """
+    from moezoo.convert.hf_import import import_hf
+    from moezoo.convert.llava_import import import_llava
+
+    # model_type -> importer; the text importer takes every other one (and names the families it reads).
+    importers = {"llava": import_llava}
+    try:
+        cfg = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_file} is not valid JSON ({err})") from None
+    return importers.get(cfg.get("model_type") if isinstance(cfg, dict) else None, import_hf)

@@ -2,8 +2,9 @@
 
 Each figure is the median over repeats of one full resampled epoch of
 ``ShardDataModule.train_dataloader()``: shard reading, PNG decoding, the image
-transform, the chat template, tokenisation and the padding collate, with worker
-start-up included, as a training run pays it each epoch without persistent workers.
+preprocessing of the quickstart model's processor (``film_cnn_moe_small``), the chat
+template, tokenisation and the padding collate, with worker start-up included, as a
+training run pays it each epoch without persistent workers.
 """
 
 from __future__ import annotations
@@ -44,16 +45,18 @@ def _inputs(args: argparse.Namespace, tmp: Path) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> dict:
     from moezoo.bench.timing import median, time_interleaved
+    from moezoo.processing.processor import Processor
     from moezoo.processing.tokenizer import load_tokenizer
-    from moezoo.train.datamodule import ShardDataModule
+    from moezoo.train.datamodule import ShardDataModule, resolve_processor
 
     workers = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         data, tok_dir = _inputs(args, Path(tmp))
-        tokenizer = load_tokenizer(tok_dir)
+        quickstart = resolve_processor("film_cnn_moe_small")  # its token counts and preprocessing, this tokenizer
+        processor = Processor(load_tokenizer(tok_dir), quickstart.num_tokens, image=quickstart.image_spec)
         modules = {
-            w: ShardDataModule(data, tokenizer, batch_size=args.batch_size, num_workers=w, epoch_length=args.samples,
-                               val_split=None, test_split=None)  # fmt: skip
+            w: ShardDataModule(data, processor=processor, batch_size=args.batch_size, num_workers=w,
+                               epoch_length=args.samples, val_split=None, test_split=None)  # fmt: skip
             for w in workers
         }
 

@@ -74,7 +74,7 @@ class TextFamily:
     moe_block: str = "mlp"
     # per-expert (gate, up, down) weight names
     expert_projections: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
-    # the tiny test model's config overrides (see moezoo.convert.testing)
+    # the tiny test model's config overrides, chosen to exercise the family's peculiarities (moezoo.convert.testing)
     tiny: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

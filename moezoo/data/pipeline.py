@@ -11,8 +11,27 @@ Two pipelines, as the webdataset docs recommend for multi-node training:
 
 Seeds are derived from (seed, epoch, rank, worker), so a run is deterministic for a
 seed and a given number of ranks and workers. Each sample passes through a
-:class:`SampleProcessor`, which decodes it, applies the encoder's own preprocessing
-and the chat template, and skips and counts what is broken.
+:class:`SampleProcessor`, which decodes it, preprocesses its media and tokenises its
+conversation with the model's :class:`~moezoo.processing.processor.Processor` (so data
+and model cannot disagree on token counts or pixels), and skips and counts what is broken.
+
+**Sample layout.** A chat sample is ``KEY.json`` with LLaVA ``conversations`` whose turns
+place each medium with a placeholder (``<image>``, ``<audio>``, ``<video>``), plus one
+member per medium, named by webdataset's ``KEY.EXT`` rule:
+
+* one medium of a kind: ``KEY.png`` (or ``jpg``, ``jpeg``, ``webp``, ``bmp``), ``KEY.wav``
+  (or ``flac``), ``KEY.mp4`` (or ``webm``, ``mkv``, ``avi``, ``mov``), or a video as frames
+  ``KEY.frames.0.png``, ``KEY.frames.1.png``, ...;
+* several: the same with a leading index, in placeholder order: ``KEY.0.png``,
+  ``KEY.1.png``; ``KEY.0.wav``; ``KEY.0.mp4`` or ``KEY.0.frames.0.png``, ... Indices run
+  0, 1, ... with no gap; frames are ordered by their number and sampled uniformly to the
+  processor's ``video_frames``.
+
+The text must hold one placeholder per medium (a single image without a placeholder is
+put before the first user turn, as LLaVA does). Audio is read with
+:func:`moezoo.processing.audio.load_audio` at its own sample rate and resampled by the
+processor; an mp4 is decoded through :mod:`moezoo.processing.video` (PyAV). A text
+sample is ``KEY.txt``, cut into ``max_length`` windows.
 """
 
 from __future__ import annotations
@@ -23,20 +42,36 @@ import math
 import os
 import random
 import re
-import wave
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
-import numpy as np
 import torch
 import webdataset as wds
 
-from moezoo.processing.chat import ChatTemplate, Encoded, TokenizerAdapter, encode_document
 from moezoo.data.robust import SampleError, SkipCounter
-from moezoo.processing.tokens import AUDIO, IMAGE
+from moezoo.processing.chat import Encoded, TokenizerAdapter, encode_document
+from moezoo.processing.processor import INPUT_KEYS, MODALITIES, Processor
+from moezoo.processing.tokens import AUDIO, IMAGE, VIDEO
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp")
-AUDIO_EXTS = ("wav",)
+AUDIO_EXTS = ("wav", "flac")
+VIDEO_EXTS = ("mp4", "webm", "mkv", "avi", "mov")
+# The placeholders of the data (LLaVA JSON); the processor maps them to its model's tokens.
+DATA_PLACEHOLDERS = {"image": IMAGE, "audio": AUDIO, "video": VIDEO}
+# A skip streak this long means the data and the processor do not fit (say, image data for
+# a text-only model): stop with an error instead of skipping forever in a resampled epoch.
+MAX_SKIP_STREAK = 1000
+# What a chat sample's JSON may carry besides the conversation, passed on in the batch's ``meta``.
+META_KEYS = ("id", "question_id", "image_id", "answer", "question_type", "caption")
+
+
+def _member_re(exts: tuple[str, ...], middle: str = "") -> re.Pattern:
+    return re.compile(rf"^(?:(\d+)\.)?{middle}({'|'.join(exts)})$")
+
+
+_MEMBERS = {"image": _member_re(IMAGE_EXTS), "audio": _member_re(AUDIO_EXTS), "video": _member_re(VIDEO_EXTS)}
+_FRAME = _member_re(IMAGE_EXTS, middle=r"frames\.(\d+)\.")
 
 
 def decode_image(data: bytes):
@@ -62,101 +97,148 @@ def decode_image(data: bytes):
         raise SampleError("corrupt_image", type(err).__name__) from None
 
 
-def decode_wav(data: bytes) -> tuple[torch.Tensor, int]:
-    """Decode a PCM WAV file to a float waveform ``(channels, samples)`` in [-1, 1] and its rate.
+def media_members(sample: dict[str, Any]) -> dict[str, list]:
+    """Modality -> its members in placeholder order (see the module docstring for the names).
+
+    An image or audio clip is one member name; a video is a file member name or the list
+    of its frame members in frame order.
+
+    Raises:
+        SampleError: ``media_mismatch`` when the names do not form one item per index
+            0, 1, ... (a gap, ``png`` beside ``0.png``, a video as a file and as frames).
 
     Example:
-        >>> buf = io.BytesIO()
-        >>> with wave.open(buf, "wb") as w:
-        ...     w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000); w.writeframes(b"\\x00\\x40" * 4)
-        >>> wav, rate = decode_wav(buf.getvalue())
-        >>> tuple(wav.shape), rate, wav[0, 0].item()
-        ((1, 4), 8000, 0.5)
+        >>> media_members({"__key__": "k", "json": b"", "1.png": b"", "0.png": b"", "frames.1.jpg": b"",
+        ...                "frames.0.jpg": b""})
+        {'image': ['0.png', '1.png'], 'audio': [], 'video': [['frames.0.jpg', 'frames.1.jpg']]}
     """
-    try:
-        with wave.open(io.BytesIO(data), "rb") as w:
-            width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
-            frames = w.readframes(w.getnframes())
-        dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
-        pcm = np.frombuffer(frames, dtype=dtype).astype(np.float32)
-    except (wave.Error, EOFError, KeyError, ValueError) as err:
-        raise SampleError("corrupt_audio", type(err).__name__) from None
-    pcm = (pcm - 128.0) / 128.0 if width == 1 else pcm / float(2 ** (8 * width - 1))
-    return torch.from_numpy(pcm.reshape(-1, channels).T.copy()), rate
+    return {modality: _in_order(modality, items) for modality, items in _group_members(sample).items()}
 
 
-def default_image_transform(image_size: int | None = None) -> Callable:
-    """PIL image -> float tensor ``(3, H, W)`` in [0, 1], resized to a square if ``image_size`` is set.
+def _group_members(sample: dict[str, Any]) -> dict[str, dict[str | None, list]]:
+    """Modality -> index (``None`` when unindexed) -> its member names (``(frame, name)`` for frames)."""
+    found: dict[str, dict[str | None, list]] = {m: {} for m in MODALITIES}
+    for name in sample:
+        if name.startswith("__"):
+            continue
+        for modality, pattern in _MEMBERS.items():
+            if match := pattern.match(name):
+                found[modality].setdefault(match[1], []).append(name)
+                break
+        else:
+            if match := _FRAME.match(name):
+                found["video"].setdefault(match[1], []).append((int(match[2]), name))
+    return found
 
-    Pass an encoder's own transform instead (timm ``create_transform``, open_clip's
-    ``preprocess``) to match what its weights were trained on.
-    """
-    return _ToTensor(image_size)
 
-
-class _ToTensor:
-    def __init__(self, size: int | None):
-        self.size = size
-
-    def __call__(self, image) -> torch.Tensor:
-        from PIL import Image
-
-        if self.size is not None and image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+def _in_order(modality: str, items: dict[str | None, list]) -> list:
+    if not items:
+        return []
+    if None in items and len(items) > 1:
+        names = sorted(n if isinstance(n, str) else n[1] for group in items.values() for n in group)
+        raise SampleError("media_mismatch", f"{modality} members both with and without an index: {names}")
+    indices = sorted(items, key=lambda i: -1 if i is None else int(i))
+    if None not in items and [int(i) for i in indices] != list(range(len(indices))):
+        raise SampleError("media_mismatch", f"{modality} member indices {[int(i) for i in indices]} are not 0..n-1")
+    out = []
+    for index in indices:
+        names = items[index]
+        files = [n for n in names if isinstance(n, str)]
+        frames = [n for n in names if not isinstance(n, str)]
+        if len(files) + bool(frames) != 1:
+            raise SampleError("media_mismatch", f"{modality} {index or 0} has several members: "
+                                                f"{sorted(files + [n for _, n in frames])}")
+        out.append(files[0] if files else [n for _, n in sorted(frames)])
+    return out
 
 
 @dataclass
 class ProcessedSample:
-    """A tokenised sample, ready for the collate."""
+    """A tokenised sample, ready for the collate.
+
+    Attributes:
+        media: model input key (``pixel_values``, ``input_features``, ``pixel_values_videos``)
+            -> this sample's preprocessed items, ``(n, ...)`` in placeholder order.
+    """
 
     key: str
     input_ids: torch.Tensor  # (T,)
     labels: torch.Tensor  # (T,)
-    image: Any = None
-    audio: Any = None
+    media: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict | None = None
+
+
+class PlaceholderTokens(TokenizerAdapter):
+    """The processor's tokenizer, with the data's placeholders mapped to the processor's tokens.
+
+    Data follows LLaVA and writes ``<image>``; a model may call its placeholder otherwise
+    (Qwen's ``<|image_pad|>``). The chat template asks :meth:`placeholder_id` for the data's
+    placeholder and gets the model's id, which is also masked out of the labels.
+    """
+
+    def __init__(self, processor: Processor):
+        super().__init__(processor.tokenizer)
+        self._mapped: dict[str, int] = {}
+        for modality in processor.modalities:  # raises, naming the token, if the tokenizer lacks one
+            self._mapped[DATA_PLACEHOLDERS[modality]] = super().placeholder_id(processor.placeholders[modality])
+        self.placeholder_ids = frozenset(self.placeholder_ids | set(self._mapped.values()))
+
+    def placeholder_id(self, token: str) -> int:
+        return self._mapped[token] if token in self._mapped else super().placeholder_id(token)
 
 
 class SampleProcessor:
     """A webdataset stage: raw tar samples in, :class:`ProcessedSample` out; bad ones skipped and counted.
 
-    Chat samples have ``json`` with LLaVA ``conversations`` (plus an image / ``wav`` member
-    when a turn holds ``<image>`` / ``<audio>``); text samples have ``txt`` and become
-    ``max_length`` windows. A chat sample longer than ``max_length`` is skipped
-    (``too_long``): truncating it would cut off the answer it is there to teach.
+    Chat samples follow the layout of the module docstring; their media go through
+    ``processor``'s image / audio / video preprocessing and each placeholder expands to
+    the processor's token count, with labels -100 on prompts and placeholders
+    (``processor.training_template``). Text samples (``txt``) become ``max_length``
+    windows. A chat sample longer than ``max_length`` is skipped (``too_long``):
+    truncating it would cut off the answer it is there to teach.
+
+    Args:
+        processor: the model's processor (``Processor(tokenizer, {})`` for text-only models).
+        counter: where skipped samples are counted.
+        max_length: the token budget of a sample.
+        system_prompt: an optional system turn before every conversation.
     """
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        template: ChatTemplate,
-        counter: SkipCounter,
-        max_length: int,
-        image_transform: Callable | None = None,
-        audio_transform: Callable | None = None,
-    ):
-        self.tok = tokenizer if isinstance(tokenizer, TokenizerAdapter) else TokenizerAdapter(tokenizer)
-        self.template, self.counter, self.max_length = template, counter, max_length
-        self.image_transform = image_transform or default_image_transform()
-        self.audio_transform = audio_transform
+    def __init__(self, processor: Processor, counter: SkipCounter, max_length: int, system_prompt: str | None = None):
+        self.processor, self.counter, self.max_length = processor, counter, max_length
+        self.tok = PlaceholderTokens(processor)
+        self.template = processor.training_template(system_prompt)
+        self._streak = 0
 
     def __call__(self, src: Iterator[dict]) -> Iterator[ProcessedSample]:
         for sample in src:
             key = sample.get("__key__", "?")
             try:
-                yield from self.process(sample)
+                out = self.process(sample)
             except SampleError as err:
-                self.counter.skip(err.reason, key, err.detail)
-            except Exception as err:  # a user transform or tokenizer failing must not end the run
-                self.counter.skip("error", key, f"{type(err).__name__}: {err}"[:200])
+                self._skip(err.reason, key, err.detail)
+                continue
+            except Exception as err:  # a user's preprocessing or tokenizer failing must not end the run
+                self._skip("error", key, f"{type(err).__name__}: {err}"[:200])
+                continue
+            self._streak = 0
+            yield from out
+
+    def _skip(self, reason: str, key: str, detail: str) -> None:
+        self.counter.skip(reason, key, detail)
+        self._streak += 1
+        if self._streak >= MAX_SKIP_STREAK:
+            totals = {r: n for r, n in self.counter.totals().items() if n}
+            raise RuntimeError(f"the last {self._streak} samples were all skipped (so far: {totals}; the last: "
+                               f"{reason}: {detail}); check that the data fits the processor "
+                               f"(it takes {self.processor.modalities or 'text only'})")
 
     def process(self, sample: dict) -> list[ProcessedSample]:
         key = sample["__key__"]
         if "txt" in sample:  # a document (its json, if any, is provenance only)
             text = sample["txt"].decode("utf-8", errors="replace")
             windows = encode_document(text, self.tok, self.max_length)
-            return [self._tensors(f"{key}/{i}", enc, None, None, None) for i, enc in enumerate(windows)]
+            return [self._tensors(f"{key}/{i}", enc, {}, None) for i, enc in enumerate(windows)]
         if "json" not in sample:
             members = sorted(k for k in sample if not k.startswith("__"))
             raise SampleError("missing_key", f"no 'json' or 'txt' member (has {members})")
@@ -168,35 +250,87 @@ class SampleProcessor:
             raise SampleError("bad_json", "expected an object with a 'conversations' list")
         conversations = body["conversations"]
         text = " ".join(str(t.get("value", "")) for t in conversations if isinstance(t, dict))
-        image = audio = None
-        image_ext = next((e for e in IMAGE_EXTS if e in sample), None)
-        if IMAGE in text or image_ext:
-            if image_ext is None:
-                raise SampleError("missing_key", "a turn holds <image> but the sample has no image member")
-            if IMAGE not in text:  # LLaVA puts the image first when the text does not place it
-                conversations = _prepend(conversations, IMAGE)
-            elif text.count(IMAGE) > 1:
-                raise SampleError("bad_json", f"{text.count(IMAGE)} <image> placeholders; one image per sample")
-            image = self.image_transform(decode_image(sample[image_ext]))
-        if AUDIO in text:
-            audio_ext = next((e for e in AUDIO_EXTS if e in sample), None)
-            if audio_ext is None:
-                raise SampleError("missing_key", "a turn holds <audio> but the sample has no wav member")
-            wav, rate = decode_wav(sample[audio_ext])
-            audio = self.audio_transform(wav, rate) if self.audio_transform else wav
+        groups, members = _group_members(sample), {}
+        for modality in MODALITIES:
+            members[modality], conversations = self._check_media(modality, text, groups[modality], conversations)
         try:
             enc = self.template.encode(conversations, self.tok)
         except ValueError as err:
             raise SampleError("bad_json", str(err)) from None
         if len(enc.input_ids) > self.max_length:
             raise SampleError("too_long", f"{len(enc.input_ids)} tokens > max_length={self.max_length}")
-        meta = {k: body[k] for k in ("id", "question_id", "image_id", "answer", "question_type", "caption") if k in body}
-        return [self._tensors(key, enc, image, audio, meta)]
+        media = {}
+        for modality in MODALITIES:  # decoded only now: a sample skipped above costs no decoding
+            if members[modality]:
+                items = [sample[n] if isinstance(n, str) else [sample[f] for f in n] for n in members[modality]]
+                media[INPUT_KEYS[modality]] = self._preprocess(modality, items)
+        meta = {k: body[k] for k in META_KEYS if k in body}
+        return [self._tensors(key, enc, media, meta)]
+
+    def _check_media(self, modality: str, text: str, groups: dict, conversations: list[dict]) -> tuple[list, list]:
+        """The sample's ``modality`` members in order and the conversation, checked against each other
+        (a lone image without a placeholder is put first)."""
+        placeholder = DATA_PLACEHOLDERS[modality]
+        n_text = text.count(placeholder)
+        if not n_text and not groups:
+            return [], conversations
+        if modality not in self.processor.num_tokens:  # before the names: the model cannot use them anyway
+            raise SampleError("unsupported_modality", f"the sample has {modality} ({n_text} {placeholder}, "
+                                                      f"{len(groups)} member(s)) but the model takes "
+                                                      f"{self.processor.modalities or 'text only'}")
+        members = _in_order(modality, groups)
+        n_media = len(members)
+        if not n_media:
+            raise SampleError("missing_key", f"a turn holds {placeholder} but the sample has no {modality} member")
+        if not n_text and n_media == 1 and modality == "image":  # LLaVA puts the image first when the text does not
+            return members, _prepend(conversations, placeholder)
+        if n_text != n_media:
+            raise SampleError("media_mismatch", f"{n_text} {placeholder} placeholder(s) but {n_media} {modality} "
+                                                f"member(s) {members}")
+        return members, conversations
+
+    def _preprocess(self, modality: str, items: list) -> torch.Tensor:
+        """``(n, ...)`` model inputs of one sample's ``modality`` items (member bytes; a video's frames a list)."""
+        if modality == "image":
+            return self.processor.image_processor([decode_image(data) for data in items])
+        if modality == "audio":
+            return self.processor.audio_processor([self._audio(data) for data in items])
+        return self.processor.video_processor([self._video(item) for item in items])
+
+    def _audio(self, data: bytes) -> tuple[Any, int]:
+        from moezoo.processing.audio import load_audio
+
+        try:
+            wave_CS, rate = load_audio(data)
+        except ValueError as err:
+            raise SampleError("corrupt_audio", str(err)[:200]) from None
+        features = self.processor.audio_processor
+        limit, to_rate = getattr(features, "max_samples", None), getattr(features, "sampling_rate", None)
+        # Checked here, not left to the processor's ValueError, so it is counted as what it is.
+        if limit is not None and math.ceil(wave_CS.shape[-1] * to_rate / rate) > limit:  # resample_poly's length
+            raise SampleError("too_long", f"audio of {wave_CS.shape[-1] / rate:.2f} s > the encoder's window "
+                                          f"of {limit / to_rate:g} s")
+        return wave_CS, rate
+
+    def _video(self, item: bytes | list[bytes]) -> Any:
+        if isinstance(item, list):  # frames
+            return [decode_image(data) for data in item]
+        # PyAV reads a path; the frames are decoded (and the file removed) before returning.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "video")
+            with open(path, "wb") as f:
+                f.write(item)
+            from moezoo.processing.video import read_video
+
+            try:  # without PyAV this raises ImportError, counted as "error" with its message
+                return read_video(path, self.processor.video_frames)
+            except (OSError, ValueError) as err:  # PyAV's errors are OSErrors
+                raise SampleError("corrupt_video", f"{type(err).__name__}: {err}"[:200]) from None
 
     @staticmethod
-    def _tensors(key: str, enc: Encoded, image: Any, audio: Any, meta: dict | None) -> ProcessedSample:
+    def _tensors(key: str, enc: Encoded, media: dict[str, torch.Tensor], meta: dict | None) -> ProcessedSample:
         ids = torch.tensor(enc.input_ids, dtype=torch.long)
-        return ProcessedSample(key, ids, torch.tensor(enc.labels, dtype=torch.long), image, audio, meta)
+        return ProcessedSample(key, ids, torch.tensor(enc.labels, dtype=torch.long), media, meta)
 
 
 def _prepend(conversations: list[dict], placeholder: str) -> list[dict]:

@@ -19,9 +19,15 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-# Why a sample was skipped. "bad_shard": the tar stream itself failed (truncated,
-# not a tar); "error": anything unexpected, e.g. a user transform raising.
-REASONS = ("corrupt_image", "corrupt_audio", "missing_key", "bad_json", "too_long", "bad_shard", "error")
+# Why a sample was skipped. "missing_key": a member the sample needs is absent (its
+# text or json, or any media member for a placeholder); "media_mismatch": the text's
+# placeholders and the media members disagree in number (or the members are misnamed);
+# "unsupported_modality": the sample has a modality the model's processor does not take;
+# "too_long": more tokens than max_length, or audio longer than the encoder's window;
+# "bad_shard": the tar stream itself failed (truncated, not a tar); "error": anything
+# unexpected, e.g. a user's preprocessing raising.
+REASONS = ("corrupt_image", "corrupt_audio", "corrupt_video", "missing_key", "bad_json", "media_mismatch",
+           "unsupported_modality", "too_long", "bad_shard", "error")
 METRIC = "data/skipped"
 
 

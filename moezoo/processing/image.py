@@ -68,6 +68,12 @@ class ImageProcessor:
     def __repr__(self) -> str:
         return f"ImageProcessor({self.spec})"
 
+    def __getstate__(self) -> dict:  # the library transforms may not pickle; the spec rebuilds them
+        return {"spec": self.spec}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(build_image_processor(state["spec"]).__dict__)
+
 
 def to_rgb_image(image: Any, index: int = 0):
     """One input image as an RGB PIL image; grey is replicated and transparency composited onto white.
@@ -78,10 +84,10 @@ def to_rgb_image(image: Any, index: int = 0):
     Example:
         >>> to_rgb_image(np.zeros((4, 5), dtype=np.uint8)).size
         (5, 4)
-        >>> to_rgb_image(np.zeros((4, 5, 2), dtype=np.uint8), index=3)
+        >>> to_rgb_image(np.zeros((4, 5, 2), dtype=np.uint8), index=3)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: image 3 has shape (4, 5, 2); expected PIL images, (H, W) or (H, W, C) uint8 numpy arrays, or (C, H, W) / (H, W) uint8 or float [0, 1] tensors, with C = 1 (grey), 3 (RGB) or 4 (RGBA)
+        ValueError: image 3 has shape (4, 5, 2); expected PIL images, (H, W) or (H, W, C) uint8 numpy arrays, ...
     """
     from PIL import Image
 

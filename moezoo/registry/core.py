@@ -36,8 +36,10 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
         moezoo.create_model("moe_lm_deep")
     """
     name = fn.__name__
-    if name in _ENTRYPOINTS and _ENTRYPOINTS[name] is not fn:
-        raise ValueError(f"architecture {name!r} is registered twice")
+    previous = _ENTRYPOINTS.get(name)
+    # The same function again (its module re-imported, as doctest collection may do) replaces itself.
+    if previous is not None and (previous.__module__, previous.__qualname__) != (fn.__module__, fn.__qualname__):
+        raise ValueError(f"architecture {name!r} is registered twice ({previous.__module__} and {fn.__module__})")
     _ENTRYPOINTS[name] = fn
     return fn
 

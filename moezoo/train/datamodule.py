@@ -2,10 +2,15 @@
 
 Follows Lightning's DataModule contract (one object owns the train / val / test
 loaders, so a YAML ``data:`` section fully describes the data) and the webdataset
-multi-node recipe described in :mod:`moezoo.data.pipeline`. A batch is a dict::
+multi-node recipe described in :mod:`moezoo.data.pipeline`. The model's
+:class:`~moezoo.processing.processor.Processor` is the single source of preprocessing
+and placeholder token counts, so data and model cannot disagree. A batch is what
+``model(**batch)`` takes, in transformers' key names, plus two ride-alongs::
 
     input_ids (B, T), attention_mask (B, T), labels (B, T; -100 on prompt, placeholders, padding),
-    images (N_img, C, H, W) in the order their <image> slots appear, audios (list), keys, meta
+    pixel_values (N_images, 3, H, W), input_features (N_audios, mel_bins, frames),
+    pixel_values_videos (N_videos, F, 3, H, W)   (each flattened over the batch in placeholder order)
+    keys (B sample keys), meta (B dicts)          (not tensors; MoEZooModule drops them)
 """
 
 from __future__ import annotations
@@ -14,24 +19,21 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import webdataset as wds
 
-from moezoo.processing.chat import IGNORE_INDEX, ChatTemplate, TokenizerAdapter
-from moezoo.data.pipeline import (
-    NodeInfo,
-    ProcessedSample,
-    SampleProcessor,
-    build_pipeline,
-    default_image_transform,
-    samples_per_worker,
-)
+from moezoo.data.pipeline import NodeInfo, ProcessedSample, SampleProcessor, build_pipeline, samples_per_worker
 from moezoo.data.robust import SkipCounter, merge_totals
 from moezoo.data.shards import DatasetIndex
-from moezoo.utils.checks import check_min, require
+from moezoo.processing.chat import IGNORE_INDEX, TokenizerAdapter
+from moezoo.processing.processor import INPUT_KEYS, PROCESSOR_NAME, Processor
+from moezoo.utils.checks import check_min
+
+ONE_SOURCE = ("give exactly one of `processor` (a Processor, a model, a checkpoint dir or an architecture name) "
+              "and, for text-only data, `tokenizer`")
 
 
 @dataclass
@@ -49,8 +51,6 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     max_length: int = 256
-    image_size: int | None = None
-    image_tokens: int = 1
     system_prompt: str | None = None
     resampled: bool = True
     epoch_length: int = 10_000
@@ -62,21 +62,69 @@ class DataConfig:
     warn_first: int = 5
 
     def __post_init__(self) -> None:
-        check_min(self, batch_size=1, num_workers=0, max_length=2, epoch_length=1, shuffle_buffer=0, image_tokens=1,
-                  warn_first=0)  # fmt: skip
-        if self.image_size is not None:
-            require(self, "image_size", self.image_size >= 1, "must be >= 1 or None (keep the size)")
+        check_min(self, batch_size=1, num_workers=0, max_length=2, epoch_length=1, shuffle_buffer=0, warn_first=0)
+
+
+def resolve_processor(processor: Any = None, tokenizer: Any = None) -> Processor:
+    """The :class:`~moezoo.processing.processor.Processor` that ``processor`` or ``tokenizer`` names.
+
+    Args:
+        processor: a ``Processor``; anything with a ``processor`` attribute (a moezoo model,
+            a :class:`~moezoo.train.module.MoEZooModule`), or a ``tokenizer`` one (a text
+            model); a checkpoint dir (its ``moezoo_processor.json``, else its tokenizer); or a
+            registered architecture name (built on the meta device, for its processor only).
+        tokenizer: for text-only data, a tokenizer object or dir instead (no media).
+
+    Raises:
+        ValueError: both or neither given, or ``processor`` names nothing that has one.
+
+    Example:
+        >>> resolve_processor("mm_tiny_cnn").num_tokens
+        {'image': 4}
+    """
+    if (processor is None) == (tokenizer is None):
+        raise ValueError(ONE_SOURCE)
+    if tokenizer is not None:
+        return Processor(_tokenizer(tokenizer), {})
+    if isinstance(processor, (str, Path)):
+        path = Path(processor)
+        if (path / PROCESSOR_NAME).is_file():
+            return Processor.from_pretrained(path)
+        if path.is_dir() or os.sep in str(processor):  # a text model's checkpoint (or a tokenizer dir)
+            return Processor(_tokenizer(path), {})
+        import moezoo
+
+        return resolve_processor(moezoo.create_model(str(processor), device="meta"))
+    if hasattr(processor, "training_template"):  # a Processor (or a subclass with its own preprocessing)
+        return processor
+    if getattr(processor, "processor", None) is not None:
+        return processor.processor
+    if getattr(processor, "tokenizer", None) is not None:
+        return Processor(processor.tokenizer, {})
+    raise ValueError(f"cannot take a processor from a {type(processor).__name__}; give a Processor, a model with "
+                     "a processor or tokenizer, a checkpoint dir or a registered architecture name")
+
+
+def _tokenizer(tokenizer: Any) -> Any:
+    if isinstance(tokenizer, (str, Path)):
+        from moezoo.processing.tokenizer import load_tokenizer
+
+        return load_tokenizer(tokenizer)
+    return tokenizer
 
 
 def pad_collate(samples: list[ProcessedSample], pad_id: int) -> dict[str, Any]:
     """Right-pad a list of samples into a batch dict (see the module docstring).
 
     Example:
-        >>> a = ProcessedSample("a", torch.tensor([5, 6, 7]), torch.tensor([-100, 6, 7]))
-        >>> b = ProcessedSample("b", torch.tensor([8]), torch.tensor([8]))
+        >>> a = ProcessedSample("a", torch.tensor([5, 6, 7]), torch.tensor([-100, 6, 7]),
+        ...                     {"pixel_values": torch.zeros(2, 3, 4, 4)})
+        >>> b = ProcessedSample("b", torch.tensor([8]), torch.tensor([8]), {"pixel_values": torch.ones(1, 3, 4, 4)})
         >>> batch = pad_collate([a, b], pad_id=0)
         >>> batch["input_ids"].tolist(), batch["labels"][1].tolist(), batch["attention_mask"][1].tolist()
         ([[5, 6, 7], [8, 0, 0]], [8, -100, -100], [1, 0, 0])
+        >>> batch["pixel_values"].shape, batch["pixel_values"][:, 0, 0, 0].tolist()  # a's two images, then b's
+        (torch.Size([3, 3, 4, 4]), [0.0, 0.0, 1.0])
     """
     if not samples:
         raise ValueError("pad_collate got an empty batch")
@@ -88,13 +136,13 @@ def pad_collate(samples: list[ProcessedSample], pad_id: int) -> dict[str, Any]:
         n = len(s.input_ids)
         ids[i, :n], labels[i, :n], mask[i, :n] = s.input_ids, s.labels, 1
     batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    images = [s.image for s in samples if s.image is not None]
-    if images:  # stack when the transform gives same-shape tensors (the usual case), else keep a list
-        same = all(isinstance(x, torch.Tensor) and x.shape == images[0].shape for x in images)
-        batch["images"] = torch.stack(images) if same else images
-    audios = [s.audio for s in samples if s.audio is not None]
-    if audios:
-        batch["audios"] = audios  # lengths differ; the audio encoder pads / resamples
+    for key in INPUT_KEYS.values():  # in batch order, each sample's items in placeholder order: the model's order
+        parts = [s.media[key] for s in samples if key in s.media]
+        if parts:
+            if any(p.shape[1:] != parts[0].shape[1:] for p in parts):
+                raise ValueError(f"{key} of different shapes in one batch: {[tuple(p.shape) for p in parts]}; "
+                                 "the processor must give one size")
+            batch[key] = torch.cat(parts)
     batch["keys"] = [s.key for s in samples]
     batch["meta"] = [s.meta or {} for s in samples]
     return batch
@@ -115,12 +163,15 @@ class ShardDataModule(pl.LightningDataModule):
 
     Args:
         data_dir: a dataset dir from ``moezoo data build`` / ``from-llava``.
-        tokenizer: a tokenizer dir (``tokenizer.json``) or a tokenizer object (ours or HF).
+        tokenizer: for text-only models, a tokenizer dir or object (ours or HF) instead of a processor.
+        processor: the model's preprocessing: a :class:`~moezoo.processing.processor.Processor`, a
+            model or :class:`~moezoo.train.module.MoEZooModule`, a checkpoint dir, or a registered
+            architecture name (:func:`resolve_processor`). Resolved on first use, so a module's
+            model is built by the trainer first.
         batch_size: samples per batch, per rank.
         num_workers: DataLoader worker processes per rank.
-        max_length: token budget; longer chat samples are skipped, documents are windowed.
-        image_size: resize images to this square size for the default transform (None: keep).
-        image_tokens: slots each ``<image>`` expands to (the image encoder's token count).
+        max_length: token budget (placeholders expanded); longer chat samples are skipped,
+            documents are windowed.
         system_prompt: optional system turn in the chat template.
         resampled: train on resampled shards with a set epoch length (multi-node safe), or
             on one shuffled pass split by node and worker.
@@ -129,28 +180,23 @@ class ShardDataModule(pl.LightningDataModule):
         seed: the seed of shard resampling and shuffling.
         train_split, val_split, test_split: split names in ``index.json``; None disables one.
         warn_first: skipped samples named in a warning per process before counting silently.
-        image_transform: the image encoder's preprocessing (PIL image -> tensor), e.g. timm's
-            ``create_transform(**resolve_data_config(model=...))`` or open_clip's ``preprocess``.
-        audio_transform: ``(waveform (C, T), sample_rate) -> features`` for audio samples.
 
     Example:
-        >>> from moezoo.processing.tokenizer import ZOO_TOKENIZER_DIR
         >>> data = Path(__file__).resolve().parents[2] / "data"  # the shipped data
-        >>> dm = ShardDataModule(data / "shapes-vqa", ZOO_TOKENIZER_DIR, batch_size=8, epoch_length=8)
+        >>> dm = ShardDataModule(data / "shapes-vqa", processor="mm_tiny_cnn", batch_size=8, epoch_length=8)
         >>> batch = next(iter(dm.train_dataloader()))
-        >>> sorted(batch), tuple(batch["images"].shape)
-        (['attention_mask', 'images', 'input_ids', 'keys', 'labels', 'meta'], (8, 3, 64, 64))
+        >>> sorted(batch), tuple(batch["pixel_values"].shape)
+        (['attention_mask', 'input_ids', 'keys', 'labels', 'meta', 'pixel_values'], (8, 3, 32, 32))
     """
 
     def __init__(
         self,
         data_dir: str,
-        tokenizer: str | Any,
+        tokenizer: str | Any | None = None,
+        processor: str | Any | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         max_length: int = 256,
-        image_size: int | None = None,
-        image_tokens: int = 1,
         system_prompt: str | None = None,
         resampled: bool = True,
         epoch_length: int = 10_000,
@@ -160,35 +206,38 @@ class ShardDataModule(pl.LightningDataModule):
         val_split: str | None = "val",
         test_split: str | None = "test",
         warn_first: int = 5,
-        image_transform: Callable | None = None,
-        audio_transform: Callable | None = None,
     ):
         super().__init__()
         args = {**locals(), "data_dir": str(data_dir)}
         self.config = DataConfig(**{f.name: args[f.name] for f in dataclasses.fields(DataConfig)})
-        # Recorded in checkpoints; the tokenizer and transforms are objects, saved by the model.
-        self.save_hyperparameters(ignore=["tokenizer", "image_transform", "audio_transform"])
+        if (processor is None) == (tokenizer is None):
+            raise ValueError(ONE_SOURCE)
+        # Recorded in checkpoints as plain values (they load with weights_only=True); a processor or
+        # tokenizer object is the model's, saved with it.
+        sources = (("tokenizer", tokenizer), ("processor", processor))
+        named = {k: str(v) for k, v in sources if isinstance(v, (str, Path))}
+        self.save_hyperparameters({**dataclasses.asdict(self.config), **named})
         self.index = DatasetIndex.load(data_dir)  # fail now, not when the first loader is built
         for split in (train_split, val_split, test_split):
             if split is not None:
                 self.index.urls(split)  # raises KeyError naming the splits that exist
-        self._tokenizer_arg = tokenizer
+        self._sources = (processor, tokenizer)
+        self._processor: Processor | None = None
         self._tokenizer: TokenizerAdapter | None = None
-        self.template = ChatTemplate(system=system_prompt, image_tokens=image_tokens)
-        self.image_transform = image_transform or default_image_transform(image_size)
-        self.audio_transform = audio_transform
         self._counters: dict[str, SkipCounter] = {}
 
     @property
-    def tokenizer(self) -> TokenizerAdapter:
-        """The tokenizer, loaded on first use (a path is loaded as a ``PreTrainedTokenizerFast``)."""
-        if self._tokenizer is None:
-            tok = self._tokenizer_arg
-            if isinstance(tok, (str, Path)):
-                from moezoo.processing.tokenizer import load_tokenizer
+    def processor(self) -> Processor:
+        """The model's processor, resolved on first use (:func:`resolve_processor`)."""
+        if self._processor is None:
+            self._processor = resolve_processor(*self._sources)
+        return self._processor
 
-                tok = load_tokenizer(tok)
-            self._tokenizer = tok if isinstance(tok, TokenizerAdapter) else TokenizerAdapter(tok)
+    @property
+    def tokenizer(self) -> TokenizerAdapter:
+        """The processor's tokenizer, behind :class:`~moezoo.processing.chat.TokenizerAdapter`."""
+        if self._tokenizer is None:
+            self._tokenizer = TokenizerAdapter(self.processor.tokenizer)
         return self._tokenizer
 
     def skip_counters(self) -> dict[str, SkipCounter]:
@@ -203,13 +252,11 @@ class ShardDataModule(pl.LightningDataModule):
         """The webdataset pipeline of ``split``; ``train`` turns on shuffling and (if set) resampling."""
         cfg = self.config
         counter = self._counters.setdefault(split, SkipCounter(cfg.num_workers, cfg.warn_first))
-        processor = SampleProcessor(
-            self.tokenizer, self.template, counter, cfg.max_length, self.image_transform, self.audio_transform
-        )
+        stage = SampleProcessor(self.processor, counter, cfg.max_length, cfg.system_prompt)
         resampled = train and cfg.resampled
         return build_pipeline(
             self.index.urls(split),
-            processor,
+            stage,
             resampled=resampled,
             shuffle=train,
             seed=cfg.seed,

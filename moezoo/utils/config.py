@@ -98,8 +98,11 @@ class KindRegistry:
             kind = getattr(config_cls, "kind", None)
             if not kind:
                 raise TypeError(f"{config_cls.__name__} needs a `kind: ClassVar[str]` to be registered")
-            if kind in self._configs and self._configs[kind] is not config_cls:
-                raise ValueError(f"{self.what} kind {kind!r} is already registered by {self._configs[kind].__name__}")
+            previous = self._configs.get(kind)
+            # The same class again (its module re-imported, as doctest collection may do) replaces itself.
+            if previous is not None and (previous.__module__, previous.__qualname__) != \
+                    (config_cls.__module__, config_cls.__qualname__):
+                raise ValueError(f"{self.what} kind {kind!r} is already registered by {previous.__name__}")
             self._configs[kind] = config_cls
             self._modules[kind] = module_cls
             return config_cls

@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image
 
+from moezoo.processing.processor import Processor
 from moezoo.train.datamodule import ShardDataModule
 from moezoo.data.llava import convert_llava, read_conversations
 
@@ -38,11 +39,13 @@ def test_round_trip(llava, tokenizer):
     index, report = convert_llava(llava / "conv.json", llava / "images", llava / "out", samples_per_shard=2)
     assert index.splits["train"].samples == 3 and len(index.splits["train"].shards) == 2 and not report.missing_images
     assert list(read_conversations(llava / "out")) == RECORDS
-    dm = ShardDataModule(llava / "out", tokenizer, batch_size=3, resampled=False, image_size=16,
-                         val_split=None, test_split=None, image_tokens=2)  # fmt: skip
+    processor = Processor(tokenizer, {"image": 2}, image={"kind": "simple", "size": [16, 16], "mean": [0.0] * 3,
+                                                          "std": [1.0] * 3})  # fmt: skip
+    dm = ShardDataModule(llava / "out", processor=processor, batch_size=3, resampled=False,
+                         val_split=None, test_split=None)  # fmt: skip
     (batch,) = list(dm.train_dataloader())
     assert sorted(batch["keys"]) == ["000000000", "000000001", "000000002"]
-    assert batch["images"].shape == (2, 3, 16, 16)  # the text-only record has none
+    assert batch["pixel_values"].shape == (2, 3, 16, 16)  # the text-only record has none
     assert dm.skipped()["missing_key"] == 0 and sum(dm.skipped().values()) == 0
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     assert ((batch["input_ids"] == image_id).sum(1).tolist()) == [2 if "image" in r else 0 for r in RECORDS]

@@ -18,12 +18,16 @@ WORLD_SIZE, WORKERS = 2, 2
 def _rank(rank: int, data: str, tokenizer: str, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
+    from moezoo.processing.processor import Processor
+    from moezoo.processing.tokenizer import load_tokenizer
     from moezoo.train.datamodule import ShardDataModule
 
+    spec = {"kind": "simple", "size": [64, 64], "mean": [0.0] * 3, "std": [1.0] * 3}
+    processor = Processor(load_tokenizer(tokenizer), {"image": 1}, image=spec)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     seen = {}
     for resampled in (False, True):
-        dm = ShardDataModule(data, tokenizer, batch_size=3, num_workers=WORKERS, resampled=resampled,
+        dm = ShardDataModule(data, processor=processor, batch_size=3, num_workers=WORKERS, resampled=resampled,
                              epoch_length=24, test_split=None)  # fmt: skip
         seen["resampled" if resampled else "train"] = [k for b in dm.train_dataloader() for k in b["keys"]]
     seen["val"] = [k for b in dm.val_dataloader() for k in b["keys"]]

@@ -14,6 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from moezoo.processing.processor import Processor
 from moezoo.train.datamodule import ShardDataModule
 from moezoo.data.robust import REASONS, SkippedSampleWarning
 from moezoo.train.callbacks import SkippedSamplesLogger
@@ -64,9 +65,15 @@ def planted(tmp_path_factory, shapes_dir):
     return root, {s["__key__"] for s in good}
 
 
-def _datamodule(root, tokenizer, num_workers, **kw):
-    return ShardDataModule(root, tokenizer, batch_size=4, num_workers=num_workers, max_length=96, resampled=False,
-                           val_split=None, test_split=None, **kw)  # fmt: skip
+IMAGE_SPEC = {"kind": "simple", "size": [64, 64], "mean": [0.0] * 3, "std": [1.0] * 3}
+AUDIO_SPEC = {"kind": "whisper", "feature_size": 8, "sampling_rate": 16000, "hop_length": 160, "chunk_length": 1,
+              "n_fft": 400}
+
+
+def _datamodule(root, tokenizer, num_workers, processor=None, **kw):
+    processor = processor or Processor(tokenizer, {"image": 1, "audio": 1}, image=IMAGE_SPEC, audio=AUDIO_SPEC)
+    return ShardDataModule(root, processor=processor, batch_size=4, num_workers=num_workers, max_length=96,
+                           resampled=False, val_split=None, test_split=None, **kw)  # fmt: skip
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -80,9 +87,16 @@ def test_exact_counts_and_every_good_sample(planted, tokenizer, num_workers):
 
 def test_audio_is_decoded_and_transformed(planted, tokenizer):
     root, _ = planted
-    dm = _datamodule(root, tokenizer, 0, warn_first=0, audio_transform=lambda wav, rate: (wav.mean(0), rate))
-    batches = [b for b in dm.train_dataloader() if "audios" in b]
-    ((wave_, rate),) = [a for b in batches for a in b["audios"]]
+    received = []
+
+    class Recording(Processor):  # each clip reaches the audio preprocessing decoded, at its own rate
+        audio_processor = property(lambda self: lambda clips: received.extend(clips) or torch.zeros(len(clips), 8, 1))
+
+    processor = Recording(tokenizer, {"image": 1, "audio": 1}, image=IMAGE_SPEC, audio=AUDIO_SPEC)
+    dm = _datamodule(root, tokenizer, 0, processor, warn_first=0)
+    batches = [b for b in dm.train_dataloader() if "input_features" in b]
+    assert len(batches) == 1 and batches[0]["input_features"].shape == (1, 8, 1)
+    ((wave_, rate),) = [(torch.as_tensor(wav).mean(0), rate) for wav, rate in received]
     assert rate == 16000 and wave_.shape == (160,) and torch.allclose(wave_, torch.full((160,), 513 / 32768))
 
 

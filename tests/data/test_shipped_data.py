@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from moezoo.data.shards import DatasetIndex
+from moezoo.processing.processor import Processor
 from moezoo.processing.tokenizer import zoo_tokenizer
 from moezoo.processing.tokens import SPECIAL_TOKENS
 from moezoo.train.datamodule import ShardDataModule
@@ -32,10 +33,12 @@ def test_every_split_loads(name, tokenizer):
     index = DatasetIndex.load(DATA / name)
     for split, info in index.splits.items():
         assert all((DATA / name / s).is_file() for s in info.shards)
-        dm = ShardDataModule(DATA / name, tokenizer, batch_size=8, max_length=128, train_split=split,
+        processor = Processor(tokenizer, {"image": 1}, image={"kind": "simple", "size": [32, 32], "mean": [0.0] * 3,
+                                                              "std": [1.0] * 3})  # fmt: skip
+        dm = ShardDataModule(DATA / name, processor=processor, batch_size=8, max_length=128, train_split=split,
                              val_split=None, test_split=None, resampled=False, shuffle_buffer=0)  # fmt: skip
         batch = next(iter(dm.train_dataloader()))
-        assert batch["input_ids"].shape[0] == 8 and ("images" in batch) == (name != "text")
+        assert batch["input_ids"].shape[0] == 8 and ("pixel_values" in batch) == (name != "text")
         assert sum(dm.skipped().values()) == 0
     if name != "text":
         assert (DATA / name / "test_questions.json").is_file() and (DATA / name / "test_annotations.json").is_file()

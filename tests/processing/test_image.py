@@ -1,6 +1,7 @@
 """Image processors built from specs: input forms, RGB conversion, library parity, errors."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -81,8 +82,18 @@ def test_open_clip_and_timm_equal_their_libraries():
     image = Image.fromarray(_rgb())
     cfg = {k: v for k, v in TIMM.items() if k != "kind"}
     torch.testing.assert_close(build_image_processor(TIMM)([image])[0], create_transform(**cfg)(image), rtol=0, atol=0)
-    want = image_transform_v2(PreprocessCfg(**{k: v for k, v in OPEN_CLIP.items() if k != "kind"}), is_train=False)(image)
+    cfg = PreprocessCfg(**{k: v for k, v in OPEN_CLIP.items() if k != "kind"})
+    want = image_transform_v2(cfg, is_train=False)(image)
     torch.testing.assert_close(build_image_processor(OPEN_CLIP)([image])[0], want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", SPECS)
+def test_processors_pickle_for_data_loader_workers(kind):
+    proc = build_image_processor(SPECS[kind])
+    copy = pickle.loads(pickle.dumps(proc))
+    image = Image.fromarray(_rgb())
+    assert copy.spec == proc.spec and copy.size == proc.size
+    torch.testing.assert_close(copy([image]), proc([image]), rtol=0, atol=0)
 
 
 def test_empty_batch_has_the_spec_size():

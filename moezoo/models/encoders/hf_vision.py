@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -34,14 +34,20 @@ class _Family:
     model_class: str  # the transformers class AutoModel builds for the config
     pre_norm: str | None  # the norm between the embeddings and the first layer, if any
     image_processor: str  # the class AutoImageProcessor picks for the family
-    default_processor: Any  # image size -> the processor kwargs the family's checkpoints use
+    default_processor: Callable[[int], dict]  # image size -> the processor kwargs its checkpoints use
+
+
+def _resize_and_crop(size: int) -> dict:  # CLIP / LLaVA-1.5: shortest edge, then a centre crop
+    return {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}
+
+
+def _squash(size: int) -> dict:  # SigLIP: resize to the square, no crop
+    return {"size": {"height": size, "width": size}}
 
 
 FAMILIES = {
-    "clip_vision_model": _Family("CLIPVisionModel", "pre_layrnorm", "CLIPImageProcessor",
-                                 lambda s: {"size": {"shortest_edge": s}, "crop_size": {"height": s, "width": s}}),
-    "siglip_vision_model": _Family("SiglipVisionModel", None, "SiglipImageProcessor",
-                                   lambda s: {"size": {"height": s, "width": s}}),
+    "clip_vision_model": _Family("CLIPVisionModel", "pre_layrnorm", "CLIPImageProcessor", _resize_and_crop),
+    "siglip_vision_model": _Family("SiglipVisionModel", None, "SiglipImageProcessor", _squash),
 }
 SELECT_STRATEGIES = ("default", "full")
 
@@ -68,7 +74,7 @@ class HFVisionEncoder(Encoder):
                 f"must index the {num_states} hidden states (embeddings + {num_states - 1} layers), "
                 f"in [{-num_states}, {num_states - 1}]")
         self.layers = [i % num_states for i in requested]
-        self.image_processor = config.image_processor
+        self.image_processor_config = config.image_processor
         if config.pretrained is None:
             self.vision_tower = transformers.AutoModel.from_config(tf_config)  # as LlavaModel builds it
         else:
@@ -76,9 +82,9 @@ class HFVisionEncoder(Encoder):
             self.vision_tower = _load_pretrained(getattr(transformers, self.family.model_class), tf_config,
                                                  config.pretrained)
             path = os.path.join(config.pretrained, "preprocessor_config.json")
-            if self.image_processor is None and os.path.isfile(path):
+            if self.image_processor_config is None and os.path.isfile(path):
                 with open(path) as f:
-                    self.image_processor = json.load(f)
+                    self.image_processor_config = json.load(f)
         self.image_size = tf_config.image_size
         self.num_channels = tf_config.num_channels
         drop_first = config.select_strategy == "default"
@@ -99,7 +105,8 @@ class HFVisionEncoder(Encoder):
         # Only the layers up to the deepest selected one: exactly what the full forward gives there.
         for index, layer in enumerate(tower.encoder.layers[: max(self.layers)], start=1):
             hidden_NTD = layer(hidden_NTD, None)
-            states[index] = hidden_NTD
+            if index in self.layers:
+                states[index] = hidden_NTD
         start = 1 if self.config.select_strategy == "default" else 0
         selected = [states[i][:, start:] for i in self.layers]
         return selected[0] if len(selected) == 1 else torch.cat(selected, dim=-1)
@@ -108,7 +115,7 @@ class HFVisionEncoder(Encoder):
         """``{"kind": "hf_image", "class": ..., "config": {...}}``: the tower's transformers image processor."""
         import transformers
 
-        settings = dict(self.image_processor or {})
+        settings = dict(self.image_processor_config or {})
         name = settings.pop("image_processor_type", None) or self.family.image_processor
         if not settings:  # what the family's checkpoints ship, at this tower's size
             settings = self.family.default_processor(self.image_size)
@@ -139,10 +146,10 @@ class HFVisionEncoderConfig(Config):
         >>> vision = {"model_type": "clip_vision_model", "hidden_size": 32, "num_hidden_layers": 2}
         >>> HFVisionEncoderConfig(vision, feature_layer=[-2, -1]).to_dict()["feature_layer"]
         [-2, -1]
-        >>> HFVisionEncoderConfig({"model_type": "vit"})
+        >>> HFVisionEncoderConfig({"model_type": "vit"})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: HFVisionEncoderConfig.vision_config={'model_type': 'vit'} must have model_type in ['clip_vision_model', 'siglip_vision_model']
+        ValueError: HFVisionEncoderConfig.vision_config={'model_type': 'vit'} must have model_type in [...]
     """
 
     kind: ClassVar[str] = "hf_vision"
@@ -157,10 +164,12 @@ class HFVisionEncoderConfig(Config):
                 and self.vision_config.get("model_type") in FAMILIES, f"must have model_type in {sorted(FAMILIES)}")
         layers = [self.feature_layer] if isinstance(self.feature_layer, int) else self.feature_layer
         require(self, "feature_layer", isinstance(layers, (list, tuple)) and len(layers) > 0
-                and all(isinstance(i, int) and not isinstance(i, bool) for i in layers), "must be an int or a list of ints")
-        require(self, "select_strategy", self.select_strategy in SELECT_STRATEGIES, f"must be one of {SELECT_STRATEGIES}")
-        require(self, "pretrained", self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained)),
-                "must be a local transformers model directory or None")
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in layers),
+                "must be an int or a list of ints")
+        require(self, "select_strategy", self.select_strategy in SELECT_STRATEGIES,
+                f"must be one of {SELECT_STRATEGIES}")
+        require(self, "pretrained", self.pretrained is None or (isinstance(self.pretrained, str)
+                and bool(self.pretrained)), "must be a local transformers model directory or None")
         require(self, "image_processor", self.image_processor is None or isinstance(self.image_processor, dict),
                 "must be a transformers image-processor dict or None")
 

@@ -73,7 +73,8 @@ class OpenClipEncoder(Encoder):
                 raise ValueError(f"OpenClipEncoderConfig.model_name={config.model_name!r} builds a "
                                  f"{type(self.visual).__name__} tower; supported: open_clip ViTs and timm towers")
         except AssertionError as err:  # timm-style index checks are asserts
-            raise ValueError(f"OpenClipEncoderConfig.feature_layer={config.feature_layer} is out of range: {err}") from None
+            raise ValueError(f"OpenClipEncoderConfig.feature_layer={config.feature_layer} is out of range: "
+                             f"{err}") from None
         self._extra = self._extra and config.keep_cls
         self.image_size = _pair(self.visual.image_size)
         self.num_tokens, self.out_dim = probe_output_shape(self, (1, 3, *self.image_size))
@@ -134,14 +135,15 @@ class OpenClipEncoderConfig(Config):
     def __post_init__(self) -> None:
         require(self, "model_name", isinstance(self.model_name, str) and bool(self.model_name),
                 "must be an open_clip model name")
-        require(self, "pretrained", self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained)),
-                "must be an open_clip pretrained tag, a weights file, or None")
+        require(self, "pretrained", self.pretrained is None or (isinstance(self.pretrained, str)
+                and bool(self.pretrained)), "must be an open_clip pretrained tag, a weights file, or None")
         if self.model_cfg is not None:
-            require(self, "model_cfg", isinstance(self.model_cfg, dict) and {"embed_dim", "vision_cfg"} <= set(self.model_cfg),
-                    "must hold 'embed_dim' and 'vision_cfg'")
+            require(self, "model_cfg", isinstance(self.model_cfg, dict)
+                    and {"embed_dim", "vision_cfg"} <= set(self.model_cfg), "must hold 'embed_dim' and 'vision_cfg'")
         if self.preprocess_cfg is not None:
             from_open_clip = {"size", "mode", "mean", "std", "interpolation", "resize_mode", "fill_color"}
-            require(self, "preprocess_cfg", isinstance(self.preprocess_cfg, dict) and set(self.preprocess_cfg) <= from_open_clip,
+            require(self, "preprocess_cfg", isinstance(self.preprocess_cfg, dict)
+                    and set(self.preprocess_cfg) <= from_open_clip,
                     f"must be a dict with keys from {sorted(from_open_clip)}")
 
 
@@ -156,8 +158,10 @@ def _create_clip(config: OpenClipEncoderConfig) -> nn.Module:
             raise ValueError(f"OpenClipEncoderConfig.model_name={config.model_name!r} is not an open_clip model; "
                              "see open_clip.list_models(), or give model_cfg")
         # The base-tower flags would download timm / HF weights: the tower's weights come from `pretrained`.
+        # The default device (meta inside `with torch.device("meta")`), not open_clip's "cpu".
         return open_clip.create_model(config.model_name, pretrained=config.pretrained, pretrained_image=False,
-                                      pretrained_text=False, force_preprocess_cfg=config.preprocess_cfg)
+                                      pretrained_text=False, force_preprocess_cfg=config.preprocess_cfg,
+                                      device=torch.get_default_device())
     model_cfg = copy.deepcopy(config.model_cfg)
     model_cfg["text_cfg"] = PLACEHOLDER_TEXT_CFG  # the text tower is thrown away
     model_cfg.pop("custom_text", None)

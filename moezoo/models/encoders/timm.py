@@ -72,7 +72,7 @@ class TimmEncoder(Encoder):
         return tokens_NTC
 
     def preprocess_spec(self) -> dict[str, Any]:
-        """timm's data config: ``{"kind": "timm", "input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode"}``."""
+        """timm's data config: ``{"kind": "timm", "input_size", "interpolation", "mean", "std", "crop_pct", ...}``."""
         return {"kind": "timm", **to_plain(dict(self.data_config))}
 
 
@@ -150,7 +150,17 @@ def _accepts(model: torch.nn.Module, argument: str) -> bool:
 
 
 def probe_output_shape(encoder: Encoder, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """``(T, D)`` of ``encoder``'s output, from a shape-only (meta device) forward where the ops allow."""
+    """``(T, D)`` of ``encoder``'s ``(N, T, D)`` output, from a shape-only (meta device) forward where the ops allow.
+
+    Token counts depend on strides, padding and prefix tokens that differ per architecture, so
+    they are measured, not derived; on the meta device that costs no compute (it falls back to
+    one real forward of a single input for ops without a meta kernel).
+
+    Example:
+        >>> probe_output_shape(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 2, stride=2), torch.nn.Flatten(2)),
+        ...                    (1, 3, 8, 8))
+        (8, 16)
+    """
     was_training = encoder.training
     encoder.eval()  # no batch-norm statistics updates from the probe
     try:

@@ -76,3 +76,9 @@ def test_errors_name_what_was_expected(pixels):
         CNNEncoderConfig(norm="layer")
     with pytest.raises(ValueError, match="CNNEncoderConfig.channels=\\[\\] must be a non-empty list"):
         CNNEncoderConfig(channels=[])
+
+
+def test_builds_on_the_meta_device():
+    with torch.device("meta"):  # FSDP's deferred init: no weights, shapes only
+        enc = CNNEncoder(CNNEncoderConfig(condition_dim=16))
+    assert next(enc.parameters()).is_meta and (enc.num_tokens, enc.out_dim) == (16, 128)

@@ -68,7 +68,8 @@ def test_backward_stops_at_the_deepest_selected_layer(pixels, without_grad):
     enc(pixels(2, 32)).square().mean().backward()
     missed = without_grad(enc)
     # hidden_states[-2] is layer 2's output (1-based): layer 3 and the post-norm never run.
-    assert missed and all(n.startswith(("vision_tower.encoder.layers.2.", "vision_tower.post_layernorm.")) for n in missed)
+    unused = ("vision_tower.encoder.layers.2.", "vision_tower.post_layernorm.")
+    assert missed and all(n.startswith(unused) for n in missed)
     assert enc.vision_tower.encoder.layers[1].mlp.fc2.weight.grad is not None
 
 
@@ -104,7 +105,8 @@ def test_pretrained_whole_clip_checkpoint_loads_its_vision_tower(tmp_path, pixel
                 max_position_embeddings=8, bos_token_id=0, eos_token_id=1, pad_token_id=1)
     clip = CLIPModel(CLIPConfig(vision_config=TOWER, text_config=text, projection_dim=8)).eval()
     clip.save_pretrained(tmp_path)  # the published layout: vision_model.* beside text_model.*
-    enc = HFVisionEncoder(HFVisionEncoderConfig(VISION["clip"], pretrained=str(tmp_path), select_strategy="full")).eval()
+    config = HFVisionEncoderConfig(VISION["clip"], pretrained=str(tmp_path), select_strategy="full")
+    enc = HFVisionEncoder(config).eval()
     x = pixels(1, 32)
     with torch.no_grad():
         want = clip.vision_model(x, output_hidden_states=True).hidden_states[-2]
@@ -138,3 +140,9 @@ def test_errors_name_what_was_expected(clip_dir, pixels):
         HFVisionEncoder(HFVisionEncoderConfig(deeper, pretrained=str(clip_dir[0])))
     with pytest.raises(ValueError, match="is not a directory"):
         HFVisionEncoder(HFVisionEncoderConfig(VISION["clip"], pretrained="/no/such/dir"))
+
+
+def test_builds_on_the_meta_device():
+    with torch.device("meta"):  # FSDP's deferred init: no weights, shapes only
+        enc = HFVisionEncoder(HFVisionEncoderConfig(VISION["siglip"], feature_layer=[-2, -1], select_strategy="full"))
+    assert next(enc.parameters()).is_meta and (enc.num_tokens, enc.out_dim) == (16, 64)

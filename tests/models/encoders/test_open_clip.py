@@ -68,7 +68,8 @@ def test_model_cfg_with_a_weights_file_equals_the_named_model(clip_dir, pixels):
     path, _ = clip_dir
     named = OpenClipEncoder(OpenClipEncoderConfig(f"local-dir:{path}")).eval()
     vision_only = {k: v for k, v in CLIP_CFG.items() if k != "text_cfg"}  # the text tower is not needed
-    custom = build_encoder(OpenClipEncoderConfig(model_cfg=vision_only, pretrained=str(path / "open_clip_model.safetensors"),
+    weights = str(path / "open_clip_model.safetensors")
+    custom = build_encoder(OpenClipEncoderConfig(model_cfg=vision_only, pretrained=weights,
                                                  preprocess_cfg=PREPROCESS).to_dict()).eval()
     x = pixels(2, 32)
     with torch.no_grad():
@@ -127,3 +128,9 @@ def test_vit_b_16_siglip_is_a_timm_tower():
     enc = OpenClipEncoder(OpenClipEncoderConfig("ViT-B-16-SigLIP", keep_cls=True))
     assert type(enc.visual.trunk).__name__ == "VisionTransformer" and len(enc.visual.trunk.blocks) == 11
     assert (enc.num_tokens, enc.out_dim) == (196, 768)
+
+
+def test_builds_on_the_meta_device_with_the_same_shape():
+    with torch.device("meta"):  # FSDP's deferred init: no weights, shapes only
+        enc = OpenClipEncoder(OpenClipEncoderConfig(model_cfg=CLIP_CFG, keep_cls=True))
+    assert next(enc.parameters()).is_meta and (enc.num_tokens, enc.out_dim) == (17, 32)

@@ -112,3 +112,10 @@ def test_config_round_trips_through_the_registry():
     data = json.loads(json.dumps(config.to_dict()))
     enc = build_encoder(data)
     assert enc.config == config and enc.num_tokens == 5
+
+
+def test_builds_on_the_meta_device_with_the_same_shape():
+    config = TimmEncoderConfig("test_vit", feature_index=-2, image_size=64, keep_prefix_tokens=True)
+    with torch.device("meta"):  # FSDP's deferred init: no weights, shapes only
+        enc = TimmEncoder(config)
+    assert next(enc.parameters()).is_meta and (enc.num_tokens, enc.out_dim) == (17, 64)
