@@ -56,12 +56,19 @@ def build_model(config: Any, state_dict: dict[str, torch.Tensor], source: str,
     if dtype is None:
         floats = [t.dtype for t in state_dict.values() if t.is_floating_point()]
         dtype = floats[0] if floats else torch.float32
-    state = {k: v.to(dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state_dict.items()}
+    state = {k: _aligned(v.to(dtype=dtype if v.is_floating_point() else v.dtype)) for k, v in state_dict.items()}
     model.load_state_dict(state, assign=True)
     left = meta_tensors(model)
     if left:
         raise ValueError(f"{type(model).__name__} has tensors the checkpoint {source} did not fill: {left[:10]}")
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t``, copied if its data is not 64-byte aligned. safetensors packs tensors at 8-byte
+    offsets; kernels take other (slower, and not bitwise identical) paths on such memory, so a
+    loaded model would not compute exactly what the saved one did."""
+    return t if t.data_ptr() % 64 == 0 else t.clone()
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None) -> nn.Module:

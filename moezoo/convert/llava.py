@@ -186,6 +186,9 @@ def llava_problems(config: Any) -> list[str]:
     elif config.vision.kind != "hf_vision":
         problems.append(f"the image encoder is {config.vision.kind!r}; LLaVA's vision tower is a transformers CLIP / "
                         "SigLIP model (encoder kind 'hf_vision')")
+    elif config.vision.moe is not None:
+        problems.append("the vision tower's MLPs are experts (vision.moe is set); LLaVA's tower is a dense CLIP / "
+                        "SigLIP model")
     if config.audio is not None:
         problems.append(f"LLaVA has no audio encoder (audio={config.audio.kind!r})")
     if config.video is not None:

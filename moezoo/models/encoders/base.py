@@ -54,6 +54,17 @@ class Encoder(nn.Module):
         """How to preprocess raw input for this encoder, as a JSON-ready dict with a ``kind`` key."""
         raise NotImplementedError
 
+    def mlp_sites(self) -> list:
+        """The block MLPs that can become experts (:mod:`moezoo.models.encoders.moe`), in block order."""
+        raise ValueError(f"{type(self).__name__} has no transformer-block MLPs to turn into experts; "
+                         "MoE towers are hf_vision, timm ViT and open_clip encoders")
+
+    def sparsify(self, moe: Any, upcycle: bool, noise_std: float = 0.0, seed: int = 0) -> None:
+        """Turn the MLPs ``moe`` (an :class:`~moezoo.models.encoders.moe.EncoderMoEConfig`) picks into experts."""
+        from moezoo.models.encoders.moe import sparsify_mlps
+
+        sparsify_mlps(self.mlp_sites(), moe, upcycle, noise_std, seed)
+
 
 def build_encoder(config: Any) -> Encoder:
     """The encoder module of ``config`` (a registered config object or a dict with ``kind``)."""

@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from moezoo.models.encoders.base import ENCODERS, Encoder
+from moezoo.models.encoders.moe import EncoderMoEConfig, MLPSite, activation_name
 from moezoo.utils.checks import require
 from moezoo.utils.config import Config, to_plain
 
@@ -90,6 +91,8 @@ class HFVisionEncoder(Encoder):
         drop_first = config.select_strategy == "default"
         self.num_tokens = self.vision_tower.embeddings.num_positions - int(drop_first)
         self.out_dim = tf_config.hidden_size * len(self.layers)
+        if config.moe is not None:  # upcycled from the pretrained MLPs, else random experts a checkpoint fills
+            self.sparsify(config.moe, upcycle=config.pretrained is not None)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``pixel_values (N, C, H, W)`` -> ``(N, T, D)``; ``condition`` is ignored."""
@@ -110,6 +113,12 @@ class HFVisionEncoder(Encoder):
         start = 1 if self.config.select_strategy == "default" else 0
         selected = [states[i][:, start:] for i in self.layers]
         return selected[0] if len(selected) == 1 else torch.cat(selected, dim=-1)
+
+    def mlp_sites(self) -> list[MLPSite]:
+        """The MLPs of the layers the features come from (the later layers never run)."""
+        act = activation_name(self.vision_tower.config.hidden_act)
+        return [MLPSite(layer, "mlp", layer.mlp.fc1, layer.mlp.fc2, act)
+                for layer in self.vision_tower.encoder.layers[: max(self.layers)]]
 
     def preprocess_spec(self) -> dict[str, Any]:
         """``{"kind": "hf_image", "class": ..., "config": {...}}``: the tower's transformers image processor."""
@@ -141,6 +150,9 @@ class HFVisionEncoderConfig(Config):
         image_processor: the transformers image-processor dict (``preprocessor_config.json``,
             with ``image_processor_type``); default: the family's processor at the tower's size,
             or the pretrained directory's ``preprocessor_config.json`` when it has one.
+        moe: turn the tower's block MLPs into routed experts (an
+            :class:`~moezoo.models.encoders.moe.EncoderMoEConfig` or its dict); with ``pretrained``
+            they are upcycled from the pretrained MLPs.
 
     Example:
         >>> vision = {"model_type": "clip_vision_model", "hidden_size": 32, "num_hidden_layers": 2}
@@ -158,8 +170,11 @@ class HFVisionEncoderConfig(Config):
     select_strategy: str = "default"
     pretrained: str | None = None
     image_processor: dict | None = None
+    moe: EncoderMoEConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.moe, dict):
+            self.moe = EncoderMoEConfig.from_dict(self.moe)
         require(self, "vision_config", isinstance(self.vision_config, dict)
                 and self.vision_config.get("model_type") in FAMILIES, f"must have model_type in {sorted(FAMILIES)}")
         layers = [self.feature_layer] if isinstance(self.feature_layer, int) else self.feature_layer

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from moezoo.models.encoders.base import ENCODERS, Encoder
-from moezoo.models.encoders.timm import probe_output_shape
+from moezoo.models.encoders.moe import EncoderMoEConfig, MLPSite, find_mlps
+from moezoo.models.encoders.timm import probe_output_shape, timm_mlp_sites
 from moezoo.utils.checks import require
 from moezoo.utils.config import Config, to_plain
 
@@ -78,6 +79,8 @@ class OpenClipEncoder(Encoder):
         self._extra = self._extra and config.keep_cls
         self.image_size = _pair(self.visual.image_size)
         self.num_tokens, self.out_dim = probe_output_shape(self, (1, 3, *self.image_size))
+        if config.moe is not None:  # upcycled from the pretrained MLPs, else random experts a checkpoint fills
+            self.sparsify(config.moe, upcycle=config.pretrained is not None)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``pixel_values (N, 3, H, W)`` -> ``(N, T, width)``; ``condition`` is ignored."""
@@ -92,6 +95,17 @@ class OpenClipEncoder(Encoder):
         if self._extra:
             tokens_NTC = torch.cat([out["image_intermediates_prefix"][0], tokens_NTC], dim=1)
         return tokens_NTC
+
+    def mlp_sites(self) -> list[MLPSite]:
+        """The block MLPs of the (pruned) tower: open_clip's ``c_fc -> gelu -> c_proj``, or the timm trunk's."""
+        if hasattr(self.visual, "trunk"):
+            return timm_mlp_sites(self.visual.trunk)
+
+        def is_mlp(m: nn.Module) -> bool:
+            return isinstance(m, nn.Sequential) and hasattr(m, "c_fc") and isinstance(
+                getattr(m, "ln", nn.Identity()), nn.Identity)
+
+        return find_mlps(self.visual, is_mlp, lambda m: (m.c_fc, m.c_proj, m.gelu))
 
     def preprocess_spec(self) -> dict[str, Any]:
         """open_clip's ``PreprocessCfg`` fields: ``{"kind": "open_clip", "size", "mean", "std", ...}``."""
@@ -114,6 +128,9 @@ class OpenClipEncoderConfig(Config):
         model_cfg: a whole open_clip model config (``embed_dim``, ``vision_cfg``, optional ``text_cfg``)
             for a custom tower, instead of a registered name.
         preprocess_cfg: overrides of the preprocessing (``PreprocessCfg`` fields, e.g. ``mean``).
+        moe: turn the tower's block MLPs into routed experts (an
+            :class:`~moezoo.models.encoders.moe.EncoderMoEConfig` or its dict); with ``pretrained``
+            they are upcycled from the pretrained MLPs.
 
     Example:
         >>> OpenClipEncoderConfig().feature_layer
@@ -131,8 +148,11 @@ class OpenClipEncoderConfig(Config):
     keep_cls: bool = False
     model_cfg: dict | None = None
     preprocess_cfg: dict | None = None
+    moe: EncoderMoEConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.moe, dict):
+            self.moe = EncoderMoEConfig.from_dict(self.moe)
         require(self, "model_name", isinstance(self.model_name, str) and bool(self.model_name),
                 "must be an open_clip model name")
         require(self, "pretrained", self.pretrained is None or (isinstance(self.pretrained, str)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from moezoo.models.encoders.base import ENCODERS, Encoder
+from moezoo.models.encoders.moe import EncoderMoEConfig, MLPSite, find_mlps
 from moezoo.utils.checks import require
 from moezoo.utils.config import Config, to_plain
 
@@ -53,6 +54,8 @@ class TimmEncoder(Encoder):
             raise ValueError(f"TimmEncoderConfig.feature_index={config.feature_index} is out of range "
                              f"for {config.model_name}: {err}") from None
         self.num_tokens, self.out_dim = probe_output_shape(self, (1, self.in_chans, *self.image_size))
+        if config.moe is not None:  # upcycled from the pretrained MLPs, else random experts a checkpoint fills
+            self.sparsify(config.moe, upcycle=bool(config.pretrained))
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``pixel_values (N, 3, H, W)`` -> ``(N, T, C)``; ``condition`` is ignored."""
@@ -70,6 +73,10 @@ class TimmEncoder(Encoder):
         if prefix_NPC is not None:
             tokens_NTC = torch.cat([prefix_NPC, tokens_NTC], dim=1)
         return tokens_NTC
+
+    def mlp_sites(self) -> list[MLPSite]:
+        """The block MLPs of the (pruned) timm model."""
+        return timm_mlp_sites(self.model)
 
     def preprocess_spec(self) -> dict[str, Any]:
         """timm's data config: ``{"kind": "timm", "input_size", "interpolation", "mean", "std", "crop_pct", ...}``."""
@@ -91,6 +98,9 @@ class TimmEncoderConfig(Config):
         image_size: square input size, when not the model's default (ViTs get ``img_size``;
             CNNs take any size).
         model_kwargs: more keyword arguments for ``timm.create_model``.
+        moe: turn the tower's block MLPs into routed experts (an
+            :class:`~moezoo.models.encoders.moe.EncoderMoEConfig` or its dict); with ``pretrained``
+            they are upcycled from the pretrained MLPs.
 
     Example:
         >>> enc = TimmEncoderConfig("test_convnext", feature_index=2, image_size=64)
@@ -109,8 +119,11 @@ class TimmEncoderConfig(Config):
     keep_prefix_tokens: bool = False
     image_size: int | None = None
     model_kwargs: dict = field(default_factory=dict)
+    moe: EncoderMoEConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.moe, dict):
+            self.moe = EncoderMoEConfig.from_dict(self.moe)
         require(self, "model_name", isinstance(self.model_name, str) and bool(self.model_name),
                 "must be a timm model name")
         require(self, "pretrained", isinstance(self.pretrained, bool) or (isinstance(self.pretrained, str)
@@ -118,6 +131,17 @@ class TimmEncoderConfig(Config):
         require(self, "image_size", self.image_size is None or self.image_size >= 1,
                 "must be >= 1 or None (the model's default)")
         require(self, "model_kwargs", isinstance(self.model_kwargs, dict), "must be a dict")
+
+
+def timm_mlp_sites(model: torch.nn.Module) -> list[MLPSite]:
+    """timm's token MLPs (``timm.layers.Mlp`` on linear layers, no inner norm or dropout), in module order."""
+
+    def is_mlp(m: torch.nn.Module) -> bool:
+        return (type(m).__name__ == "Mlp" and isinstance(getattr(m, "fc1", None), torch.nn.Linear)
+                and isinstance(getattr(m, "norm", torch.nn.Identity()), torch.nn.Identity)
+                and all(getattr(getattr(m, d, None), "p", 0.0) == 0.0 for d in ("drop1", "drop2")))
+
+    return find_mlps(model, is_mlp, lambda m: (m.fc1, m.fc2, m.act))
 
 
 def _create_model(config: TimmEncoderConfig) -> torch.nn.Module:

@@ -1,8 +1,8 @@
-"""Sparse upcycling of a multimodal model: the LLM's FFNs, the connectors, or both.
+"""Sparse upcycling of a multimodal model: the LLM's FFNs, the connectors, the vision tower.
 
 MoE-LLaVA (arXiv 2401.15947) and LibMoE's third stage (arXiv 2411.00918) upcycle the
 LLM of a trained LLaVA; LibMoE and CuMo (arXiv 2405.05949) also turn the MLP
-connector into experts. Every expert starts as a copy of the dense part and a fresh
+connector and the vision tower's MLPs (LibMoE's ``clip_smoe`` / ``siglip_smoe``) into experts. Every expert starts as a copy of the dense part and a fresh
 router is added, so with identical copies and renormalised top-k weights the
 upcycled model computes exactly what the dense one did.
 """
@@ -14,10 +14,11 @@ from typing import Any, Iterable
 
 from moezoo.models.connectors.linear import MLPConnector
 from moezoo.models.connectors.moe import MoEConnector
+from moezoo.models.encoders.moe import EncoderMoEConfig
 from moezoo.models.lm.upcycle import upcycle_lm
 from moezoo.models.multimodal.model import MultimodalMoEForCausalLM
 
-TARGETS = ("llm", "connector")
+TARGETS = ("llm", "connector", "vision")
 
 
 def upcycle_multimodal(model: MultimodalMoEForCausalLM, num_experts: int = 8, top_k: int = 2,
@@ -28,8 +29,9 @@ def upcycle_multimodal(model: MultimodalMoEForCausalLM, num_experts: int = 8, to
     Args:
         model: the (dense or partly sparse) multimodal model; left unchanged.
         num_experts / top_k / router: the new MoE layers.
-        targets: ``"llm"`` (the dense FFNs of ``layers``) and / or ``"connector"`` (every
-            ``mlp2x_gelu`` connector becomes an ``moe`` one).
+        targets: any of ``"llm"`` (the dense FFNs of ``layers``), ``"connector"`` (every
+            ``mlp2x_gelu`` connector becomes an ``moe`` one) and ``"vision"`` (the image tower's
+            block MLPs, :mod:`moezoo.models.encoders.moe`).
         noise_std / seed / layers / **moe_kwargs: as :func:`~moezoo.models.lm.upcycle.upcycle_lm`
             (``moe_kwargs`` go to the LLM's :class:`~moezoo.moe.MoEConfig`; the connector takes
             ``aux_loss_coef`` and ``z_loss_coef`` from them).
@@ -54,16 +56,26 @@ def upcycle_multimodal(model: MultimodalMoEForCausalLM, num_experts: int = 8, to
         new.llm = upcycle_lm(model.llm, num_experts=num_experts, top_k=top_k, router=router, noise_std=noise_std,
                              layers=layers, seed=seed, **moe_kwargs)
         changes["llm"] = new.llm.config
+    losses = {k: moe_kwargs[k] for k in ("aux_loss_coef", "z_loss_coef") if k in moe_kwargs}
     if "connector" in targets:
         dense = {m: c for m, c in model.connectors.items() if type(c) is MLPConnector}
         if not dense:
             kinds = {m: c.config.kind for m, c in model.connectors.items()}
             raise ValueError(f"no mlp2x_gelu connector to upcycle (connectors: {kinds})")
-        losses = {k: moe_kwargs[k] for k in ("aux_loss_coef", "z_loss_coef") if k in moe_kwargs}
         for modality, connector in dense.items():
             moe = MoEConnector.from_dense(connector, num_experts, top_k, router, noise_std=noise_std, seed=seed,
                                           **losses)
             new.connectors[modality] = moe.to(device=connector.linear_1.weight.device)
             changes[f"{modality}_connector"] = moe.config
+    if "vision" in targets:
+        vision = model.config.vision
+        if vision is None or getattr(vision, "moe", "absent") is not None:
+            why = "no image tower" if vision is None else (
+                "its MLPs are experts already" if getattr(vision, "moe", None) else f"a {vision.kind} tower has no MLPs")
+            raise ValueError(f"cannot upcycle the vision tower: {why}")
+        moe = EncoderMoEConfig(num_experts=num_experts, top_k=top_k, router=router,
+                               norm_topk_prob=moe_kwargs.get("norm_topk_prob", True), **losses)
+        new.vision.sparsify(moe, upcycle=True, noise_std=noise_std, seed=seed)
+        changes["vision"] = vision.replace(moe=moe)
     new.config = model.config.replace(**changes)
     return new.train(model.training)

@@ -19,13 +19,14 @@ def dense():
     return model, batch
 
 
-@pytest.mark.parametrize("targets", [("llm",), ("connector",), ("llm", "connector")])
+@pytest.mark.parametrize("targets", [("llm",), ("connector",), ("vision",), ("llm", "connector", "vision")])
 @pytest.mark.parametrize("router", ["softmax", "cosine"])
 def test_upcycled_model_starts_as_the_dense_one(dense, targets, router):
     model, batch = dense
     moe = moezoo.upcycle(model, num_experts=4, top_k=2, router=router, targets=targets).eval()
     assert ("llm" in targets) == bool(moe.config.llm.sparse_layers())
     assert moe.config.image_connector.kind == ("moe" if "connector" in targets else "mlp2x_gelu")
+    assert (moe.config.vision.moe is not None) == ("vision" in targets)
     with torch.no_grad():
         torch.testing.assert_close(moe(**batch).logits, model(**batch).logits, atol=1e-5, rtol=0)
     assert model.config.llm.moe is None and model.connectors["image"].config.kind == "mlp2x_gelu"  # input unchanged
@@ -33,10 +34,12 @@ def test_upcycled_model_starts_as_the_dense_one(dense, targets, router):
 
 def test_upcycled_model_trains_its_experts_and_round_trips(dense, tmp_path):
     model, batch = dense
-    moe = moezoo.upcycle(model, num_experts=4, top_k=2, targets=("llm", "connector"), noise_std=0.05, seed=1)
+    moe = moezoo.upcycle(model, num_experts=4, top_k=2, targets=("llm", "connector", "vision"), noise_std=0.05,
+                         seed=1)
     moe.train()
     out = moe(**batch, labels=batch["input_ids"])
-    assert set(out.site_losses) == {"connectors.image.mlp"}
+    # The tiny CLIP's features come from layer -2 of 2: one tower MLP runs, and becomes experts.
+    assert set(out.site_losses) == {"connectors.image.mlp", "vision.vision_tower.encoder.layers.0.mlp"}
     out.loss.backward()
     assert all(p.grad.abs().sum() > 0 for p in moe.connectors["image"].mlp.router.parameters())
     assert moe.llm.layers[0].mlp.experts.gate_up_proj.grad.abs().sum() > 0
@@ -55,3 +58,8 @@ def test_upcycling_errors(dense):
     once = moezoo.upcycle(model, num_experts=4, top_k=2, targets=("connector",))
     with pytest.raises(ValueError, match="no mlp2x_gelu connector to upcycle"):
         moezoo.upcycle(once, num_experts=4, top_k=2, targets=("connector",))
+    twice = moezoo.upcycle(model, num_experts=4, top_k=2, targets=("vision",))
+    with pytest.raises(ValueError, match="its MLPs are experts already"):
+        moezoo.upcycle(twice, targets=("vision",))
+    with pytest.raises(ValueError, match="a cnn tower has no MLPs"):
+        moezoo.upcycle(moezoo.create_model("mm_tiny_cnn"), targets=("vision",))
