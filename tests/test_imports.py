@@ -17,6 +17,10 @@ def _heavy_modules_after(code: str) -> list[str]:
 
 def test_import_moezoo_is_light():
     assert _heavy_modules_after("import moezoo, moezoo.moe") == []
+    code = ("import sys, moezoo; moezoo.load; "
+            "print(sorted(m for m in ('transformers', 'lightning', 'wandb', 'webdataset') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"  # not even transformers until a model is built or loaded
 
 
 @pytest.mark.parametrize("name", ["moe_lm_tiny", "mm_tiny_clip"])

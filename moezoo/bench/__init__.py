@@ -9,5 +9,6 @@ BENCHMARKS = {
     "moe-layer": "moezoo.bench.moe_layer",
     "model": "moezoo.bench.model",
     "generate": "moezoo.bench.generate",
+    "mm-model": "moezoo.bench.mm_model",
     "data": "moezoo.bench.data",
 }

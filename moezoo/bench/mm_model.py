@@ -1,0 +1,208 @@
+"""A LLaVA-shaped MoE model: moezoo against transformers' ``LlavaForConditionalGeneration``.
+
+One model shape, two workloads, each timed interleaved and summarised by medians of
+the rounds (ratios: medians of the per-round ratios, so both sides of a ratio ran back to back):
+
+* **forward+backward**, a LLaVA-1.5 stage-2 step (Liu et al. 2023, arXiv 2310.03744): a batch
+  of ``--batch`` samples, each ``<s>``, one image's placeholder tokens and ``--seq - 1`` text
+  tokens, the answer (the last half of the text) supervised, the vision tower frozen in
+  both models (``--train-tower`` trains it too), the projector and the LLM trained. The loss
+  is the LM loss plus ``router_aux_loss_coef`` times the load-balancing loss, as MoE-LLaVA
+  (arXiv 2401.15947) trains: transformers' LLaVA drops its text model's router logits, so
+  forward hooks on the routers collect them for ``load_balancing_loss_func``, exactly what
+  ``OlmoeForCausalLM`` computes. Tokens/s count image and text tokens.
+* **greedy generation**: batch 1, the first sample's prompt (one image), stop tokens off so
+  both produce ``--new-tokens`` tokens; tokens/s count new tokens, image encoding and
+  prefill included.
+
+The model (defaults): a SigLIP-shaped tower (224 px, patch 16, width 384, 6 layers, MLP
+1536, 6 heads; ``vision_feature_layer=-2``, ``"full"`` selection, as SigLIP has no CLS),
+the ``mlp2x_gelu`` projector and a 2-layer OLMoE-shaped LLM (d=512, E=64, k=8,
+d_ff=256, 8 heads, vocab 4096). transformers runs its default ``grouped_mm`` experts and
+SDPA attention; moezoo is :func:`~moezoo.convert.llava.llava_to_moezoo` of the same
+state dict, weights drawn with std 0.02 (see :mod:`moezoo.bench.model`). The result holds
+both losses, the largest gradient difference and whether the generated ids are identical,
+so a run shows that both sides computed the same thing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from moezoo.bench.model import _realistic_
+from moezoo.bench.model import add_arguments as add_model_arguments
+from moezoo.bench.timing import median, paired_ratio, time_interleaved
+
+
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)  # the LLM's shape, --batch, --seq (text tokens per sample), --repeats
+    parser.set_defaults(seq=64)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--patch-size", type=int, default=16)
+    parser.add_argument("--vision-dim", type=int, default=384)
+    parser.add_argument("--vision-layers", type=int, default=6)
+    parser.add_argument("--vision-heads", type=int, default=6)
+    parser.add_argument("--vision-ffn", type=int, default=1536)
+    parser.add_argument("--feature-layer", type=int, default=-2, help="LLaVA's vision_feature_layer")
+    parser.add_argument("--new-tokens", type=int, default=32, help="generated tokens")
+    parser.add_argument("--train-tower", action="store_true", help="train the vision tower too (default: frozen)")
+
+
+VISION_KEYS = ("image_size", "patch_size", "vision_dim", "vision_layers", "vision_heads", "vision_ffn",
+               "feature_layer")
+SHAPE_KEYS = ("layers", "dim", "heads", "experts", "top_k", "expert_dim", "vocab", "batch", "seq", "new_tokens")
+
+
+def llava_pair(args, seed: int = 0):
+    """``(transformers LlavaForConditionalGeneration, moezoo MultimodalMoEForCausalLM)``, same std-0.02 weights."""
+    import transformers
+
+    from moezoo.checkpoint.reader import build_model
+    from moezoo.convert.llava import llava_to_moezoo, multimodal_fields
+    from moezoo.models.multimodal import MultimodalConfig
+
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=args.vision_dim, intermediate_size=args.vision_ffn, num_hidden_layers=args.vision_layers,
+        num_attention_heads=args.vision_heads, image_size=args.image_size, patch_size=args.patch_size)
+    text = transformers.OlmoeConfig(
+        vocab_size=args.vocab, hidden_size=args.dim, intermediate_size=args.expert_dim, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, num_key_value_heads=args.heads, num_experts=args.experts,
+        num_experts_per_tok=args.top_k, max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    cfg = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_index=args.vocab - 1,
+                                   vision_feature_layer=args.feature_layer, vision_feature_select_strategy="full")
+    torch.manual_seed(seed)
+    hf = transformers.LlavaForConditionalGeneration(cfg)
+    _realistic_(hf)
+    hf.generation_config.eos_token_id = None
+    config = MultimodalConfig(**multimodal_fields(cfg.to_dict()))
+    state = llava_to_moezoo({k: v.clone() for k, v in hf.state_dict().items()}, config.llm)
+    return hf, build_model(config, state, "bench")
+
+
+def llava_batch(args, num_image_tokens: int, image_token: int) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask``, ``labels`` ``(B, T)`` and ``pixel_values (B, 3, H, W)``: per sample
+    ``<s>``, the image's placeholders, then ``seq - 1`` text tokens of which the last half are labelled."""
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(3, image_token, (args.batch, args.seq - 1), generator=g)
+    bos = torch.ones(args.batch, 1, dtype=torch.long)
+    ids = torch.cat([bos, torch.full((args.batch, num_image_tokens), image_token), text], dim=1)
+    labels = ids.masked_fill(torch.arange(ids.shape[1]) < ids.shape[1] - args.seq // 2, -100)
+    pixels = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "pixel_values": pixels}
+
+
+def _freeze_towers(hf, moe, train_tower: bool) -> None:
+    for model in (hf, moe):
+        model.train().requires_grad_(True)
+    hf.model.vision_tower.requires_grad_(train_tower)
+    moe.vision.vision_tower.requires_grad_(train_tower)
+
+
+def _max_grad_diff(hf, moe) -> float:
+    """The largest difference between the two models' gradients, moezoo's mapped to transformers' names."""
+    from moezoo.convert.llava import moezoo_to_llava
+
+    grads = {name: p.grad for name, p in moe.named_parameters() if p.grad is not None}
+    ours = moezoo_to_llava(grads, moe.config.llm, expert_layout="fused")
+    theirs = {name: p.grad for name, p in hf.named_parameters() if p.grad is not None}
+    if ours.keys() != theirs.keys():
+        raise RuntimeError(f"different parameters were trained: {sorted(ours.keys() ^ theirs.keys())[:5]}")
+    return max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
+
+
+def time_training(args, hf, moe) -> dict:
+    """Forward+backward of both models, interleaved; the losses and gradients are compared."""
+    from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
+
+    _freeze_towers(hf, moe, args.train_tower)
+    batch = llava_batch(args, moe.num_tokens["image"], moe.config.image_token_id)
+    router_logits: list[torch.Tensor] = []
+    hooks = [layer.mlp.gate.register_forward_hook(lambda module, inputs, out: router_logits.append(out[0]))
+             for layer in hf.model.language_model.layers]
+    losses: dict[str, float] = {}
+
+    def ours():
+        moe.zero_grad(set_to_none=True)
+        loss = moe(**batch).loss  # in training: LM loss + aux_loss_coef * aux loss
+        loss.backward()
+        losses["moezoo"] = loss.item()
+
+    def theirs():
+        hf.zero_grad(set_to_none=True)
+        router_logits.clear()
+        out = hf(**batch)
+        aux = load_balancing_loss_func(tuple(router_logits), args.experts, args.top_k, batch["attention_mask"])
+        loss = out.loss + hf.config.text_config.router_aux_loss_coef * aux
+        loss.backward()
+        losses["transformers"] = loss.item()
+
+    try:
+        times = time_interleaved({"moezoo": ours, "transformers": theirs}, args.repeats, warmup=1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    result = _summary(times, batch["input_ids"].numel())
+    result["loss"] = losses
+    result["max_grad_diff"] = _max_grad_diff(hf, moe)
+    result["trained_params"] = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
+                                for name, m in (("moezoo", moe), ("transformers", hf))}
+    return result
+
+
+def time_generation(args, hf, moe) -> dict:
+    """Greedy decoding of ``--new-tokens`` after one image and the first sample's text, interleaved."""
+    for model in (hf, moe):
+        model.eval()
+    batch = llava_batch(args, moe.num_tokens["image"], moe.config.image_token_id)
+    prompt = {k: batch[k][:1] for k in ("input_ids", "attention_mask", "pixel_values")}
+
+    def ours():
+        return moe.generate(**prompt, max_new_tokens=args.new_tokens, eos_token_id=[])
+
+    def theirs():
+        with torch.inference_mode():
+            return hf.generate(**prompt, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
+
+    same = torch.equal(ours(), theirs())
+    times = time_interleaved({"moezoo": ours, "transformers": theirs}, args.repeats, warmup=1)
+    result = _summary(times, args.new_tokens)
+    result["identical_ids"] = same
+    return result
+
+
+def _summary(times: dict[str, list[float]], tokens: int) -> dict:
+    rounds = [t / o for o, t in zip(times["moezoo"], times["transformers"])]
+    seconds = {k: median(v) for k, v in times.items()}
+    return {"seconds": seconds, "tokens_per_s": {k: tokens / v for k, v in seconds.items()},
+            "moezoo_vs_transformers": paired_ratio(times["transformers"], times["moezoo"]),
+            "round_ratios": rounds}
+
+
+def _print(title: str, result: dict, note: str) -> None:
+    print(f"  {title}")
+    for name, tps in result["tokens_per_s"].items():
+        print(f"    {name:<13} {tps:>10,.1f} tok/s  ({result['seconds'][name]:.3f} s)")
+    rounds = result["round_ratios"]
+    print(f"    moezoo / transformers: {result['moezoo_vs_transformers']:.2f}x  "
+          f"(rounds {min(rounds):.2f}x-{max(rounds):.2f}x)   {note}")
+
+
+def run(args) -> dict:
+    hf, moe = llava_pair(args)
+    n_image = moe.num_tokens["image"]
+    train = time_training(args, hf, moe)
+    generate = time_generation(args, hf, moe)
+    tower = "trained" if args.train_tower else "frozen"
+    print(f"moezoo bench mm-model: SigLIP-shaped tower ({args.image_size} px, patch {args.patch_size}, "
+          f"width {args.vision_dim}, {args.vision_layers} layers, feature layer {args.feature_layer}, {tower}), "
+          f"mlp2x_gelu, OLMoE-shaped LLM ({args.layers} layers, d={args.dim}, E={args.experts}, k={args.top_k}, "
+          f"d_ff={args.expert_dim}), {torch.get_num_threads()} threads, median of {args.repeats}")
+    loss = train["loss"]
+    _print(f"forward+backward, batch {args.batch} x ({n_image} image + {args.seq} text tokens):", train,
+           f"loss {loss['moezoo']:.6f} / {loss['transformers']:.6f}, max grad diff {train['max_grad_diff']:.1e}")
+    _print(f"greedy generation, batch 1, 1 image + {args.seq} text tokens, {args.new_tokens} new tokens:", generate,
+           f"identical ids: {generate['identical_ids']}")
+    return {"shape": {k: getattr(args, k) for k in SHAPE_KEYS + VISION_KEYS}, "image_tokens": n_image,
+            "train_tower": args.train_tower, "threads": torch.get_num_threads(),
+            "forward_backward": train, "generate": generate}
+

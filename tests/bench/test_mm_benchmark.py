@@ -1,0 +1,37 @@
+"""Smoke runs of ``moezoo bench mm-model`` on a tiny LLaVA shape: both sides compute the same thing."""
+
+import argparse
+import importlib
+
+import pytest
+
+from moezoo.bench import BENCHMARKS
+
+TINY = ["--layers", "1", "--dim", "32", "--heads", "2", "--experts", "4", "--top-k", "2", "--expert-dim", "16",
+        "--vocab", "64", "--seq", "8", "--image-size", "32", "--patch-size", "8", "--vision-dim", "32",
+        "--vision-layers", "3", "--vision-heads", "2", "--vision-ffn", "64", "--new-tokens", "4", "--repeats", "1"]
+
+
+def _run(*extra):
+    bench = importlib.import_module(BENCHMARKS["mm-model"])
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return bench.run(parser.parse_args(TINY + list(extra)))
+
+
+def test_mm_benchmark_compares_like_with_like(capsys):
+    frozen, trained = _run(), _run("--train-tower")
+    for result in (frozen, trained):
+        train, generate = result["forward_backward"], result["generate"]
+        assert result["image_tokens"] == (32 // 8) ** 2  # SigLIP, "full": every patch
+        # The same weights, batch and objective (LM loss + weighted aux loss): the same loss and gradients.
+        assert train["loss"]["moezoo"] == pytest.approx(train["loss"]["transformers"], abs=1e-5)
+        assert train["max_grad_diff"] < 1e-5
+        assert train["trained_params"]["moezoo"] == train["trained_params"]["transformers"]
+        assert generate["identical_ids"] is True
+        for part in (train, generate):
+            assert part["moezoo_vs_transformers"] > 0 and len(part["round_ratios"]) == 1
+    # Frozen means frozen in both: the tower's weights (its patch embedding alone: 3 * 8 * 8 * 32) are not trained.
+    assert trained["forward_backward"]["trained_params"]["moezoo"] - frozen["forward_backward"]["trained_params"][
+        "moezoo"] > 3 * 8 * 8 * 32
+    assert "moezoo / transformers" in capsys.readouterr().out
