@@ -81,7 +81,14 @@ def llava_pair(args, seed: int = 0):
 
 def llava_batch(args, num_image_tokens: int, image_token: int) -> dict[str, torch.Tensor]:
     """``input_ids``, ``attention_mask``, ``labels`` ``(B, T)`` and ``pixel_values (B, 3, H, W)``: per sample
-    ``<s>``, the image's placeholders, then ``seq - 1`` text tokens of which the last half are labelled."""
+    ``<s>``, the image's placeholders, then ``seq - 1`` text tokens of which the last half are labelled.
+
+    Example:
+        >>> from argparse import Namespace
+        >>> batch = llava_batch(Namespace(batch=2, seq=6, image_size=32), num_image_tokens=4, image_token=63)
+        >>> batch["input_ids"].shape, (batch["labels"] != -100).sum(1).tolist(), batch["pixel_values"].shape
+        (torch.Size([2, 10]), [3, 3], torch.Size([2, 3, 32, 32]))
+    """
     g = torch.Generator().manual_seed(0)
     text = torch.randint(3, image_token, (args.batch, args.seq - 1), generator=g)
     bos = torch.ones(args.batch, 1, dtype=torch.long)

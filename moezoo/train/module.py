@@ -91,10 +91,12 @@ def set_stage(model: nn.Module, stage: str, train_encoder: bool = False, train_r
     if train_encoder:
         trained = trained | {"encoder"}
     parts = parameter_parts(model)
+    unused = {f"{top}.{name}" for top in ("vision", "audio") if getattr(model, top, None) is not None
+              for name in getattr(model, top).unused_parameters()}  # never in the forward: no gradient
     counts = dict.fromkeys(("trainable", "total", "encoder", "connector", "llm", "moe"), 0)
     for name, param in model.named_parameters():
         part, in_moe = parts[name]
-        train = part in trained or (stage == "moe" and in_moe)
+        train = (part in trained or (stage == "moe" and in_moe)) and name not in unused
         param.requires_grad_(train)
         counts["total"] += param.numel()
         if train:
@@ -231,6 +233,7 @@ class MoEZooModule(pl.LightningModule):
             model = self._upcycled(model)
         self.model = model
         self.trainable = set_stage(model, hp.stage, hp.train_encoder, hp.train_rest)
+        self.train()  # a loaded model comes in eval mode; Lightning's fit loop does not switch modes itself
         n, total = self.trainable["trainable"], self.trainable["total"]
         parts = ", ".join(f"{k} {v:,}" for k, v in self.trainable.items() if k not in ("trainable", "total") and v)
         rank_zero_info(f"moezoo stage {hp.stage!r}: {n:,} of {total:,} parameters train ({100 * n / total:.1f}%: {parts})")
@@ -243,6 +246,16 @@ class MoEZooModule(pl.LightningModule):
             if getattr(out, name, None) is None and getattr(model, name, None) is not None:
                 setattr(out, name, getattr(model, name))
         return out
+
+    def train(self, mode: bool = True) -> MoEZooModule:
+        """Train mode, except for frozen encoders: they stay in eval mode, so their batch-norm
+        statistics (a CNN trunk's) and dropout do not change while their weights do not train."""
+        super().train(mode)
+        for top in ("vision", "audio"):
+            encoder = getattr(self.model, top, None) if self.model is not None else None
+            if mode and encoder is not None and not any(p.requires_grad for p in encoder.parameters()):
+                encoder.eval()
+        return self
 
     @property
     def processor(self) -> Any:

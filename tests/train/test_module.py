@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 
 import moezoo
+from moezoo.models.lm.model import causal_lm_loss
 from moezoo.processing.tokenizer import ZOO_TOKENIZER_DIR
 from moezoo.train.datamodule import ShardDataModule
 from moezoo.train.module import (MoEZooModule, WarmupCosine, model_inputs, no_weight_decay, param_groups,
@@ -209,3 +210,43 @@ def test_audio_and_video_models_have_their_parts():
         "audio": "encoder", "vision": "encoder", "connectors": "connector", "llm": "llm"}
     counts = set_stage(whisper, "align", train_encoder=True)
     assert counts["trainable"] == sum(p.numel() for n, p in whisper.named_parameters() if not n.startswith("llm."))
+
+
+def test_tower_layers_the_forward_never_reaches_stay_frozen():
+    """Every trainable parameter gets a gradient (DDP rejects unused ones): the tiny CLIP's features
+    come from layer -2, so its last layer, post-norm and SigLIP-style head never train."""
+    module = MoEZooModule(arch="mm_tiny_clip", stage="finetune", train_encoder=True)
+    module.configure_model()
+    model = module.model
+    trainable = {n for n, p in model.vision.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("vision_tower.embeddings.", "vision_tower.pre_layrnorm.",
+                                           "vision_tower.encoder.layers.0.")) for n in trainable)
+    inputs = model.processor(text="<image> what?", images=[torch.rand(3, 40, 40)])
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    assert {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None} == set()
+
+
+@pytest.mark.parametrize("train_encoder", [False, True])
+def test_a_frozen_encoder_keeps_its_batch_norm_statistics(image_batch, train_encoder):
+    module = MoEZooModule(arch="mm_tiny_cnn", overrides={"vision": {"norm": "batch"}}, stage="finetune",
+                          train_encoder=train_encoder)
+    module.configure_model()
+    stats = {n: b.clone() for n, b in module.model.vision.named_buffers() if "running_mean" in n}
+    _one_step(module, image_batch)
+    changed = any(not torch.equal(b, stats[n]) for n, b in module.model.vision.named_buffers() if n in stats)
+    assert changed == train_encoder
+
+
+def test_a_loaded_checkpoint_trains_in_train_mode(tmp_path, image_batch):
+    """moezoo.load gives an eval-mode model; in training the MoE aux loss must count (it does in train mode only)."""
+    path = moezoo.create_model("mm_tiny_cnn").save_pretrained(tmp_path / "ckpt")
+    module = MoEZooModule(checkpoint=str(path), stage="finetune")
+    module.configure_model()
+    assert module.model.llm.training and module.model.connectors.training
+    assert not module.model.vision.training  # frozen: its statistics and dropout stay fixed
+    inputs = model_inputs(image_batch)
+    out = module.model(**inputs)
+    moe = module.model.llm.config.moe
+    expected = causal_lm_loss(out.logits, inputs["labels"]) + moe.aux_loss_coef * out.aux_loss + moe.z_loss_coef * out.z_loss
+    assert out.aux_loss > 0
+    torch.testing.assert_close(out.loss, expected)

@@ -54,6 +54,12 @@ class Encoder(nn.Module):
         """How to preprocess raw input for this encoder, as a JSON-ready dict with a ``kind`` key."""
         raise NotImplementedError
 
+    def unused_parameters(self) -> set[str]:
+        """Names of parameters the forward never uses (kept for the checkpoint format, e.g. the layers
+        of a transformers tower after the selected one): training leaves them frozen, since they
+        would get no gradient (which DDP rejects)."""
+        return set()
+
     def mlp_sites(self) -> list:
         """The block MLPs that can become experts (:mod:`moezoo.models.encoders.moe`), in block order."""
         raise ValueError(f"{type(self).__name__} has no transformer-block MLPs to turn into experts; "

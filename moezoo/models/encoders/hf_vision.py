@@ -114,6 +114,17 @@ class HFVisionEncoder(Encoder):
         selected = [states[i][:, start:] for i in self.layers]
         return selected[0] if len(selected) == 1 else torch.cat(selected, dim=-1)
 
+    def unused_parameters(self) -> set[str]:
+        """The layers after the deepest selected one, the post-norm and SigLIP's pooling head."""
+        used = {f"vision_tower.{name}" for name, _ in self.vision_tower.embeddings.named_parameters(prefix="embeddings")}
+        if self.family.pre_norm is not None:
+            used |= {f"vision_tower.{n}" for n, _ in getattr(self.vision_tower, self.family.pre_norm)
+                     .named_parameters(prefix=self.family.pre_norm)}
+        for i in range(max(self.layers)):
+            used |= {f"vision_tower.encoder.layers.{i}.{n}" for n, _ in self.vision_tower.encoder.layers[i]
+                     .named_parameters()}
+        return {name for name, _ in self.named_parameters()} - used
+
     def mlp_sites(self) -> list[MLPSite]:
         """The MLPs of the layers the features come from (the later layers never run)."""
         act = activation_name(self.vision_tower.config.hidden_act)
