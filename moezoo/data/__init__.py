@@ -10,12 +10,12 @@ Modules:
     digits: digits-vqa over scikit-learn's bundled handwritten digits.
     text: a text corpus from the docstrings of the Python standard library.
     llava: conversion of LLaVA instruction JSON into shards.
-    tokenizer: a byte-level BPE tokenizer trained with ``tokenizers``.
-    chat: the chat template, tokenisation and label masking.
-    robust: skip-and-count of bad samples and the ``data/skipped`` callback.
+    tokenizer: training the byte-level BPE tokenizer with ``tokenizers``.
+    robust: skip-and-count of bad samples.
+    media: which members of a sample hold its images, audio and video; image decoding.
     pipeline: the webdataset pipelines (resampled training, split evaluation).
-    datamodule: the ``LightningDataModule`` over shards.
 
-Nothing here is imported by ``import moezoo``: the modules that pull in
-webdataset or Lightning are imported by the training code and ``moezoo data``.
+The chat template and the preprocessing live in :mod:`moezoo.processing` (inference needs
+them too); the ``LightningDataModule`` and the ``data/skipped`` callback in
+:mod:`moezoo.train`. Nothing here is imported by ``import moezoo``.
 """

@@ -15,28 +15,11 @@ seed and a given number of ranks and workers. Each sample passes through a
 conversation with the model's :class:`~moezoo.processing.processor.Processor` (so data
 and model cannot disagree on token counts or pixels), and skips and counts what is broken.
 
-**Sample layout.** A chat sample is ``KEY.json`` with LLaVA ``conversations`` whose turns
-place each medium with a placeholder (``<image>``, ``<audio>``, ``<video>``), plus one
-member per medium, named by webdataset's ``KEY.EXT`` rule:
-
-* one medium of a kind: ``KEY.png`` (or ``jpg``, ``jpeg``, ``webp``, ``bmp``), ``KEY.wav``
-  (or ``flac``), ``KEY.mp4`` (or ``webm``, ``mkv``, ``avi``, ``mov``), or a video as frames
-  ``KEY.frames.0.png``, ``KEY.frames.1.png``, ...;
-* several: the same with a leading index, in placeholder order: ``KEY.0.png``,
-  ``KEY.1.png``; ``KEY.0.wav``; ``KEY.0.mp4`` or ``KEY.0.frames.0.png``, ... Indices run
-  0, 1, ... with no gap; frames are ordered by their number and sampled uniformly to the
-  processor's ``video_frames``.
-
-The text must hold one placeholder per medium (a single image without a placeholder is
-put before the first user turn, as LLaVA does). Audio is read with
-:func:`moezoo.processing.audio.load_audio` at its own sample rate and resampled by the
-processor; an mp4 is decoded through :mod:`moezoo.processing.video` (PyAV). A text
-sample is ``KEY.txt``, cut into ``max_length`` windows.
+The layout of a sample's members is :mod:`moezoo.data.media`'s.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -49,14 +32,12 @@ from typing import Any, Iterator
 import torch
 import webdataset as wds
 
+from moezoo.data.media import decode_image, group_members, in_order
 from moezoo.data.robust import SampleError, SkipCounter
 from moezoo.processing.chat import Encoded, TokenizerAdapter, encode_document
 from moezoo.processing.processor import INPUT_KEYS, MODALITIES, Processor
 from moezoo.processing.tokens import AUDIO, IMAGE, VIDEO
 
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp")
-AUDIO_EXTS = ("wav", "flac")
-VIDEO_EXTS = ("mp4", "webm", "mkv", "avi", "mov")
 # The placeholders of the data (LLaVA JSON); the processor maps them to its model's tokens.
 DATA_PLACEHOLDERS = {"image": IMAGE, "audio": AUDIO, "video": VIDEO}
 # A skip streak this long means the data and the processor do not fit (say, image data for
@@ -64,92 +45,6 @@ DATA_PLACEHOLDERS = {"image": IMAGE, "audio": AUDIO, "video": VIDEO}
 MAX_SKIP_STREAK = 1000
 # What a chat sample's JSON may carry besides the conversation, passed on in the batch's ``meta``.
 META_KEYS = ("id", "question_id", "image_id", "answer", "question_type", "caption")
-
-
-def _member_re(exts: tuple[str, ...], middle: str = "") -> re.Pattern:
-    return re.compile(rf"^(?:(\d+)\.)?{middle}({'|'.join(exts)})$")
-
-
-_MEMBERS = {"image": _member_re(IMAGE_EXTS), "audio": _member_re(AUDIO_EXTS), "video": _member_re(VIDEO_EXTS)}
-_FRAME = _member_re(IMAGE_EXTS, middle=r"frames\.(\d+)\.")
-
-
-def decode_image(data: bytes):
-    """Decode image bytes to an RGB PIL image; a broken file raises ``SampleError('corrupt_image')``.
-
-    Example:
-        >>> from moezoo.data.shards import encode_png
-        >>> from PIL import Image
-        >>> decode_image(encode_png(Image.new("L", (3, 2)))).mode
-        'RGB'
-        >>> decode_image(b"not a png")
-        Traceback (most recent call last):
-        ...
-        moezoo.data.robust.SampleError: corrupt_image: UnidentifiedImageError
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()  # PIL is lazy: truncation only shows when the pixels are read
-        return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise SampleError("corrupt_image", type(err).__name__) from None
-
-
-def media_members(sample: dict[str, Any]) -> dict[str, list]:
-    """Modality -> its members in placeholder order (see the module docstring for the names).
-
-    An image or audio clip is one member name; a video is a file member name or the list
-    of its frame members in frame order.
-
-    Raises:
-        SampleError: ``media_mismatch`` when the names do not form one item per index
-            0, 1, ... (a gap, ``png`` beside ``0.png``, a video as a file and as frames).
-
-    Example:
-        >>> media_members({"__key__": "k", "json": b"", "1.png": b"", "0.png": b"", "frames.1.jpg": b"",
-        ...                "frames.0.jpg": b""})
-        {'image': ['0.png', '1.png'], 'audio': [], 'video': [['frames.0.jpg', 'frames.1.jpg']]}
-    """
-    return {modality: _in_order(modality, items) for modality, items in _group_members(sample).items()}
-
-
-def _group_members(sample: dict[str, Any]) -> dict[str, dict[str | None, list]]:
-    """Modality -> index (``None`` when unindexed) -> its member names (``(frame, name)`` for frames)."""
-    found: dict[str, dict[str | None, list]] = {m: {} for m in MODALITIES}
-    for name in sample:
-        if name.startswith("__"):
-            continue
-        for modality, pattern in _MEMBERS.items():
-            if match := pattern.match(name):
-                found[modality].setdefault(match[1], []).append(name)
-                break
-        else:
-            if match := _FRAME.match(name):
-                found["video"].setdefault(match[1], []).append((int(match[2]), name))
-    return found
-
-
-def _in_order(modality: str, items: dict[str | None, list]) -> list:
-    if not items:
-        return []
-    if None in items and len(items) > 1:
-        names = sorted(n if isinstance(n, str) else n[1] for group in items.values() for n in group)
-        raise SampleError("media_mismatch", f"{modality} members both with and without an index: {names}")
-    indices = sorted(items, key=lambda i: -1 if i is None else int(i))
-    if None not in items and [int(i) for i in indices] != list(range(len(indices))):
-        raise SampleError("media_mismatch", f"{modality} member indices {[int(i) for i in indices]} are not 0..n-1")
-    out = []
-    for index in indices:
-        names = items[index]
-        files = [n for n in names if isinstance(n, str)]
-        frames = [n for n in names if not isinstance(n, str)]
-        if len(files) + bool(frames) != 1:
-            raise SampleError("media_mismatch", f"{modality} {index or 0} has several members: "
-                                                f"{sorted(files + [n for _, n in frames])}")
-        out.append(files[0] if files else [n for _, n in sorted(frames)])
-    return out
 
 
 @dataclass
@@ -250,7 +145,7 @@ class SampleProcessor:
             raise SampleError("bad_json", "expected an object with a 'conversations' list")
         conversations = body["conversations"]
         text = " ".join(str(t.get("value", "")) for t in conversations if isinstance(t, dict))
-        groups, members = _group_members(sample), {}
+        groups, members = group_members(sample), {}
         for modality in MODALITIES:
             members[modality], conversations = self._check_media(modality, text, groups[modality], conversations)
         try:
@@ -278,7 +173,7 @@ class SampleProcessor:
             raise SampleError("unsupported_modality", f"the sample has {modality} ({n_text} {placeholder}, "
                                                       f"{len(groups)} member(s)) but the model takes "
                                                       f"{self.processor.modalities or 'text only'}")
-        members = _in_order(modality, groups)
+        members = in_order(modality, groups)
         n_media = len(members)
         if not n_media:
             raise SampleError("missing_key", f"a turn holds {placeholder} but the sample has no {modality} member")
