@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moezoo.convert.testing import tiny_hf_config, tiny_tokenizer
+from moezoo.convert.testing import randomize_, tiny_hf_config, tiny_tokenizer
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -75,16 +75,7 @@ def tiny_llava_model(tower: str = "clip", family: str = "llama", seed: int = 0, 
 
     torch.manual_seed(seed)
     model = transformers.LlavaForConditionalGeneration(tiny_llava_config(tower, family, **overrides))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            std = 0.02 if "language_model" in name or name.startswith("lm_head") else 0.2
-            if "norm" in name and name.endswith("weight"):  # CLIP spells one `pre_layrnorm`
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-            else:
-                p.copy_(std * torch.randn_like(p))
-    return model.eval()
+    return randomize_(model, lambda name: 0.02 if "language_model" in name or name.startswith("lm_head") else 0.2).eval()
 
 
 def tiny_llava_processor(model: Any) -> Any:

@@ -55,15 +55,23 @@ def tiny_hf_model(family: str, seed: int = 0, std: float = 0.02, **overrides: An
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_hf_config(family, **overrides), attn_implementation="sdpa")
+    return randomize_(model, lambda name: std).eval()
+
+
+def randomize_(model: Any, std_of: Any) -> Any:
+    """Draw every weight of ``model`` in place: norms ``1 + 0.1 N``, biases ``0.1 N``, the rest
+    ``std_of(name) N``, so that a wrongly placed norm or bias cannot hide behind ones and zeros."""
+    import torch
+
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight") or "layernorm" in name:
+            if "norm" in name and name.endswith("weight"):  # CLIP spells one `pre_layrnorm`
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
             else:
-                p.copy_(std * torch.randn_like(p))
-    return model.eval()
+                p.copy_(std_of(name) * torch.randn_like(p))
+    return model
 
 
 def tiny_hf_checkpoint(family: str, path: str | Path, seed: int = 0, **save_kwargs: Any) -> Any:

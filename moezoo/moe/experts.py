@@ -65,3 +65,21 @@ class GroupedExperts(nn.Module):
         dispatch: Dispatch = sort_by_expert(routing, self.num_experts, capacity)
         out = expert_ffn(x_TD, dispatch, self.in_proj, self.down_proj, self.glu, mode, self.grad_buffers)
         return out, dispatch.counts, dispatch.num_dropped
+
+
+def expert_copies(w: torch.Tensor, n: int, noise_std: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(n, *w.shape)`` copies of ``w``, for sparse upcycling (Komatsuzaki et al. 2022).
+
+    ``noise_std`` adds Gaussian noise of that many times ``w``'s standard deviation (scale-free),
+    which breaks the symmetry between the copies; 0 keeps them identical.
+
+    Example:
+        >>> expert_copies(torch.ones(2), 3).shape
+        torch.Size([3, 2])
+    """
+    out = w.detach().float().cpu().unsqueeze(0).repeat(n, *([1] * w.ndim))
+    if noise_std > 0 and w.numel() > 1:
+        out += torch.randn(out.shape, generator=generator) * (noise_std * w.detach().float().std().item())
+    return out.to(w.dtype)
+

@@ -16,6 +16,7 @@ one: sort the assignments by expert, run each expert on its slice, ``index_add_`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -24,8 +25,11 @@ from torch import nn
 
 from moezoo.moe.config import MoEConfig
 from moezoo.moe.dispatch import sort_by_expert
+from moezoo.moe.experts import expert_copies
 from moezoo.moe.layer import MoEOutput
-from moezoo.moe.routers import create_router
+from moezoo.moe.routers import create_router, list_routers
+from moezoo.utils.checks import check_min, require
+from moezoo.utils.config import Config
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -75,6 +79,44 @@ class Activation(nn.Module):
 
     def extra_repr(self) -> str:
         return repr(self.name)
+
+
+@dataclass
+class ExpertsConfig(Config):
+    """How the routed MLP experts outside the LLM (a connector's, a vision tower's) are set up.
+
+    Args:
+        num_experts / top_k: ``E`` experts, ``k`` per token.
+        router: a name of :func:`moezoo.moe.list_routers` (LibMoE's: ``softmax``, ``cosine``,
+            ``perturbed_cosine``, ``sigmoid``, ``hyper``, ...).
+        aux_loss_coef / z_loss_coef: the weights the owning model gives the router losses.
+        norm_topk_prob: renormalise the kept weights (the exact upcycled start needs it).
+
+    Example:
+        >>> ExpertsConfig(num_experts=4, top_k=6)
+        Traceback (most recent call last):
+        ...
+        ValueError: ExpertsConfig.top_k=6 must be in [1, num_experts=4]
+    """
+
+    num_experts: int = 4
+    top_k: int = 2
+    router: str = "softmax"
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.0
+    norm_topk_prob: bool = True
+
+    def __post_init__(self) -> None:
+        check_min(self, num_experts=1)
+        require(self, "top_k", 1 <= self.top_k <= self.num_experts, f"must be in [1, num_experts={self.num_experts}]")
+        require(self, "router", self.router in list_routers(), f"is unknown; known routers: {list_routers()}")
+        for name in ("aux_loss_coef", "z_loss_coef"):
+            require(self, name, getattr(self, name) >= 0, "must be >= 0")
+
+    def moe_kwargs(self) -> dict[str, Any]:
+        """The :class:`MoEMLP` keyword arguments beyond the widths and the activation."""
+        return dict(num_experts=self.num_experts, top_k=self.top_k, router=self.router,
+                    aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef, norm_topk_prob=self.norm_topk_prob)
 
 
 class MoEMLP(nn.Module):
@@ -208,14 +250,6 @@ class MoEMLP(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for dense, w, b in ((fc1, moe.fc1_weight, moe.fc1_bias), (fc2, moe.fc2_weight, moe.fc2_bias)):
-                w.copy_(_copies(dense.weight, num_experts, noise_std, gen))
-                b.copy_(_copies(dense.bias, num_experts, noise_std, gen) if dense.bias is not None else 0.0)
+                w.copy_(expert_copies(dense.weight, num_experts, noise_std, gen))
+                b.copy_(expert_copies(dense.bias, num_experts, noise_std, gen) if dense.bias is not None else 0.0)
         return moe.to(device=fc1.weight.device, dtype=fc1.weight.dtype)
-
-
-def _copies(w: torch.Tensor, n: int, noise_std: float, gen: torch.Generator) -> torch.Tensor:
-    """``(n, *w.shape)`` copies of ``w`` with optional Gaussian noise relative to ``w``'s std."""
-    out = w.detach().float().cpu().unsqueeze(0).repeat(n, *([1] * w.ndim))
-    if noise_std > 0 and w.numel() > 1:
-        out += torch.randn(out.shape, generator=gen) * (noise_std * w.detach().float().std().item())
-    return out

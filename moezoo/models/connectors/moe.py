@@ -20,10 +20,9 @@ import torch
 
 from moezoo.models.connectors.base import CONNECTORS, Connector
 from moezoo.models.connectors.linear import MLPConnector, check_features
-from moezoo.moe import MoEOutput, list_routers
-from moezoo.moe.mlp_experts import ACTIVATIONS, MoEMLP
+from moezoo.moe import MoEOutput
+from moezoo.moe.mlp_experts import ACTIVATIONS, ExpertsConfig, MoEMLP
 from moezoo.utils.checks import check_min, require
-from moezoo.utils.config import Config
 
 
 class MoEConnector(Connector):
@@ -38,9 +37,8 @@ class MoEConnector(Connector):
     def __init__(self, config: MoEConnectorConfig, in_dim: int, out_dim: int, prompt_dim: int | None = None):
         super().__init__()
         self.config, self.in_dim, self.out_dim = config, in_dim, out_dim
-        self.mlp = MoEMLP(in_dim, config.hidden_dim or out_dim, out_dim, config.num_experts, config.top_k,
-                          config.activation, config.router, aux_loss_coef=config.aux_loss_coef,
-                          z_loss_coef=config.z_loss_coef, norm_topk_prob=config.norm_topk_prob)
+        self.mlp = MoEMLP(in_dim, config.hidden_dim or out_dim, out_dim, activation=config.activation,
+                          **config.moe_kwargs())
 
     @property
     def last_output(self) -> MoEOutput | None:
@@ -79,26 +77,21 @@ class MoEConnector(Connector):
             raise ValueError(f"an upcycled connector keeps the dense hidden width {dense.out_dim}, "
                              f"got hidden_dim={config.hidden_dim}")
         connector = cls(config, dense.in_dim, dense.out_dim)
-        connector.mlp = MoEMLP.from_dense(dense.linear_1, config.activation, dense.linear_2, num_experts, top_k,
-                                          router, noise_std=noise_std, norm_topk_prob=config.norm_topk_prob,
-                                          seed=seed, aux_loss_coef=config.aux_loss_coef,
-                                          z_loss_coef=config.z_loss_coef)
+        connector.mlp = MoEMLP.from_dense(dense.linear_1, config.activation, dense.linear_2, noise_std=noise_std,
+                                          seed=seed, **config.moe_kwargs())
         return connector
 
 
 @CONNECTORS.register(MoEConnector)
 @dataclass
-class MoEConnectorConfig(Config):
+class MoEConnectorConfig(ExpertsConfig):
     """``moe``: an ``mlp2x_gelu``-shaped connector whose MLP is a mixture of experts.
 
     Args:
-        num_experts / top_k: ``E`` experts, ``k`` per token.
-        router: a name of :func:`moezoo.moe.list_routers` (LibMoE's: ``softmax``, ``cosine``,
-            ``perturbed_cosine``, ``sigmoid``, ``hyper``, ...).
+        num_experts / top_k / router / aux_loss_coef / z_loss_coef / norm_topk_prob: the experts
+            and their routing (:class:`~moezoo.moe.mlp_experts.ExpertsConfig`).
         hidden_dim: each expert's hidden width; default the LLM width ``out_dim``, as ``mlp2x_gelu``.
         activation: as :class:`~moezoo.models.connectors.linear.MLPConfig`.
-        aux_loss_coef / z_loss_coef: weights the owning model gives the router losses.
-        norm_topk_prob: renormalise the top-k weights (needed for the exact upcycled start).
 
     Example:
         >>> MoEConnectorConfig(num_experts=4, top_k=6)
@@ -108,22 +101,11 @@ class MoEConnectorConfig(Config):
     """
 
     kind: ClassVar[str] = "moe"
-    num_experts: int = 4
-    top_k: int = 2
-    router: str = "softmax"
     hidden_dim: int | None = None
     activation: str = "gelu"
-    aux_loss_coef: float = 0.01
-    z_loss_coef: float = 0.0
-    norm_topk_prob: bool = True
 
     def __post_init__(self) -> None:
-        check_min(self, num_experts=1)
-        require(self, "top_k", 1 <= self.top_k <= self.num_experts, f"must be in [1, num_experts={self.num_experts}]")
-        routers = list_routers()
-        require(self, "router", self.router in routers, f"is unknown; known routers: {', '.join(routers)}")
+        super().__post_init__()
         require(self, "activation", self.activation in ACTIVATIONS, f"must be one of {sorted(ACTIVATIONS)}")
         if self.hidden_dim is not None:
             check_min(self, hidden_dim=1)
-        for name in ("aux_loss_coef", "z_loss_coef"):
-            require(self, name, getattr(self, name) >= 0, "must be >= 0")

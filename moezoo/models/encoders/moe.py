@@ -18,22 +18,18 @@ from typing import Any
 
 from torch import nn
 
-from moezoo.moe import list_routers
-from moezoo.moe.mlp_experts import ACTIVATIONS, MoEMLP
-from moezoo.utils.checks import check_min, require
-from moezoo.utils.config import Config
+from moezoo.moe.mlp_experts import ACTIVATIONS, ExpertsConfig, MoEMLP
+from moezoo.utils.checks import require
 
 
 @dataclass
-class EncoderMoEConfig(Config):
+class EncoderMoEConfig(ExpertsConfig):
     """Which of a tower's block MLPs become experts, and how they are routed.
 
     Args:
-        num_experts / top_k: ``E`` experts per MLP, ``k`` per token.
-        router: a name of :func:`moezoo.moe.list_routers`.
+        num_experts / top_k / router / aux_loss_coef / z_loss_coef / norm_topk_prob: the experts
+            and their routing (:class:`~moezoo.moe.mlp_experts.ExpertsConfig`).
         layers: indices of the blocks (among :meth:`Encoder.mlp_sites`) to sparsify; ``None``: all.
-        aux_loss_coef / z_loss_coef: the weights the model gives their router losses.
-        norm_topk_prob: renormalise the kept weights (the exact upcycled start needs it).
 
     Example:
         >>> EncoderMoEConfig(num_experts=4, top_k=2, layers=[1, 0]).layers
@@ -44,23 +40,13 @@ class EncoderMoEConfig(Config):
         ValueError: EncoderMoEConfig.top_k=3 must be in [1, num_experts=2]
     """
 
-    num_experts: int = 4
-    top_k: int = 2
-    router: str = "softmax"
     layers: list[int] | None = None
-    aux_loss_coef: float = 0.01
-    z_loss_coef: float = 0.0
-    norm_topk_prob: bool = True
 
     def __post_init__(self) -> None:
-        check_min(self, num_experts=1)
-        require(self, "top_k", 1 <= self.top_k <= self.num_experts, f"must be in [1, num_experts={self.num_experts}]")
-        require(self, "router", self.router in list_routers(), f"is unknown; known routers: {list_routers()}")
+        super().__post_init__()
         if self.layers is not None:
             self.layers = sorted(int(i) for i in self.layers)
             require(self, "layers", all(i >= 0 for i in self.layers), "must be block indices >= 0")
-        for name in ("aux_loss_coef", "z_loss_coef"):
-            require(self, name, getattr(self, name) >= 0, "must be >= 0")
 
 
 @dataclass
@@ -109,16 +95,14 @@ def sparsify_mlps(sites: list[MLPSite], config: EncoderMoEConfig, upcycle: bool,
     if bad:
         raise ValueError(f"EncoderMoEConfig.layers={config.layers} has blocks {bad} outside the tower's "
                          f"{len(sites)} MLP blocks")
-    kwargs = dict(norm_topk_prob=config.norm_topk_prob, aux_loss_coef=config.aux_loss_coef,
-                  z_loss_coef=config.z_loss_coef)
     for i in chosen:
         site = sites[i]
         if upcycle:
-            moe = MoEMLP.from_dense(site.fc1, site.activation, site.fc2, config.num_experts, config.top_k,
-                                    config.router, noise_std=noise_std, seed=seed + i, **kwargs)
+            moe = MoEMLP.from_dense(site.fc1, site.activation, site.fc2, noise_std=noise_std, seed=seed + i,
+                                    **config.moe_kwargs())
         else:
-            moe = MoEMLP(site.fc1.in_features, site.fc1.out_features, site.fc2.out_features, config.num_experts,
-                         config.top_k, site.activation, config.router, **kwargs)
+            moe = MoEMLP(site.fc1.in_features, site.fc1.out_features, site.fc2.out_features,
+                         activation=site.activation, **config.moe_kwargs())
         setattr(site.parent, site.name, moe)
 
 

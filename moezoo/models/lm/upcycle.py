@@ -17,6 +17,7 @@ import torch
 from moezoo.models.lm.config import DENSE_FAMILIES, LMConfig
 from moezoo.models.lm.model import MoEForCausalLM
 from moezoo.moe import MoEConfig
+from moezoo.moe.experts import expert_copies
 
 
 def upcycle_lm(dense: MoEForCausalLM, num_experts: int = 8, top_k: int = 2,
@@ -71,15 +72,7 @@ def upcycle_lm(dense: MoEForCausalLM, num_experts: int = 8, top_k: int = 2,
     for i in layers:
         mlp = f"layers.{i}.mlp"
         gate, up, down = (dense_state[f"{mlp}.{p}.weight"] for p in ("gate_proj", "up_proj", "down_proj"))
-        state[f"{mlp}.experts.gate_up_proj"] = _copies(torch.cat([gate, up], dim=0), num_experts, noise_std, gen)
-        state[f"{mlp}.experts.down_proj"] = _copies(down, num_experts, noise_std, gen)
+        state[f"{mlp}.experts.gate_up_proj"] = expert_copies(torch.cat([gate, up]), num_experts, noise_std, gen)
+        state[f"{mlp}.experts.down_proj"] = expert_copies(down, num_experts, noise_std, gen)
     model.load_state_dict(state)
     return model.to(device=weight.device, dtype=weight.dtype).train(dense.training)
-
-
-def _copies(w: torch.Tensor, n: int, noise_std: float, gen: torch.Generator) -> torch.Tensor:
-    """``(n, *w.shape)`` copies of ``w`` with optional relative Gaussian noise."""
-    out = w.detach().float().cpu().unsqueeze(0).repeat(n, *([1] * w.ndim))
-    if noise_std > 0:
-        out += torch.randn(out.shape, generator=gen) * (noise_std * w.float().std().item())
-    return out.to(w.dtype)
