@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from moezoo.bench.model import _realistic_
+from moezoo.bench.model import realistic_weights_
 from moezoo.bench.model import add_arguments as add_model_arguments
 from moezoo.bench.timing import median, paired_ratio, time_interleaved
 
@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--vision-heads", type=int, default=6)
     parser.add_argument("--vision-ffn", type=int, default=1536)
     parser.add_argument("--feature-layer", type=int, default=-2, help="LLaVA's vision_feature_layer")
-    parser.add_argument("--new-tokens", type=int, default=32, help="generated tokens")
+    parser.add_argument("--new-tokens", type=int, default=64, help="generated tokens (64, as `moezoo bench generate`)")
     parser.add_argument("--train-tower", action="store_true", help="train the vision tower too (default: frozen)")
 
 
@@ -72,7 +72,7 @@ def llava_pair(args, seed: int = 0):
                                    vision_feature_layer=args.feature_layer, vision_feature_select_strategy="full")
     torch.manual_seed(seed)
     hf = transformers.LlavaForConditionalGeneration(cfg)
-    _realistic_(hf)
+    realistic_weights_(hf)
     hf.generation_config.eos_token_id = None
     config = MultimodalConfig(**multimodal_fields(cfg.to_dict()))
     state = llava_to_moezoo({k: v.clone() for k, v in hf.state_dict().items()}, config.llm)
@@ -98,7 +98,8 @@ def llava_batch(args, num_image_tokens: int, image_token: int) -> dict[str, torc
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "pixel_values": pixels}
 
 
-def _freeze_towers(hf, moe, train_tower: bool) -> None:
+def _set_training(hf, moe, train_tower: bool) -> None:
+    """Training mode; the projector and the LLM trained, the vision towers frozen unless ``train_tower``."""
     for model in (hf, moe):
         model.train().requires_grad_(True)
     hf.model.vision_tower.requires_grad_(train_tower)
@@ -121,7 +122,7 @@ def time_training(args, hf, moe) -> dict:
     """Forward+backward of both models, interleaved; the losses and gradients are compared."""
     from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
 
-    _freeze_towers(hf, moe, args.train_tower)
+    _set_training(hf, moe, args.train_tower)
     batch = llava_batch(args, moe.num_tokens["image"], moe.config.image_token_id)
     router_logits: list[torch.Tensor] = []
     hooks = [layer.mlp.gate.register_forward_hook(lambda module, inputs, out: router_logits.append(out[0]))
@@ -153,6 +154,8 @@ def time_training(args, hf, moe) -> dict:
     result["max_grad_diff"] = _max_grad_diff(hf, moe)
     result["trained_params"] = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
                                 for name, m in (("moezoo", moe), ("transformers", hf))}
+    for model in (hf, moe):
+        model.zero_grad(set_to_none=True)
     return result
 
 

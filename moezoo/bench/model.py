@@ -48,7 +48,7 @@ def olmoe_pair(args, seed: int = 0):
                       pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(seed)
     hf = OlmoeForCausalLM(cfg)
-    _realistic_(hf)
+    realistic_weights_(hf)
     hf.set_experts_implementation("grouped_mm")
     config = lm_config_from_hf(cfg.to_dict())
     model = build_model(config, hf_to_moezoo({k: v.clone() for k, v in hf.state_dict().items()}, config), "bench")
@@ -64,12 +64,13 @@ def dense_llama(args, seed: int = 0):
                       max_position_embeddings=4096)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
-    _realistic_(model)
+    realistic_weights_(model)
     return model
 
 
 @torch.no_grad()
-def _realistic_(model) -> None:
+def realistic_weights_(model) -> None:
+    """Draw every weight but the norms from N(0, 0.02), a trained model's scale (see the module docstring)."""
     for name, p in model.named_parameters():
         if "norm" not in name:
             p.normal_(0.0, 0.02)

@@ -24,8 +24,10 @@ def test_mm_benchmark_compares_like_with_like(capsys):
     for result in (frozen, trained):
         train, generate = result["forward_backward"], result["generate"]
         assert result["image_tokens"] == (32 // 8) ** 2  # SigLIP, "full": every patch
-        # The same weights, batch and objective (LM loss + weighted aux loss): the same loss and gradients.
-        assert train["loss"]["moezoo"] == pytest.approx(train["loss"]["transformers"], abs=1e-5)
+        # The same weights, batch and objective (LM loss + weighted aux loss): the same loss and gradients
+        # (the gradients are the sharper check: a 1% change of a projector weight moves the loss by 7e-6 here,
+        # the largest gradient difference to 5e-5).
+        assert train["loss"]["moezoo"] == pytest.approx(train["loss"]["transformers"], abs=2e-6)
         assert train["max_grad_diff"] < 1e-5
         assert train["trained_params"]["moezoo"] == train["trained_params"]["transformers"]
         assert generate["identical_ids"] is True

@@ -20,10 +20,10 @@ from torch import nn
 from moezoo.models.base import ZooModel
 from moezoo.models.lm.attention import Attention, KVCache, attention_mask_for, positions_from_mask
 from moezoo.models.lm.config import LMConfig
+from moezoo.models.lm.head import lm_head
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
 from moezoo.moe import MLP, MoELayer, MoEOutput, Routing, RoutingStats, load_balancing_loss
-from moezoo.moe.threads import decoding_linear
 
 
 @dataclass
@@ -156,7 +156,7 @@ class MoEForCausalLM(ZooModel):
         if cache is not None:
             cache.length += T
         x = self.norm(x if logits_to_keep <= 0 else x[:, -logits_to_keep:])
-        logits = decoding_linear(x, self.output_weight)  # (B, T, V)
+        logits = lm_head(x, self.output_weight)  # (B, T, V)
         aux_loss = z_loss = None
         wants_routing = router_losses or labels is not None
         if wants_routing:
