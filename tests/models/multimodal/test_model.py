@@ -251,3 +251,22 @@ class TestErrors:
     def test_unknown_architecture_lists_the_closest(self):
         with pytest.raises(ValueError, match=r"Did you mean \['mm_tiny_clip'"):
             moezoo.create_model("mm_tiny_clap")
+
+
+@pytest.mark.parametrize("connector", [
+    {"kind": "linear"}, {"kind": "mlp2x_gelu"}, {"kind": "film"}, {"kind": "moe", "num_experts": 4},
+    {"kind": "resampler", "num_queries": 6, "num_layers": 1, "num_heads": 4},
+    {"kind": "instruct", "num_queries": 6, "num_layers": 1, "num_heads": 4},
+])
+def test_every_connector_kind_trains_and_generates(connector):
+    model = moezoo.create_model("mm_tiny_cnn", image_connector=connector)
+    expected = connector.get("num_queries", 4)  # a resampler's queries, else the CNN's 2x2 map
+    assert model.num_tokens["image"] == model.processor.num_tokens["image"] == expected
+    batch = inputs_for(model)
+    model.train()
+    out = model(**batch, labels=batch["input_ids"])
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.connectors.parameters())
+    model.eval()
+    ids = model.generate(**batch, max_new_tokens=3, do_sample=False, eos_token_id=[])
+    assert ids.shape[1] == batch["input_ids"].shape[1] + 3
