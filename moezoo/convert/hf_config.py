@@ -84,7 +84,18 @@ def lm_config_from_hf(cfg: dict[str, Any], generation: dict[str, Any] | None = N
         ...     "num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2})
         >>> c.moe.num_experts, c.moe.norm_topk_prob, c.rope_theta, c.family
         (4, True, 1000000.0, 'mixtral')
+        >>> lm_config_from_hf({"model_type": "llama", "vocab_size": 64})
+        Traceback (most recent call last):
+        ...
+        ValueError: the llama config.json lacks the field 'hidden_size'
     """
+    try:
+        return _lm_config_from_hf(cfg, generation)
+    except KeyError as err:  # a field transformers itself would require
+        raise ValueError(f"the {cfg.get('model_type')} config.json lacks the field {err.args[0]!r}") from None
+
+
+def _lm_config_from_hf(cfg: dict[str, Any], generation: dict[str, Any] | None) -> LMConfig:
     f = _family_of(cfg)
     _check_supported(cfg, f)
     dim, heads = cfg["hidden_size"], cfg["num_attention_heads"]
