@@ -10,6 +10,8 @@ Example:
     ['moe_lm_tiny']
 """
 
+from moezoo.utils.lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 # Entry points are imported on first use (PEP 562), so `import moezoo` pulls in
@@ -21,17 +23,4 @@ _LAZY = {
     "list_models": "moezoo.registry",
     "register_model": "moezoo.registry",
 }
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'moezoo' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

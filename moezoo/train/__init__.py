@@ -10,22 +10,11 @@ Example:
     'moezoo.train.module'
 """
 
+from moezoo.utils.lazy import lazy_attributes
+
 _LAZY = {
     "MoEZooModule": "moezoo.train.module",
     "ShardDataModule": "moezoo.train.datamodule",
     "SkippedSamplesLogger": "moezoo.train.callbacks",
 }
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'moezoo.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
