@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 # neither torch's model code nor transformers until a model is actually built or loaded.
 _LAZY = {
     "load": "moezoo.loading",
-    "upcycle": "moezoo.models.upcycle",
+    "upcycle": "moezoo.loading",
     "create_model": "moezoo.registry",
     "list_models": "moezoo.registry",
     "register_model": "moezoo.registry",

@@ -1,4 +1,5 @@
-"""``moezoo.load``: one call from a name or a checkpoint dir to a model ready for inference.
+"""``moezoo.load``: one call from a name or a checkpoint dir to a model ready for inference;
+``moezoo.upcycle``, which takes a checkpoint dir as well as a model.
 
 It recognises a moezoo checkpoint (``moezoo_config.json``), a transformers
 checkpoint of a supported family (``config.json``), so users can bring the MoE
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from typing import Any, Callable
 
 import torch
@@ -75,3 +77,22 @@ def hf_importer(config_file: Path) -> Callable[..., Any]:
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_file} is not valid JSON ({err})") from None
     return importers.get(cfg.get("model_type") if isinstance(cfg, dict) else None, import_hf)
+
+
+def upcycle(model_or_path: nn.Module | str | Path, num_experts: int = 8, top_k: int = 2, router: str = "softmax",
+            **kwargs: Any) -> nn.Module:
+    """Sparse upcycling (:func:`moezoo.models.upcycle.upcycle`) of a model or of the dir :func:`load` reads.
+
+    Example:
+        >>> import tempfile
+        >>> from moezoo.models.lm import LMConfig, MoEForCausalLM
+        >>> path = MoEForCausalLM(LMConfig(vocab_size=32, dim=16, num_layers=2, num_heads=2,
+        ...                                ffn_dim=32)).save_pretrained(tempfile.mkdtemp())
+        >>> upcycle(path, num_experts=4).config.sparse_layers()
+        [0, 1]
+    """
+    from moezoo.models.upcycle import upcycle as upcycle_model
+
+    model = load(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path
+    return upcycle_model(model, num_experts=num_experts, top_k=top_k, router=router, **kwargs)
+

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from moezoo.checkpoint.files import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, save_safetensors
+from moezoo.convert.export import export_hf
 from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 
@@ -45,3 +46,13 @@ def save(model: Any, path: str | Path) -> Path:
     atomic_write_text(path / CONFIG_NAME, json.dumps(header, indent=2) + "\n")
     return path
 
+
+def save_pretrained(model: Any, path: str | Path, format: str = "moezoo", **kwargs: Any) -> Path:
+    """What ``model.save_pretrained`` runs: ``format="moezoo"`` (:func:`save`) or ``"hf"``, a
+    transformers checkpoint (:func:`moezoo.convert.export.export_hf`, which takes ``kwargs``)."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; use one of {sorted(FORMATS)}")
+    return FORMATS[format](model, path, **kwargs)
+
+
+FORMATS = {"moezoo": save, "hf": export_hf}

@@ -1,10 +1,9 @@
 """The base class of moezoo's models: processing attached, I/O handed over.
 
 Model classes hold model code only. ``save_pretrained`` is the transformers-style
-entry users expect, but it is a thin hand-over: the moezoo format is written by
-:mod:`moezoo.checkpoint.writer` and the transformers format by
-:mod:`moezoo.convert.export`, neither of which imports model classes back, so there is
-no import cycle. Loading is :func:`moezoo.load`.
+entry users expect, but it is a thin hand-over to :mod:`moezoo.checkpoint.writer`, which
+writes every format (moezoo's own, or transformers' through :mod:`moezoo.convert.export`)
+and imports no model class back, so there is no import cycle. Loading is :func:`moezoo.load`.
 """
 
 from __future__ import annotations
@@ -51,14 +50,8 @@ class ZooModel(nn.Module):
         """Save to ``path`` as a moezoo checkpoint (``format="moezoo"``) or a transformers one (``"hf"``).
 
         ``moezoo.load(path)`` reads either back; transformers reads the ``"hf"`` format. See
-        :func:`moezoo.checkpoint.writer.save` and :func:`moezoo.convert.export.export_hf` for options.
+        :func:`moezoo.checkpoint.writer.save_pretrained` for the options.
         """
-        if format == "moezoo":
-            from moezoo.checkpoint.writer import save
+        from moezoo.checkpoint.writer import save_pretrained
 
-            return save(self, path, **kwargs)
-        if format == "hf":
-            from moezoo.convert.export import export_hf
-
-            return export_hf(self, path, **kwargs)
-        raise ValueError(f"unknown format {format!r}; use 'moezoo' or 'hf'")
+        return save_pretrained(self, path, format, **kwargs)

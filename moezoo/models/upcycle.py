@@ -1,15 +1,15 @@
-"""``moezoo.upcycle``: sparse upcycling of a loaded model or a checkpoint dir.
+"""Sparse upcycling of a model, whichever its class (``moezoo.upcycle`` also takes a dir).
 
 Komatsuzaki et al. 2022, *Sparse Upcycling* (arXiv 2212.05055), the third stage of
 LibMoE (arXiv 2411.00918) and of MoE-LLaVA (arXiv 2401.15947): every expert starts as
 a copy of the dense FFN it replaces, behind a fresh router, so the upcycled model
-starts where the dense one ended. The per-model work is in
-:func:`moezoo.models.lm.upcycle.upcycle_lm`.
+starts where the dense one ended. The per-class work is in
+:func:`moezoo.models.lm.upcycle.upcycle_lm` and :func:`moezoo.models.multimodal.upcycle.upcycle_multimodal`;
+reading a checkpoint dir first is :func:`moezoo.loading.upcycle`'s.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -22,16 +22,16 @@ from moezoo.models.multimodal.upcycle import upcycle_multimodal
 UPCYCLERS = {MoEForCausalLM: upcycle_lm, MultimodalMoEForCausalLM: upcycle_multimodal}
 
 
-def upcycle(model_or_path: nn.Module | str | Path, num_experts: int = 8, top_k: int = 2, router: str = "softmax",
+def upcycle(model: nn.Module, num_experts: int = 8, top_k: int = 2, router: str = "softmax",
             **kwargs: Any) -> nn.Module:
     """Copy dense FFNs into ``num_experts`` experts behind a fresh ``router``.
 
     Args:
-        model_or_path: a model, or a dir :func:`moezoo.load` reads (e.g. a transformers Llama or LLaVA).
+        model: a :class:`MoEForCausalLM` or a :class:`MultimodalMoEForCausalLM` (left unchanged).
         num_experts / top_k / router: the new MoE layers (``router`` from :func:`moezoo.moe.list_routers`).
         **kwargs: ``noise_std``, ``layers``, ``norm_topk_prob``, ``seed`` and further
             :class:`~moezoo.moe.MoEConfig` fields, as :func:`~moezoo.models.lm.upcycle.upcycle_lm` takes;
-            for a multimodal model also ``targets`` (``"llm"``, ``"connector"``; see
+            for a multimodal model also ``targets`` (``"llm"``, ``"connector"``, ``"vision"``; see
             :func:`~moezoo.models.multimodal.upcycle.upcycle_multimodal`).
 
     Example:
@@ -40,12 +40,8 @@ def upcycle(model_or_path: nn.Module | str | Path, num_experts: int = 8, top_k: 
         >>> upcycle(dense, num_experts=4).config.sparse_layers()
         [0, 1]
     """
-    if isinstance(model_or_path, (str, Path)):
-        from moezoo.loading import load
-
-        model_or_path = load(model_or_path)
     for cls, upcycler in UPCYCLERS.items():
-        if isinstance(model_or_path, cls):
-            return upcycler(model_or_path, num_experts=num_experts, top_k=top_k, router=router, **kwargs)
-    raise ValueError(f"cannot upcycle a {type(model_or_path).__name__}; moezoo upcycles "
+        if isinstance(model, cls):
+            return upcycler(model, num_experts=num_experts, top_k=top_k, router=router, **kwargs)
+    raise ValueError(f"cannot upcycle a {type(model).__name__}; moezoo upcycles "
                      f"{', '.join(c.__name__ for c in UPCYCLERS)}")
