@@ -51,7 +51,7 @@ def describe(name: str) -> dict:
         facts["tokens_per_input"] = dict(model.num_tokens)
         facts["encoders"] = {m: getattr(config, field).kind for m, field in (("image", "vision"), ("audio", "audio"))
                              if getattr(config, field) is not None}
-        facts["connectors"] = {m: model._connector(m).__class__.__name__ for m in model.num_tokens}
+        facts["connectors"] = {m: model.connector_for(m).__class__.__name__ for m in model.num_tokens}
     return facts
 
 

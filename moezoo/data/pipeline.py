@@ -35,11 +35,8 @@ import webdataset as wds
 from moezoo.data.media import decode_image, group_members, in_order
 from moezoo.data.robust import SampleError, SkipCounter
 from moezoo.processing.chat import Encoded, TokenizerAdapter, encode_document
-from moezoo.processing.processor import INPUT_KEYS, MODALITIES, Processor
-from moezoo.processing.tokens import AUDIO, IMAGE, VIDEO
+from moezoo.processing.processor import DEFAULT_PLACEHOLDERS, INPUT_KEYS, MODALITIES, Processor
 
-# The placeholders of the data (LLaVA JSON); the processor maps them to its model's tokens.
-DATA_PLACEHOLDERS = {"image": IMAGE, "audio": AUDIO, "video": VIDEO}
 # A skip streak this long means the data and the processor do not fit (say, image data for
 # a text-only model): stop with an error instead of skipping forever in a resampled epoch.
 MAX_SKIP_STREAK = 1000
@@ -75,7 +72,7 @@ class PlaceholderTokens(TokenizerAdapter):
         super().__init__(processor.tokenizer)
         self._mapped: dict[str, int] = {}
         for modality in processor.modalities:  # raises, naming the token, if the tokenizer lacks one
-            self._mapped[DATA_PLACEHOLDERS[modality]] = super().placeholder_id(processor.placeholders[modality])
+            self._mapped[DEFAULT_PLACEHOLDERS[modality]] = super().placeholder_id(processor.placeholders[modality])
         self.placeholder_ids = frozenset(self.placeholder_ids | set(self._mapped.values()))
 
     def placeholder_id(self, token: str) -> int:
@@ -165,7 +162,7 @@ class SampleProcessor:
     def _check_media(self, modality: str, text: str, groups: dict, conversations: list[dict]) -> tuple[list, list]:
         """The sample's ``modality`` members in order and the conversation, checked against each other
         (a lone image without a placeholder is put first)."""
-        placeholder = DATA_PLACEHOLDERS[modality]
+        placeholder = DEFAULT_PLACEHOLDERS[modality]
         n_text = text.count(placeholder)
         if not n_text and not groups:
             return [], conversations

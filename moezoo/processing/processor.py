@@ -18,6 +18,7 @@ with the tokenizer files, so a loaded model preprocesses exactly as it was train
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,7 +98,6 @@ class Processor:
         self.placeholders = {**DEFAULT_PLACEHOLDERS, **(placeholders or {})}
         self.chat_template = chat_template
         self.padding_side = padding_side
-        self._built: dict[str, Any] = {}
 
     @classmethod
     def for_model(cls, model: Any, tokenizer: Any, **kwargs: Any) -> Processor:
@@ -124,41 +124,26 @@ class Processor:
         """The modalities this processor (and its model) takes."""
         return list(self.num_tokens)
 
-    @property
+    @cached_property
     def image_processor(self) -> Any:
         """``list of images -> (N, 3, H, W)`` (:func:`moezoo.processing.image.build_image_processor`)."""
-        if self.image_spec is None:
-            return None
-        if "image" not in self._built:
-            from moezoo.processing.image import build_image_processor
+        from moezoo.processing.image import build_image_processor
 
-            self._built["image"] = build_image_processor(self.image_spec)
-        return self._built["image"]
+        return None if self.image_spec is None else build_image_processor(self.image_spec)
 
-    @property
+    @cached_property
     def audio_processor(self) -> Any:
         """``list of clips -> (N, mel_bins, frames)`` (:func:`moezoo.processing.audio.build_audio_processor`)."""
-        if self.audio_spec is None:
-            return None
-        if "audio" not in self._built:
-            from moezoo.processing.audio import build_audio_processor
+        from moezoo.processing.audio import build_audio_processor
 
-            self._built["audio"] = build_audio_processor(self.audio_spec)
-        return self._built["audio"]
+        return None if self.audio_spec is None else build_audio_processor(self.audio_spec)
 
-    @property
+    @cached_property
     def video_processor(self) -> Any:
         """``list of videos -> (N, F, 3, H, W)`` (:class:`moezoo.processing.video.VideoProcessor`)."""
-        if self.video_frames is None:
-            return None
-        if "video" not in self._built:
-            from moezoo.processing.video import VideoProcessor
+        from moezoo.processing.video import VideoProcessor
 
-            self._built["video"] = VideoProcessor(self.image_processor, self.video_frames)
-        return self._built["video"]
-
-    def _media_processor(self, modality: str) -> Any:
-        return {"image": self.image_processor, "audio": self.audio_processor, "video": self.video_processor}[modality]
+        return None if self.video_frames is None else VideoProcessor(self.image_processor, self.video_frames)
 
     # -- the main call ---------------------------------------------------------------------------------
     def __call__(self, text: str | Sequence[str] | None = None, images: Sequence | None = None,
@@ -188,7 +173,7 @@ class Processor:
         for modality, media in zip(MODALITIES, (images, audios, videos)):
             flat = self._check_media(modality, texts, media)
             if flat:
-                data[INPUT_KEYS[modality]] = self._media_processor(modality)(flat)
+                data[INPUT_KEYS[modality]] = getattr(self, f"{modality}_processor")(flat)
         expanded = [self.expand_placeholders(t) for t in texts]
         kwargs = {"padding": padding and len(texts) > 1, "return_tensors": return_tensors, **tokenizer_kwargs}
         if kwargs["padding"]:

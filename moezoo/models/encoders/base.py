@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from moezoo.models.encoders.moe import sparsify_mlps
 from moezoo.utils.config import KindRegistry
 
 ENCODERS = KindRegistry("encoder")
@@ -67,8 +68,6 @@ class Encoder(nn.Module):
 
     def sparsify(self, moe: Any, upcycle: bool, noise_std: float = 0.0, seed: int = 0) -> None:
         """Turn the MLPs ``moe`` (an :class:`~moezoo.models.encoders.moe.EncoderMoEConfig`) picks into experts."""
-        from moezoo.models.encoders.moe import sparsify_mlps
-
         sparsify_mlps(self.mlp_sites(), moe, upcycle, noise_std, seed)
 
 

@@ -32,13 +32,14 @@ class SupervisedRowsLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_NV, x_ND = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
         rows = grad_NV.ne(0).any(-1).nonzero().squeeze(1)  # one host sync per step
-        if rows.numel() < grad_NV.shape[0]:
+        subset = rows.numel() < grad_NV.shape[0]
+        if subset:
             grad_NV, x_ND = grad_NV[rows], x_ND[rows]
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x_ND = grad_NV @ weight
-            if rows.numel() < grad.numel() // grad.shape[-1]:
-                grad_x_ND = x.new_zeros(x.numel() // x.shape[-1], x.shape[-1]).index_copy_(0, rows, grad_x_ND)
+            if subset:
+                grad_x_ND = x.new_zeros(x.reshape(-1, x.shape[-1]).shape).index_copy_(0, rows, grad_x_ND)
             grad_x = grad_x_ND.view_as(x)
         if ctx.needs_input_grad[1]:
             grad_w = grad_NV.t() @ x_ND

@@ -19,11 +19,11 @@ from moezoo.models.connectors.resampler import ResamplerConfig
 from moezoo.models.encoders import ENCODERS
 from moezoo.models.encoders.video import VideoConfig
 from moezoo.models.lm.config import LMConfig
+from moezoo.processing.processor import MODALITIES
 from moezoo.utils.checks import require
 from moezoo.utils.config import Config, to_plain
 
 ATTENTION = ("causal", "bidirectional")
-MODALITIES = ("image", "audio", "video")
 
 
 @dataclass

@@ -28,13 +28,12 @@ from moezoo.models.connectors import build_connector
 from moezoo.models.connectors.linear import masked_mean
 from moezoo.models.encoders import VideoEncoder, build_encoder
 from moezoo.models.lm.model import CausalLMOutput, MoEForCausalLM
-from moezoo.models.multimodal.config import MODALITIES, MultimodalConfig
+from moezoo.models.multimodal.config import MultimodalConfig
 from moezoo.models.multimodal.merge import item_index, item_samples, modality_expert_counts
 from moezoo.moe.mlp_experts import MoEMLP
+from moezoo.processing.chat import IGNORE_INDEX
+from moezoo.processing.processor import INPUT_KEYS, MODALITIES
 
-IGNORE_INDEX = -100
-# Modality -> the name of its preprocessed input in forward() / generate() (transformers' names).
-INPUT_KEYS = {"image": "pixel_values", "audio": "input_features", "video": "pixel_values_videos"}
 
 
 @dataclass
@@ -90,17 +89,19 @@ class MultimodalMoEForCausalLM(ZooModel):
                 self.connectors[modality] = build_connector(connector, encoder.out_dim, dim, dim)
         if config.video_connector is not None:
             self.connectors["video"] = build_connector(config.video_connector, self.vision.out_dim, dim, dim)
-        self.num_tokens = {m: self._connector(m).num_output_tokens(self._encoder(m).num_tokens)
+        self.num_tokens = {m: self.connector_for(m).num_output_tokens(self.encoder_for(m).num_tokens)
                            for m in config.modalities}
         self.processor = processor
 
     # -- parts by modality -----------------------------------------------------------------------------
-    def _encoder(self, modality: str) -> nn.Module:
+    def encoder_for(self, modality: str) -> nn.Module:
+        """The encoder of ``modality`` (videos: the image tower, frame by frame)."""
         if modality == "video":  # the image tower, frame by frame; not a submodule (no second copy of the weights)
             return VideoEncoder(self.config.video, self.vision)
         return self.vision if modality == "image" else self.audio
 
-    def _connector(self, modality: str) -> nn.Module:
+    def connector_for(self, modality: str) -> nn.Module:
+        """The connector of ``modality`` (videos share the image connector unless they have their own)."""
         return self.connectors[modality if modality in self.connectors else "image"]
 
     def token_id(self, modality: str) -> int:
@@ -187,7 +188,7 @@ class MultimodalMoEForCausalLM(ZooModel):
         if given == 0:
             return None
         sample_N = item_samples(mask_BT, n_tok)
-        encoder, connector = self._encoder(modality), self._connector(modality)
+        encoder, connector = self.encoder_for(modality), self.connector_for(modality)
         condition = masked_mean(prompt, prompt_mask)[sample_N] if encoder.conditioned else None
         feats_NTD = encoder(inputs, condition)
         if connector.uses_prompt:
@@ -215,20 +216,20 @@ class MultimodalMoEForCausalLM(ZooModel):
             :class:`MultimodalOutput`: ``loss`` (LM loss; in training plus every MoE site's
             weighted aux and z losses), ``logits (B, T, V)``, ``aux_loss`` (the LLM's).
         """
-        for module in self._moe_sites().values():
+        sites = self._moe_sites()
+        for module in sites.values():
             module.reset()
         embeds, spans, modality_ids = self.embed_inputs(
             input_ids, attention_mask, labels, prompt_mask, pixel_values=pixel_values,
             input_features=input_features, pixel_values_videos=pixel_values_videos)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, position_ids=position_ids,
                        logits_to_keep=logits_to_keep, router_losses=router_losses, spans=spans)
-        site_losses = {name: (m.last_output.aux_loss, m.last_output.z_loss)
-                       for name, m in self._moe_sites().items() if m.last_output is not None}
+        ran = {name: m for name, m in sites.items() if m.last_output is not None}
+        site_losses = {name: (m.last_output.aux_loss, m.last_output.z_loss) for name, m in ran.items()}
         loss = out.loss
         if loss is not None and self.training:
             for name, (aux, z) in site_losses.items():
-                config = self._moe_sites()[name].config
-                loss = loss + config.aux_loss_coef * aux + config.z_loss_coef * z
+                loss = loss + ran[name].config.aux_loss_coef * aux + ran[name].config.z_loss_coef * z
         return MultimodalOutput(out.logits, loss, out.aux_loss, out.z_loss, out.router_stats, out.routings,
                                 site_losses, modality_ids)
 

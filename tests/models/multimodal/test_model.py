@@ -88,8 +88,8 @@ def test_features_sit_exactly_on_the_placeholders(models, name):
     with torch.no_grad():
         embeds, _, modality_ids = model.embed_inputs(batch["input_ids"], batch["attention_mask"],
                                                      **{key: batch[key]})
-        encoder = model._encoder(modality)
-        features = model._connector(modality)(encoder(batch[key]))
+        encoder = model.encoder_for(modality)
+        features = model.connector_for(modality)(encoder(batch[key]))
         text = model.llm.embed_tokens(batch["input_ids"])
     slots = batch["input_ids"] == model.token_id(modality)
     assert int(slots.sum()) == model.num_tokens[modality]
