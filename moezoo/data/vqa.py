@@ -22,6 +22,9 @@ from moezoo.utils.io import atomic_write_text
 # VQAv2 has ten human answers per question; ours are exact, so all ten agree and the
 # standard min(#matches / 3, 1) accuracy is 1 for the right answer and 0 otherwise.
 VQA_ANSWERS_PER_QUESTION = 10
+# LLaVA-1.5's prompt for short-answer VQA (its VQAv2 / GQA training mix and evaluation both
+# append it): the generated data asks the way the field's models are trained and evaluated.
+SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 
 
 @dataclass
@@ -64,6 +67,16 @@ def conversation(prompt: str, answer: str) -> list[dict[str, str]]:
     return [{"from": "human", "value": human}, {"from": "gpt", "value": answer}]
 
 
+def vqa_prompt(question: str) -> str:
+    """The short-answer VQA prompt of LLaVA-1.5 (without the image placeholder).
+
+    Example:
+        >>> vqa_prompt("What colour is the circle?")
+        'What colour is the circle?\nAnswer the question using a single word or phrase.'
+    """
+    return f"{question}\n{SHORT_ANSWER_PROMPT}"
+
+
 def vqa_record(
     key: str, png: bytes, question: str, answer: str, question_type: str, image_id: int, **meta: Any
 ) -> dict[str, Any]:
@@ -74,7 +87,7 @@ def vqa_record(
     """
     body = {
         "id": key,
-        "conversations": conversation(question, answer),
+        "conversations": conversation(vqa_prompt(question), answer),
         "question": question,
         "answer": answer,
         "question_type": question_type,

@@ -59,7 +59,7 @@ def test_answers_match_scene_and_image(shapes_dir, read_split, split):
         assert len({(o["color"], o["shape"]) for o in objs}) == len(objs)
         assert body["answer"] == oracle(body["question"], objs), key
         assert body["conversations"] == [
-            {"from": "human", "value": "<image>\n" + body["question"]},
+            {"from": "human", "value": "<image>\n" + body["question"] + "\nAnswer the question using a single word or phrase."},
             {"from": "gpt", "value": body["answer"]},
         ]
         image = Image.open(io.BytesIO(png)).convert("RGB")
