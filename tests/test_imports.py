@@ -38,6 +38,23 @@ def test_create_save_load_generate_stay_light(tmp_path, name):
     assert _heavy_modules_after(code) == []
 
 
+def test_eval_metrics_and_shipped_tasks_need_no_harness(tmp_path):
+    """``moezoo.eval`` works with neither lm-eval nor lmms-eval installed (both are extras)."""
+    code = (
+        "import sys\n"
+        "sys.modules['lm_eval'] = sys.modules['lmms_eval'] = None  # as if not installed: importing them fails\n"
+        "import moezoo, moezoo.eval as ev\n"
+        "assert ev.vqa_accuracy('Two', ['2'] * 10) == 1.0\n"
+        "assert ev.pope_metrics(['yes', 'no'], ['yes', 'yes'])['recall'] == 0.5\n"
+        "model = moezoo.create_model('moe_lm_tiny')\n"
+        "print(sorted(ev.evaluate(model, ['text_mc'], limit=2).results['text_mc']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['acc', 'acc_norm', 'num_items']"
+    assert _heavy_modules_after("import moezoo.eval.metrics, moezoo.eval.runner") == []
+
+
 def _cycles(graph) -> list[list[str]]:
     """Every import cycle of ``graph`` (Tarjan's strongly connected components of size > 1)."""
     index: dict[str, int] = {}

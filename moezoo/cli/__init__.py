@@ -18,6 +18,7 @@ import sys
 COMMANDS = {
     "list": "moezoo.cli.models",  # also registers `info`
     "chat": "moezoo.cli.chat",
+    "eval": "moezoo.cli.eval",
     "data": "moezoo.cli.data",
     "bench": "moezoo.cli.bench",
 }

@@ -54,14 +54,19 @@ def decode_image(data: bytes):
         ...
         moezoo.data.robust.SampleError: corrupt_image: UnidentifiedImageError
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
+    # Some libraries flip PIL's global LOAD_TRUNCATED_IMAGES on import (lmms-eval does), which
+    # would pass a half image as a good one: a truncated file is corrupt here whatever they set.
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         image = Image.open(io.BytesIO(data))
         image.load()  # PIL is lazy: truncation only shows when the pixels are read
         return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise SampleError("corrupt_image", type(err).__name__) from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
 def media_members(sample: dict[str, Any]) -> dict[str, list]:

@@ -17,6 +17,8 @@ import gzip
 import io
 import json
 import math
+import os
+import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -217,6 +219,60 @@ class DatasetIndex:
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path} is not a valid dataset index ({err!r}); rebuild the dataset") from err
         return cls(body.get("name", root.name), splits, body.get("seed"), body.get("extra", {}), root)
+
+
+def read_split(root: str | Path, split: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """The samples of ``split`` in shard order: ``{"__key__": key, ext: bytes, ...}``.
+
+    Plain ``tarfile`` (no webdataset), for evaluation and tools that read a split once, in
+    order; training streams through :mod:`moezoo.data.pipeline` instead. ``limit`` stops early.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = write_shard(d / "test-000000.tar.gz", [{"__key__": "a", "txt": b"hi"}, {"__key__": "b", "txt": b"yo"}])
+        >>> _ = DatasetIndex("toy", {"test": SplitInfo(["test-000000.tar.gz"], 2)}).save(d)
+        >>> [s["txt"] for s in read_split(d, "test")]
+        [b'hi', b'yo']
+    """
+    index = DatasetIndex.load(root)
+    count = 0
+    for url in index.urls(split, root):
+        sample: dict[str, Any] = {}
+        with tarfile.open(url) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if sample and key != sample["__key__"]:  # members of one sample are adjacent
+                    yield sample
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
+                    sample = {}
+                sample.setdefault("__key__", key)
+                sample[ext] = tar.extractfile(member).read()
+        if sample:
+            yield sample
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+
+def shipped_dataset(name: str) -> Path:
+    """The directory of a dataset shipped under the repository's ``data/`` (or ``$MOEZOO_DATA``).
+
+    Example:
+        >>> shipped_dataset("shapes-vqa").name
+        'shapes-vqa'
+    """
+    root = Path(os.environ.get("MOEZOO_DATA") or Path(__file__).resolve().parents[2] / "data")
+    path = root / name
+    if not (path / INDEX_FILE).is_file():
+        known = sorted(p.name for p in root.glob("*") if (p / INDEX_FILE).is_file()) if root.is_dir() else []
+        raise FileNotFoundError(
+            f"no shipped dataset {name!r} under {root} (found: {', '.join(known) or 'none'}); build it with "
+            f"`moezoo data build {name} --out {path}` or set MOEZOO_DATA to the folder holding it"
+        )
+    return path
 
 
 @dataclass

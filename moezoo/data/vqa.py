@@ -72,7 +72,7 @@ def vqa_prompt(question: str) -> str:
 
     Example:
         >>> vqa_prompt("What colour is the circle?")
-        'What colour is the circle?\nAnswer the question using a single word or phrase.'
+        'What colour is the circle?\\nAnswer the question using a single word or phrase.'
     """
     return f"{question}\n{SHORT_ANSWER_PROMPT}"
 

@@ -148,3 +148,18 @@ def test_trains_to_the_end_and_logs_data_skipped(planted, tokenizer, tmp_path):
     with open(trainer.logger.log_dir + "/metrics.csv") as f:  # logged as the run goes, and cumulative
         logged = [float(row["data/skipped"]) for row in csv.DictReader(f) if row.get("data/skipped")]
     assert len(logged) > 4 and logged == sorted(logged) and logged[-1] == 2 * sum(EXPECTED.values())
+
+
+def test_a_truncated_image_is_corrupt_even_when_pil_is_told_to_load_truncated_images(monkeypatch):
+    """lmms-eval sets PIL's global LOAD_TRUNCATED_IMAGES on import; decoding must not change with it."""
+    from PIL import Image, ImageFile
+
+    from moezoo.data.media import decode_image
+    from moezoo.data.robust import SampleError
+    from moezoo.data.shards import encode_png
+
+    png = encode_png(Image.effect_noise((64, 64), 64))
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(SampleError, match="corrupt_image"):
+        decode_image(png[: len(png) // 2])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was

@@ -1,0 +1,228 @@
+"""The evaluation tasks moezoo ships, on the data under ``data/``.
+
+- ``shapes_vqa`` / ``digits_vqa``: generated answers to the held-out VQA test split, asked
+  with LLaVA-1.5's short-answer prompt (``"<image>\\n{question}\\nAnswer the question using
+  a single word or phrase."``, as in its VQAv2 / GQA evaluation), scored with VQAv2 accuracy
+  against the split's VQAv2 annotation file and with exact match, overall and per question
+  type. Beside each type: the majority-answer baseline (always answering the training split's
+  most frequent answer of that type). With ``blank_images`` every image is also replaced by a
+  uniform grey one and the accuracies are reported again (``blank_*``): a model that really
+  reads the image loses accuracy.
+- ``text_ppl``: perplexity on the held-out text corpus (``data/text``, split ``val``).
+- ``text_mc``: which of four continuations follows a held-out text's opening words (the
+  true one, or the same span of three other texts, seeded); log-likelihood accuracy with and
+  without length normalisation, as lm-eval scores HellaSwag.
+
+Any other name is an lm-evaluation-harness task (see :mod:`moezoo.eval.runner`).
+
+Example:
+    >>> sorted(TASKS)
+    ['digits_vqa', 'shapes_vqa', 'text_mc', 'text_ppl']
+    >>> TASKS["shapes_vqa"].modality
+    'image'
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from moezoo.data.shards import read_split, shipped_dataset
+from moezoo.data.vqa import vqa_prompt
+
+
+@dataclass
+class TaskResult:
+    """What a task measured: ``metrics`` (flat ``name -> float``) and per-sample ``rows`` for tables."""
+
+    metrics: dict[str, float]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def model_modalities(model: nn.Module) -> list[str]:
+    """The media a model reads (``[]`` for a text-only model).
+
+    Example:
+        >>> import moezoo
+        >>> model_modalities(moezoo.create_model("moe_lm_tiny"))
+        []
+    """
+    processor = getattr(model, "processor", None)
+    return list(getattr(processor, "modalities", []) or [])
+
+
+@dataclass(frozen=True)
+class ShippedTask(abc.ABC):
+    """A task on a dataset shipped under ``data/``: its name, dataset dir, one-line description, split."""
+
+    name: str
+    dataset: str
+    description: str
+    split: str = "test"
+    modality: ClassVar[str] = "text"
+
+    @abc.abstractmethod
+    def run(self, model: nn.Module, limit: int | None = None, batch_size: int = 32, progress: bool = False,
+            blank_images: bool = False) -> TaskResult:
+        """Evaluate ``model`` on the first ``limit`` samples of the split."""
+
+
+@dataclass(frozen=True)
+class VQATask(ShippedTask):
+    """Generated short answers on a shipped VQA split, scored as VQAv2 and GQA score them."""
+
+    modality: ClassVar[str] = "image"
+
+    def items(self, limit: int | None = None, root: Path | None = None) -> list[dict[str, Any]]:
+        """The questions in split order: ``question_id, question, question_type, image, answers``."""
+        from moezoo.data.media import decode_image
+
+        root = root or shipped_dataset(self.dataset)
+        annotations = json.loads((root / f"{self.split}_annotations.json").read_text())["annotations"]
+        answers = {a["question_id"]: [x["answer"] for x in a["answers"]] for a in annotations}
+        items = []
+        for sample in read_split(root, self.split, limit=limit):
+            body = json.loads(sample["json"])
+            items.append({"question_id": body["question_id"], "question": body["question"],
+                          "question_type": body["question_type"], "image": decode_image(sample["png"]),
+                          "answers": answers[body["question_id"]]})
+        return items
+
+    def majority_answers(self, root: Path | None = None) -> dict[str, str]:
+        """Question type -> the training split's most frequent answer (ties: the first seen)."""
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for sample in read_split(root or shipped_dataset(self.dataset), "train"):
+            body = json.loads(sample["json"])
+            counts[body["question_type"]][body["answer"]] += 1
+        return {qtype: c.most_common(1)[0][0] for qtype, c in counts.items()}
+
+    def run(self, model: nn.Module, limit: int | None = None, batch_size: int = 32, progress: bool = False,
+            blank_images: bool = False) -> TaskResult:
+        from moezoo.eval.generation import blank_like, generate_answers
+        from moezoo.eval.metrics import exact_match, vqa_accuracy
+
+        if self.modality not in model_modalities(model):
+            raise ValueError(f"task {self.name!r} asks about images, but this model has no image encoder "
+                             f"(it reads: {', '.join(model_modalities(model)) or 'text only'}); evaluate it on "
+                             f"text tasks (text_ppl, text_mc, lm-eval tasks) instead")
+        items = self.items(limit)
+        placeholder = model.processor.placeholders[self.modality]
+        prompts = [f"{placeholder}\n{vqa_prompt(it['question'])}" for it in items]
+        runs = {"": [[it["image"]] for it in items]}
+        if blank_images:
+            runs["blank_"] = [[blank_like(it["image"])] for it in items]
+        majority = self.majority_answers()
+        rows = [{k: it[k] for k in ("question_id", "question_type", "question")} | {"answer": it["answers"][0]}
+                for it in items]
+        for prefix, images in runs.items():
+            answers = generate_answers(model, prompts, images, batch_size=batch_size, max_new_tokens=16,
+                                       progress=progress)
+            for row, item, answer in zip(rows, items, answers):
+                row[f"{prefix}prediction"] = answer
+                row[f"{prefix}vqa_accuracy"] = vqa_accuracy(answer, item["answers"])
+                row[f"{prefix}exact_match"] = exact_match(answer, item["answers"][0])
+        for row, item in zip(rows, items):
+            row["majority_baseline"] = vqa_accuracy(majority.get(item["question_type"], ""), item["answers"])
+        return TaskResult(vqa_metrics(rows, list(runs)), rows)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def vqa_metrics(rows: list[dict[str, Any]], prefixes: list[str] = ("",)) -> dict[str, float]:
+    """Overall and per-type means of the per-question scores in ``rows``.
+
+    Example:
+        >>> rows = [{"question_type": "color", "vqa_accuracy": 1.0, "exact_match": 1.0, "majority_baseline": 0.0},
+        ...         {"question_type": "count", "vqa_accuracy": 0.0, "exact_match": 0.0, "majority_baseline": 1.0}]
+        >>> m = vqa_metrics(rows)
+        >>> m["vqa_accuracy"], m["vqa_accuracy/color"], m["majority_baseline/count"], m["num_questions"]
+        (0.5, 1.0, 1.0, 2.0)
+    """
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_type[row["question_type"]].append(row)
+    names = [f"{p}{m}" for p in prefixes for m in ("vqa_accuracy", "exact_match")] + ["majority_baseline"]
+    metrics: dict[str, float] = {"num_questions": float(len(rows))}
+    for name in names:
+        metrics[name] = _mean([r[name] for r in rows])
+        for qtype in sorted(by_type):
+            metrics[f"{name}/{qtype}"] = _mean([r[name] for r in by_type[qtype]])
+    return metrics
+
+
+def _texts(dataset: str, split: str, limit: int | None) -> list[str]:
+    return [s["txt"].decode("utf-8") for s in read_split(shipped_dataset(dataset), split, limit=limit)]
+
+
+@dataclass(frozen=True)
+class PerplexityTask(ShippedTask):
+    """Token-level perplexity of a shipped text split (each text scored as its own sequence)."""
+
+    split: str = "val"
+
+    def run(self, model: nn.Module, limit: int | None = None, batch_size: int = 8, progress: bool = False,
+            blank_images: bool = False) -> TaskResult:
+        from moezoo.eval.language import perplexity
+
+        return TaskResult({k: float(v) for k, v in perplexity(model, _texts(self.dataset, self.split, limit),
+                                                               batch_size=batch_size).items()})
+
+
+@dataclass(frozen=True)
+class ContinuationChoiceTask(ShippedTask):
+    """Pick the true continuation of a text's opening words among ``num_choices`` (HellaSwag-style)."""
+
+    split: str = "val"
+    context_words: int = 12
+    continuation_words: int = 8
+    num_choices: int = 4
+    seed: int = 0
+
+    def items(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """``{"context", "choices", "label"}`` items, the same on every run (seeded, no ``hash()``).
+
+        Example:
+            >>> item = TASKS["text_mc"].items(limit=1)[0]
+            >>> len(item["choices"]), item["choices"][item["label"]] in TASKS["text_mc"].items()[0]["choices"]
+            (4, True)
+        """
+        n = self.context_words + self.continuation_words
+        docs = [t.split() for t in _texts(self.dataset, self.split, None)]
+        docs = [words for words in docs if len(words) >= n]
+        spans = [" ".join(w[self.context_words:n]) for w in docs]
+        rng = random.Random(self.seed)
+        items = []
+        for i, words in enumerate(docs[:limit]):
+            others = rng.sample([j for j in range(len(docs)) if spans[j] != spans[i]], self.num_choices - 1)
+            label = rng.randrange(self.num_choices)
+            choices = [spans[j] for j in others]
+            choices.insert(label, spans[i])
+            items.append({"context": " ".join(words[:self.context_words]), "choices": choices, "label": label})
+        return items
+
+    def run(self, model: nn.Module, limit: int | None = None, batch_size: int = 16, progress: bool = False,
+            blank_images: bool = False) -> TaskResult:
+        from moezoo.eval.language import multiple_choice
+
+        items = self.items(limit)
+        metrics = {k: float(v) for k, v in multiple_choice(model, items, batch_size=batch_size).items()}
+        return TaskResult({**metrics, "num_items": float(len(items))})
+
+
+TASKS: dict[str, ShippedTask] = {
+    t.name: t for t in (
+        VQATask("shapes_vqa", "shapes-vqa", "shapes-vqa test (500): colour, shape, count, position, existence"),
+        VQATask("digits_vqa", "digits-vqa", "digits-vqa test (400): which digit, odd/even, greater than N"),
+        PerplexityTask("text_ppl", "text", "perplexity on the held-out text corpus (100 docstrings)"),
+        ContinuationChoiceTask("text_mc", "text", "the true 8-word continuation among 4 (acc, acc_norm)"),
+    )
+}
