@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 moezoo="${MOEZOO:-moezoo}"
 
-rm -rf shapes-vqa digits-vqa text
+rm -rf shapes-vqa digits-vqa tones-qa text
 "$moezoo" data build shapes-vqa --out shapes-vqa --seed 0 --n-train 5000 --n-val 200 --n-test 500 --n-captions 500 --samples-per-shard 500
 "$moezoo" data build digits-vqa --out digits-vqa --seed 0 --n-train 1200 --n-val 100 --n-test 400 --n-captions 200
+"$moezoo" data build tones-qa --out tones-qa --seed 0 --n-train 2000 --n-val 100 --n-test 300 --samples-per-shard 500
 "$moezoo" data build text --out text --seed 0 --n-train 1500 --n-val 100 --samples-per-shard 250
 # The tokenizer learns from the text corpus and from the VQA questions and answers.
 # The package ships it, so that `moezoo.create_model` works from an installed wheel.

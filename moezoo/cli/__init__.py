@@ -15,10 +15,15 @@ import importlib
 import sys
 
 # Sub-command name -> module providing ``register(subparsers)``.
+# Lightning's CLI (moezoo.train.cli) parses these itself: `moezoo fit -c configs/x.yaml --trainer.max_steps 10`.
+TRAINING = {"fit": "train a model", "validate": "evaluate the validation split", "test": "evaluate the test split",
+            "predict": "run prediction"}
+
 COMMANDS = {
     "list": "moezoo.cli.models",  # also registers `info`
     "chat": "moezoo.cli.chat",
     "eval": "moezoo.cli.eval",
+    "export": "moezoo.cli.export",
     "data": "moezoo.cli.data",
     "bench": "moezoo.cli.bench",
 }
@@ -27,6 +32,8 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moezoo", description="A multimodal Mixture-of-Experts model zoo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in TRAINING.items():  # listed here; run by Lightning's CLI (see main)
+        sub.add_parser(name, help=f"{text} (Lightning CLI: -c CONFIG.yaml, --print_config, --trainer.max_steps N)")
     for module in COMMANDS.values():
         importlib.import_module(module).register(sub)
     return parser
@@ -34,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``moezoo`` console script."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TRAINING:
+        from moezoo.train.cli import main as train_main
+
+        return train_main(list(argv))
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError, KeyError) as err:  # user errors: one clear line, no traceback

@@ -1,6 +1,6 @@
 """``moezoo data``: build the shipped datasets, convert LLaVA data, train the BPE tokenizer.
 
-    moezoo data build shapes-vqa|digits-vqa|text --out DIR [--seed S] [--n-train N ...]
+    moezoo data build shapes-vqa|digits-vqa|tones-qa|text --out DIR [--seed S] [--n-train N ...]
     moezoo data from-llava conversations.json IMAGE_DIR --out DIR
     moezoo data tokenizer --corpus DIR [DIR ...] --out DIR [--vocab-size N]
 
@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-# dataset -> the module that builds it: its ``DEFAULT_CONFIG`` and its builder function.
-DATASETS = {
-    "shapes-vqa": ("moezoo.data.scenes", "build_shapes_vqa"),
-    "digits-vqa": ("moezoo.data.digits", "build_digits_vqa"),
-    "text": ("moezoo.data.text", "build_text"),
-}
+from moezoo.data.builders import DATASETS
 # Flags of `moezoo data build` that override a field of the dataset's config when given.
-BUILD_FIELDS = ("seed", "n_train", "n_val", "n_test", "n_captions", "samples_per_shard", "image_size")
+BUILD_FIELDS = ("seed", "n_train", "n_val", "n_test", "n_captions", "samples_per_shard", "image_size", "sample_rate",
+                "sample_width", "noise")
 
 
 def register(sub) -> None:
@@ -35,6 +31,9 @@ def register(sub) -> None:
         build.add_argument(f"--n-{split}", type=int, help=f"samples in the {split} split")
     build.add_argument("--samples-per-shard", type=int)
     build.add_argument("--image-size", type=int, help="image side in pixels (VQA datasets)")
+    build.add_argument("--sample-rate", type=int, help="audio sample rate of the WAV clips in Hz (tones-qa)")
+    build.add_argument("--sample-width", type=int, help="bytes per audio sample, 1 or 2 (tones-qa)")
+    build.add_argument("--noise", type=float, help="standard deviation of the clips' noise (tones-qa)")
     build.set_defaults(func=_build)
 
     llava = cmds.add_parser("from-llava", help="convert LLaVA conversations JSON + images to shards")
@@ -55,17 +54,15 @@ def register(sub) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     import dataclasses
-    import importlib
 
-    module_name, builder = DATASETS[args.dataset]
-    module = importlib.import_module(module_name)
-    default = module.DEFAULT_CONFIG
+    from moezoo.data.builders import build_config, build_named
+
     given = {k: getattr(args, k) for k in BUILD_FIELDS if getattr(args, k) is not None}
-    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(default)})
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(build_config(args.dataset))})
     if unknown:
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise ValueError(f"{flags} does not apply to dataset {args.dataset!r}")
-    index = getattr(module, builder)(args.out, dataclasses.replace(default, **given))
+    index = build_named(args.dataset, args.out, **given)
     _print_index(index, args.out)
     return 0
 

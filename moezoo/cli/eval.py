@@ -48,27 +48,6 @@ def _list(include_path: str | None) -> None:
     print("and any lm-evaluation-harness task (pip install 'moezoo[eval]'; `lm_eval ls tasks` lists them)")
 
 
-def vqa_type_table(metrics: dict[str, float]) -> str | None:
-    """Per question type: accuracy, blank-image accuracy (when measured) and the majority baseline.
-
-    Example:
-        >>> print(vqa_type_table({"vqa_accuracy": 0.5, "vqa_accuracy/color": 0.5, "majority_baseline": 0.2,
-        ...                       "majority_baseline/color": 0.2}))
-        type      accuracy  majority
-        color       0.5000    0.2000
-        overall     0.5000    0.2000
-    """
-    types = sorted(k.split("/", 1)[1] for k in metrics if k.startswith("vqa_accuracy/"))
-    if not types:
-        return None
-    columns = [("accuracy", "vqa_accuracy"), ("blank", "blank_vqa_accuracy"), ("majority", "majority_baseline")]
-    columns = [(title, key) for title, key in columns if key in metrics]
-    lines = [f"{'type':8}" + "".join(f"{title:>10}" for title, _ in columns)]
-    for qtype, suffix in [(t, f"/{t}") for t in types] + [("overall", "")]:
-        lines.append(f"{qtype:8}" + "".join(f"{metrics[key + suffix]:10.4f}" for _, key in columns))
-    return "\n".join(lines)
-
-
 def _eval(args: argparse.Namespace) -> int:
     if args.list:
         _list(args.include_path)
@@ -85,11 +64,7 @@ def _eval(args: argparse.Namespace) -> int:
     report = evaluate(model, tasks, name=args.model, limit=args.limit, batch_size=args.batch_size,
                       include_path=args.include_path, blank_images=args.blank_images,
                       progress=not args.no_progress, num_fewshot=args.num_fewshot)
-    print(report.table())
-    for task, metrics in report.results.items():
-        table = vqa_type_table(metrics)
-        if table:
-            print(f"\n{task}: VQAv2 accuracy per question type\n{table}")
+    print(report.summary())
     print("\n" + ", ".join(f"{task} {seconds:.1f} s" for task, seconds in report.seconds.items()))
     if args.json:
         print(f"wrote {report.save(args.json)}")

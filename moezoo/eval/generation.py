@@ -102,10 +102,47 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
+def _per_prompt(model: nn.Module, processor: Any, modality: str, media: Sequence[list] | None, n: int,
+                blank: Any = None) -> list[list] | None:
+    """``media`` checked as one list per prompt for a model that reads ``modality`` (``None`` if none is given)."""
+    if media is None:
+        return None
+    media = [list(m) for m in media]
+    if len(media) != n:
+        raise ValueError(f"{len(media)} {modality} lists for {n} prompts; give one list per prompt "
+                         f"([] for a prompt without one)")
+    if not any(media):
+        return None
+    modalities = list(getattr(processor, "modalities", []))
+    if processor is None and modality in getattr(model, "num_tokens", {}):
+        raise ValueError(f"model {_model_name(model)} takes {modality} input but has no processor to prepare it "
+                         f"(model.processor is None); load it with moezoo.load or attach a Processor")
+    if modality not in modalities:
+        plural = "images" if modality == "image" else modality
+        raise ValueError(f"model {_model_name(model)} takes no {plural}; its modalities are "
+                         f"{modalities or ['text']}. Evaluate it on a text task, or pass {plural}=None")
+    return [[blank(x) for x in row] for row in media] if blank is not None else media
+
+
+def blank_audio(clip: Any) -> tuple[Any, int]:
+    """Silence as long as ``clip`` (a ``(waveform, sample_rate)`` pair): the audio grounding check.
+
+    Example:
+        >>> import numpy as np
+        >>> wave, rate = blank_audio((np.ones(5, dtype=np.float32), 8000))
+        >>> wave.tolist(), rate
+        ([0.0, 0.0, 0.0, 0.0, 0.0], 8000)
+    """
+    import numpy as np
+
+    wave, rate = clip
+    return np.zeros_like(np.asarray(wave)), rate
+
+
 def generate_answers(model: nn.Module, prompts: Sequence[str], images: Sequence[list] | None = None,
                      batch_size: int = 16, max_new_tokens: int = 16, until: Sequence[str] = (),
                      chat: bool = True, progress: bool = False, blank_images: bool = False,
-                     fixed_steps: bool = False) -> list[str]:
+                     fixed_steps: bool = False, audios: Sequence[list] | None = None) -> list[str]:
     """Greedy short answers to ``prompts``, batched, in the order given.
 
     Args:
@@ -119,7 +156,9 @@ def generate_answers(model: nn.Module, prompts: Sequence[str], images: Sequence[
             (when the processor or tokenizer has one); the rendered prompt already holds its
             special tokens, so none are added on top. ``False`` takes the prompts as given.
         progress: show a tqdm bar over the prompts.
-        blank_images: replace every image by :func:`blank_like` of it (the grounding check).
+        blank_images: replace every image by :func:`blank_like` of it, every audio clip by silence
+            (:func:`blank_audio`): the grounding check.
+        audios: one list of ``(waveform, sample_rate)`` clips per prompt (``<audio>`` placeholders), or ``None``.
         fixed_steps: decode exactly ``max_new_tokens`` steps in every batch, whatever the rows
             emit (the answers are still cut at eos). A sharded model (FSDP, expert parallel)
             all-gathers inside each forward, so every rank must run the same number of them.
@@ -148,23 +187,8 @@ def generate_answers(model: nn.Module, prompts: Sequence[str], images: Sequence[
     if tokenizer is None:
         raise ValueError(f"model {_model_name(model)} has no tokenizer (model.tokenizer is None); attach one "
                          f"before generating")
-    if images is not None:
-        images = [list(i) for i in images]
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(images)} image lists for {len(prompts)} prompts; give one list per prompt "
-                             f"([] for a prompt without images)")
-        if not any(images):
-            images = None
-    if images is not None:
-        modalities = list(getattr(processor, "modalities", []))
-        if processor is None and "image" in getattr(model, "num_tokens", {}):
-            raise ValueError(f"model {_model_name(model)} takes images but has no processor to prepare them "
-                             f"(model.processor is None); load it with moezoo.load or attach a Processor")
-        if "image" not in modalities:
-            raise ValueError(f"model {_model_name(model)} takes no images; its modalities are "
-                             f"{modalities or ['text']}. Evaluate it on a text task, or pass images=None")
-        if blank_images:
-            images = [[blank_like(img) for img in row] for row in images]
+    images = _per_prompt(model, processor, "image", images, len(prompts), blank_like if blank_images else None)
+    audios = _per_prompt(model, processor, "audio", audios, len(prompts), blank_audio if blank_images else None)
 
     if not prompts:
         return []
@@ -190,8 +214,9 @@ def generate_answers(model: nn.Module, prompts: Sequence[str], images: Sequence[
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             if processor is not None:
-                media = None if images is None else [images[i] for i in batch]
-                inputs = dict(processor(text=[texts[i] for i in batch], images=media, **special))
+                media = {key: None if lists is None else [lists[i] for i in batch]
+                         for key, lists in (("images", images), ("audios", audios))}
+                inputs = dict(processor(text=[texts[i] for i in batch], **media, **special))
             else:
                 inputs = _left_pad([encoded[i] for i in batch], pad_id)
             inputs = {k: v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device)

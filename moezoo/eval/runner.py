@@ -42,6 +42,15 @@ class EvalReport:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return path
 
+    def summary(self) -> str:
+        """The table, then each VQA task's per-type table (what ``moezoo eval`` prints)."""
+        parts = [self.table()]
+        for task, metrics in self.results.items():
+            table = vqa_type_table(metrics)
+            if table:
+                parts.append(f"{task}: VQAv2 accuracy per question type\n{table}")
+        return "\n\n".join(parts)
+
     def table(self) -> str:
         """The results as a plain-text table: one line per task and metric.
 
@@ -55,6 +64,27 @@ class EvalReport:
             lines += [(task, name, f"{value:.4f}") for name, value in metrics.items()]
         widths = [max(len(line[i]) for line in lines) for i in range(3)]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def vqa_type_table(metrics: dict[str, float]) -> str | None:
+    """Per question type: accuracy, blank-image accuracy (when measured) and the majority baseline.
+
+    Example:
+        >>> print(vqa_type_table({"vqa_accuracy": 0.5, "vqa_accuracy/color": 0.5, "majority_baseline": 0.2,
+        ...                       "majority_baseline/color": 0.2}))
+        type      accuracy  majority
+        color       0.5000    0.2000
+        overall     0.5000    0.2000
+    """
+    types = sorted(k.split("/", 1)[1] for k in metrics if k.startswith("vqa_accuracy/"))
+    if not types:
+        return None
+    columns = [("accuracy", "vqa_accuracy"), ("blank", "blank_vqa_accuracy"), ("majority", "majority_baseline")]
+    columns = [(title, key) for title, key in columns if key in metrics]
+    lines = [f"{'type':8}" + "".join(f"{title:>10}" for title, _ in columns)]
+    for qtype, suffix in [(t, f"/{t}") for t in types] + [("overall", "")]:
+        lines.append(f"{qtype:8}" + "".join(f"{metrics[key + suffix]:10.4f}" for _, key in columns))
+    return "\n".join(lines)
 
 
 def _load_task_yaml(text: str) -> Any:

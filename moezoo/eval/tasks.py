@@ -8,6 +8,8 @@
   most frequent answer of that type). With ``blank_images`` every image is also replaced by a
   uniform grey one and the accuracies are reported again (``blank_*``): a model that really
   reads the image loses accuracy.
+- ``tones_qa``: the same on the audio QA test split (beeps: how many, higher or lower,
+  which is longer), with silence as the blank input.
 - ``text_ppl``: perplexity on the held-out text corpus (``data/text``, split ``val``).
 - ``text_mc``: which of four continuations follows a held-out text's opening words (the
   true one, or the same span of three other texts, seeded); log-likelihood accuracy with and
@@ -17,7 +19,7 @@ Any other name is an lm-evaluation-harness task (see :mod:`moezoo.eval.runner`).
 
 Example:
     >>> sorted(TASKS)
-    ['digits_vqa', 'shapes_vqa', 'text_mc', 'text_ppl']
+    ['digits_vqa', 'shapes_vqa', 'text_mc', 'text_ppl', 'tones_qa']
     >>> TASKS["shapes_vqa"].modality
     'image'
 """
@@ -80,10 +82,15 @@ class VQATask(ShippedTask):
 
     modality: ClassVar[str] = "image"
 
-    def items(self, limit: int | None = None, root: Path | None = None) -> list[dict[str, Any]]:
-        """The questions in split order: ``question_id, question, question_type, image, answers``."""
+    def decode(self, sample: dict[str, Any]) -> Any:
+        """The sample's medium as the processor takes it (here a PIL image)."""
         from moezoo.data.media import decode_image
 
+        return decode_image(sample["png"])
+
+    def items(self, limit: int | None = None, root: Path | None = None) -> list[dict[str, Any]]:
+        """The questions in split order: ``question_id, question, question_type, answers`` and the medium
+        under the task's modality (``image`` / ``audio``)."""
         root = root or shipped_dataset(self.dataset)
         annotations = json.loads((root / f"{self.split}_annotations.json").read_text())["annotations"]
         answers = {a["question_id"]: [x["answer"] for x in a["answers"]] for a in annotations}
@@ -91,7 +98,7 @@ class VQATask(ShippedTask):
         for sample in read_split(root, self.split, limit=limit):
             body = json.loads(sample["json"])
             items.append({"question_id": body["question_id"], "question": body["question"],
-                          "question_type": body["question_type"], "image": decode_image(sample["png"]),
+                          "question_type": body["question_type"], self.modality: self.decode(sample),
                           "answers": answers[body["question_id"]]})
         return items
 
@@ -105,25 +112,24 @@ class VQATask(ShippedTask):
 
     def run(self, model: nn.Module, limit: int | None = None, batch_size: int = 32, progress: bool = False,
             blank_images: bool = False) -> TaskResult:
-        from moezoo.eval.generation import blank_like, generate_answers
+        from moezoo.eval.generation import generate_answers
         from moezoo.eval.metrics import exact_match, vqa_accuracy
 
         if self.modality not in model_modalities(model):
-            raise ValueError(f"task {self.name!r} asks about images, but this model has no image encoder "
-                             f"(it reads: {', '.join(model_modalities(model)) or 'text only'}); evaluate it on "
-                             f"text tasks (text_ppl, text_mc, lm-eval tasks) instead")
+            raise ValueError(f"task {self.name!r} asks about {self.modality}, but this model has no {self.modality} "
+                             f"encoder (it reads: {', '.join(model_modalities(model)) or 'text only'}); evaluate it "
+                             f"on text tasks (text_ppl, text_mc, lm-eval tasks) instead")
         items = self.items(limit)
         placeholder = model.processor.placeholders[self.modality]
         prompts = [f"{placeholder}\n{vqa_prompt(it['question'])}" for it in items]
-        runs = {"": [[it["image"]] for it in items]}
-        if blank_images:
-            runs["blank_"] = [[blank_like(it["image"])] for it in items]
+        media = {f"{self.modality}s": [[it[self.modality]] for it in items]}
+        runs = {"": False, "blank_": True} if blank_images else {"": False}
         majority = self.majority_answers()
         rows = [{k: it[k] for k in ("question_id", "question_type", "question")} | {"answer": it["answers"][0]}
                 for it in items]
-        for prefix, images in runs.items():
-            answers = generate_answers(model, prompts, images, batch_size=batch_size, max_new_tokens=16,
-                                       progress=progress)
+        for prefix, blank in runs.items():
+            answers = generate_answers(model, prompts, **media, batch_size=batch_size, max_new_tokens=16,
+                                       progress=progress, blank_images=blank)
             for row, item, answer in zip(rows, items, answers):
                 row[f"{prefix}prediction"] = answer
                 row[f"{prefix}vqa_accuracy"] = vqa_accuracy(answer, item["answers"])
@@ -131,6 +137,20 @@ class VQATask(ShippedTask):
         for row, item in zip(rows, items):
             row["majority_baseline"] = vqa_accuracy(majority.get(item["question_type"], ""), item["answers"])
         return TaskResult(vqa_metrics(rows, list(runs)), rows)
+
+
+@dataclass(frozen=True)
+class AudioQATask(VQATask):
+    """Generated short answers about a shipped audio QA split (the audio twin of :class:`VQATask`)."""
+
+    modality: ClassVar[str] = "audio"
+
+    def decode(self, sample: dict[str, Any]) -> Any:
+        """``(mono waveform, sample rate)`` of the sample's WAV."""
+        from moezoo.processing.audio import load_audio
+
+        wave, rate = load_audio(sample["wav"])
+        return wave.mean(axis=0), rate
 
 
 def _mean(values: list[float]) -> float:
@@ -222,6 +242,7 @@ TASKS: dict[str, ShippedTask] = {
     t.name: t for t in (
         VQATask("shapes_vqa", "shapes-vqa", "shapes-vqa test (500): colour, shape, count, position, existence"),
         VQATask("digits_vqa", "digits-vqa", "digits-vqa test (400): which digit, odd/even, greater than N"),
+        AudioQATask("tones_qa", "tones-qa", "tones-qa test (300): how many beeps, higher or lower, which is longer"),
         PerplexityTask("text_ppl", "text", "perplexity on the held-out text corpus (100 docstrings)"),
         ContinuationChoiceTask("text_mc", "text", "the true 8-word continuation among 4 (acc, acc_norm)"),
     )

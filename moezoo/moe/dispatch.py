@@ -102,6 +102,12 @@ def expert_ffn(x_TD: torch.Tensor, dispatch: Dispatch, w_in: torch.Tensor, w_out
         ``(T, D)``; tokens with no assignment get zeros.
     """
     segments = plan_segments(dispatch.counts, mode, dispatch.token_idx.numel())
+    device = x_TD.device.type
+    if torch.is_autocast_enabled(device):  # mixed precision: the function computes in one dtype itself
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):  # the casts below carry the gradients back to fp32
+            return _ExpertFFN.apply(x_TD.to(dtype), dispatch.token_idx, dispatch.weight.to(dtype), w_in.to(dtype),
+                                    w_out.to(dtype), segments, glu, GradBuffers())
     return _ExpertFFN.apply(x_TD, dispatch.token_idx, dispatch.weight.to(x_TD.dtype), w_in, w_out, segments, glu,
                             grad_buffers or GradBuffers())
 

@@ -146,3 +146,26 @@ def moe_llava_clip_olmoe_1b_7b() -> MultimodalConfig:
     """
     return MultimodalConfig(llm=lm_config_from_hf(OLMOE_1B_7B), image_token_id=50303,
                             vision=dict(kind="hf_vision", vision_config=CLIP_L_336, feature_layer=-2))
+
+
+@register_model
+def uni_moe_tiny_image_audio() -> MultimodalConfig:
+    """Images and audio into one MoE LLM, Uni-MoE's layout (Li et al. 2024, arXiv 2405.11273) at quickstart size.
+
+    The LLM and the FiLM CNN image path are :func:`film_cnn_moe_small`'s (16 image tokens at 64 px);
+    audio goes through a 2-layer Whisper-style encoder over 1-second clips (32 mel bins, 50 tokens)
+    and Uni-MoE's learned-query resampler, here instruction-aware (``instruct``: its 16 queries also
+    see the prompt, as the FiLM CNN does on the image side). On tones-qa
+    (``moezoo data build tones-qa``), in one 5-minute, one-thread CPU probe each (batch 32, AdamW
+    1e-3), validation accuracy on counting beeps reached 0.88 with it and 0.52 with the plain
+    ``resampler``; pitch and duration questions were still at their priors in both.
+    """
+    llm = LMConfig(vocab_size=ZOO_VOCAB_SIZE, dim=128, num_layers=4, num_heads=4, ffn_dim=256,
+                   moe=MoEConfig(dim=128, expert_dim=128, num_experts=8, top_k=2), max_position_embeddings=256,
+                   bos_token_id=1, eos_token_id=[2, 10], pad_token_id=0)
+    vision = dict(kind="cnn", channels=[32, 64, 128, 128], image_size=64, film=True, film_stages=[2, 3, 4])
+    whisper = dict(num_mel_bins=32, d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
+                   max_source_positions=50, decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=64)
+    return MultimodalConfig(llm=llm, vision=vision, audio=dict(kind="whisper", whisper_config=whisper),
+                            audio_connector=dict(kind="instruct", num_queries=16, num_layers=2, num_heads=4),
+                            modality_attention="bidirectional")

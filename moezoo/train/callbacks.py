@@ -59,3 +59,32 @@ class SkippedSamplesLogger(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._log(trainer, pl_module, on_step=False)
+
+
+class ExportModel(Callback):
+    """At the end of ``fit``, save the trained model with ``save_pretrained`` into ``dirpath``: the dir
+    ``moezoo.load`` and ``moezoo eval`` take (weights, config, tokenizer and processor).
+
+    Args:
+        dirpath: where to save (default ``{default_root_dir}/model``).
+        format: ``"moezoo"`` or ``"hf"`` (see ``save_pretrained``).
+
+    Example:
+        >>> ExportModel("runs/x/model").dirpath
+        'runs/x/model'
+    """
+
+    def __init__(self, dirpath: str | None = None, format: str = "moezoo"):
+        self.dirpath, self.format = dirpath, format
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        from pathlib import Path
+
+        from lightning.pytorch.utilities import rank_zero_info
+
+        path = Path(self.dirpath or Path(trainer.default_root_dir) / "model")
+        sharded = getattr(pl_module, "_sharded", lambda: False)()
+        if sharded or trainer.is_global_zero:  # gathering a sharded model takes every rank; rank 0 writes
+            pl_module.save_pretrained(path, format=self.format)
+        rank_zero_info(f"saved the trained model to {path} (moezoo.load / moezoo eval take it)")
+        trainer.strategy.barrier("export_model")

@@ -158,6 +158,38 @@ class _Collate:
         return pad_collate(samples, self.pad_id)
 
 
+class ResumableLoader:
+    """The train loader, able to pick up where an interrupted run stopped.
+
+    At the first pass it asks ``position()`` for (epoch, batches of it already trained), read
+    from Lightning's loops, which are restored from the checkpoint by then. On a resume it sets
+    the pipeline's epoch counters (webdataset's stages count passes from -1) so the shard draws
+    and shuffles are that epoch's, and leaves out the batches already trained. A resampled
+    stream cannot be indexed, so those batches are read and dropped. Later passes are the
+    loader's own epochs.
+    """
+
+    def __init__(self, loader: torch.utils.data.DataLoader, position: Any):
+        self.loader, self.position, self.started = loader, position, False
+
+    def __iter__(self):
+        skip = 0
+        if not self.started:
+            self.started = True
+            epoch, skip = self.position()
+            if epoch or skip:
+                for stage in getattr(self.loader.dataset, "pipeline", []):
+                    if hasattr(stage, "epoch"):
+                        stage.epoch = epoch - 1
+        batches = iter(self.loader)
+        for _ in range(skip):
+            next(batches, None)
+        yield from batches
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
 class ShardDataModule(pl.LightningDataModule):
     """Train / val / test loaders over a dataset dir of webdataset shards (``index.json``).
 
@@ -180,6 +212,14 @@ class ShardDataModule(pl.LightningDataModule):
         seed: the seed of shard resampling and shuffling.
         train_split, val_split, test_split: split names in ``index.json``; None disables one.
         warn_first: skipped samples named in a warning per process before counting silently.
+        train_data: train instead on a dataset generated afresh by ``moezoo data build``:
+            ``{"dataset": "shapes-vqa", "n_train": 40000, "seed": 1}`` (the other fields of that
+            dataset's config may be given too). It is built once in ``prepare_data`` (rank 0),
+            into ``$MOEZOO_CACHE/data`` (default ``~/.cache/moezoo/data``), and reused; validation
+            and test stay on ``data_dir``'s splits.
+        mix: more dataset dirs whose training split joins ``data_dir``'s (Uni-MoE's image + audio
+            mixture): shards are drawn from all of them alike, so each dataset weighs as its
+            shard count; the model's processor reads each sample's own media.
 
     Example:
         >>> data = Path(__file__).resolve().parents[2] / "data"  # the shipped data
@@ -206,6 +246,8 @@ class ShardDataModule(pl.LightningDataModule):
         val_split: str | None = "val",
         test_split: str | None = "test",
         warn_first: int = 5,
+        train_data: dict[str, Any] | None = None,
+        mix: list[str] | None = None,
     ):
         super().__init__()
         args = {**locals(), "data_dir": str(data_dir)}
@@ -218,9 +260,20 @@ class ShardDataModule(pl.LightningDataModule):
         named = {k: str(v) for k, v in sources if isinstance(v, (str, Path))}
         self.save_hyperparameters({**dataclasses.asdict(self.config), **named})
         self.index = DatasetIndex.load(data_dir)  # fail now, not when the first loader is built
-        for split in (train_split, val_split, test_split):
+        for split in (train_split if train_data is None else None, val_split, test_split):
             if split is not None:
                 self.index.urls(split)  # raises KeyError naming the splits that exist
+        self.train_data = dict(train_data) if train_data else None
+        if self.train_data is not None:
+            from moezoo.data.builders import build_config
+
+            fields = {k: v for k, v in self.train_data.items() if k != "dataset"}
+            build_config(self.train_data.get("dataset", ""), **fields)  # a bad name or field fails now
+        self._train_index: DatasetIndex | None = None
+        self.mix = [DatasetIndex.load(d) for d in (mix or [])]  # a missing dir fails now
+        for extra in self.mix:
+            if train_split is not None:
+                extra.urls(train_split)
         self._sources = (processor, tokenizer)
         self._processor: Processor | None = None
         self._tokenizer: TokenizerAdapter | None = None
@@ -248,14 +301,32 @@ class ShardDataModule(pl.LightningDataModule):
         """Reason -> skipped samples so far, over every loader built."""
         return merge_totals(self._counters)
 
+    def prepare_data(self) -> None:
+        """Build ``train_data`` once (Lightning calls this on one process before the others read it)."""
+        self.train_index()
+
+    def train_index(self) -> DatasetIndex:
+        """The index the training split is read from: ``data_dir``'s, or the built ``train_data``'s."""
+        if self.train_data is None:
+            return self.index
+        if self._train_index is None:
+            from moezoo.data.builders import cached_build
+
+            fields = {k: v for k, v in self.train_data.items() if k != "dataset"}
+            self._train_index = DatasetIndex.load(cached_build(self.train_data["dataset"], **fields))
+        return self._train_index
+
     def dataset(self, split: str, train: bool = False) -> wds.DataPipeline:
         """The webdataset pipeline of ``split``; ``train`` turns on shuffling and (if set) resampling."""
         cfg = self.config
+        urls = self.train_index().urls(split) if train else self.index.urls(split)
+        if train:
+            urls += [url for extra in self.mix for url in extra.urls(split)]
         counter = self._counters.setdefault(split, SkipCounter(cfg.num_workers, cfg.warn_first))
         stage = SampleProcessor(self.processor, counter, cfg.max_length, cfg.system_prompt)
         resampled = train and cfg.resampled
         return build_pipeline(
-            self.index.urls(split),
+            urls,
             stage,
             resampled=resampled,
             shuffle=train,
@@ -282,7 +353,20 @@ class ShardDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self):
-        return self._loader(self.config.train_split, train=True)
+        loader = self._loader(self.config.train_split, train=True)
+        return ResumableLoader(loader, self._resume_position) if loader != [] else loader
+
+    def _resume_position(self) -> tuple[int, int]:
+        """(epoch, batches of it already trained) when Lightning resumes a run, else (0, 0).
+
+        Read when the first pass starts, after Lightning restored its loops (see :class:`ResumableLoader`).
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not self.config.train_split:
+            return 0, 0
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        # "ready": the batches fetched; a checkpoint saved at a batch's end counts it there first.
+        return int(trainer.current_epoch), int(progress.ready)
 
     def val_dataloader(self):
         return self._loader(self.config.val_split, train=False)

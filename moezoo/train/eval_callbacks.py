@@ -96,7 +96,7 @@ class VQAEvalCallback(_PeriodicEval):
     """Generated answers to a shipped VQA split, scored with VQAv2 accuracy and exact match.
 
     Args:
-        task: a shipped VQA task (``shapes_vqa``, ``digits_vqa``).
+        task: a shipped VQA task (``shapes_vqa``, ``digits_vqa``, or the audio ``tones_qa``).
         every_n_epochs / every_n_steps: when to evaluate (after validation / after a training step).
         limit: the first N questions of the split.
         batch_size: prompts per ``generate`` call.
@@ -134,9 +134,10 @@ class VQAEvalCallback(_PeriodicEval):
         mine = self._items[rank::world]
         per_rank = -(-len(self._items) // world)
         padded = mine + [self._items[0]] * (per_rank - len(mine))  # equal forwards on every rank
-        placeholder = model.processor.placeholders["image"]
+        modality = self.task.modality
+        placeholder = model.processor.placeholders[modality]
         answers = generate_answers(model, [f"{placeholder}\n{vqa_prompt(it['question'])}" for it in padded],
-                                   [[it["image"]] for it in padded], batch_size=self.batch_size,
+                                   **{f"{modality}s": [[it[modality]] for it in padded]}, batch_size=self.batch_size,
                                    max_new_tokens=self.max_new_tokens,
                                    fixed_steps=world > 1)
         rows = [{"question_id": it["question_id"], "question_type": it["question_type"], "question": it["question"],
@@ -176,3 +177,54 @@ class LMEvalCallback(_PeriodicEval):
         report = evaluate(model, self.tasks, limit=self.limit, batch_size=self.batch_size,
                           include_path=self.include_path)
         return {task: (metrics, report.rows.get(task, [])) for task, metrics in report.results.items()}
+
+
+class FinalEvaluation(Callback):
+    """At the end of ``fit``: evaluate the trained model (``moezoo eval``'s tasks), print the report,
+    log its metrics as ``final/{task}/{metric}`` and write ``{out}`` (the ``moezoo eval --json`` layout).
+
+    The quickstart's closing report: VQAv2 accuracy on the shipped test split, per question type
+    beside the majority-answer baseline, and the accuracy with blank images.
+
+    Args:
+        tasks: task names (shipped or lm-eval).
+        blank_images: also evaluate VQA tasks on blank images.
+        batch_size: prompts per batch.
+        limit: the first N samples of each task.
+        out: the JSON path (default ``{default_root_dir}/final_eval.json``).
+
+    Example:
+        >>> FinalEvaluation(["shapes_vqa"], blank_images=True).tasks
+        ['shapes_vqa']
+    """
+
+    def __init__(self, tasks: Sequence[str] = ("shapes_vqa",), blank_images: bool = True, batch_size: int = 64,
+                 limit: int | None = None, out: str | None = None):
+        from moezoo.eval.runner import split_tasks
+
+        split_tasks(list(tasks))  # unknown names fail when the config is read
+        self.tasks, self.blank_images, self.batch_size, self.limit, self.out = (
+            list(tasks), blank_images, batch_size, limit, out)
+        self.report = None
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from moezoo.eval.runner import evaluate
+
+        model = pl_module.model
+        was_training = model.training
+        try:  # every rank evaluates the same inputs, so a sharded model's forwards stay in step
+            self.report = evaluate(model, self.tasks, name=type(model).__name__, limit=self.limit,
+                                   batch_size=self.batch_size, blank_images=self.blank_images,
+                                   progress=trainer.is_global_zero)
+        finally:
+            model.train(was_training)
+        if not trainer.is_global_zero:
+            return
+        out = Path(self.out or Path(trainer.default_root_dir) / "final_eval.json")
+        self.report.save(out)
+        flat = {f"final/{t}/{k}": v for t, m in self.report.results.items() for k, v in m.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(flat, step=trainer.global_step)
+        rank_zero_info(f"\n{self.report.summary()}\n\nwrote {out}")

@@ -185,6 +185,15 @@ class MoEZooModule(pl.LightningModule):
         lr / weight_decay / betas / eps: AdamW's (no decay on biases, norms and embeddings).
         warmup_steps: linear warm-up steps; then cosine decay over ``trainer.estimated_stepping_batches``.
         min_lr_ratio: the final LR as a fraction of ``lr``.
+        data_parallel: the FSDP2 data-parallel size (``None``: every process). Parallelism is
+            applied in :meth:`configure_model` (:func:`moezoo.parallel.parallelize`) under
+            Lightning's ``ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1)``, or,
+            outside a Trainer, when several processes run and this or ``expert_parallel`` is set.
+            The LM loss is then normalised by the global count of label tokens and the router losses
+            use statistics summed over the ranks, so N processes train as one on the global batch.
+        expert_parallel: experts sharded over this many of the data-parallel ranks (must divide them).
+        compile: ``torch.compile`` each transformer block (one process too).
+        activation_checkpointing: recompute each transformer block in backward.
 
     Example:
         >>> module = MoEZooModule(arch="mm_tiny_cnn", stage="align")
@@ -197,7 +206,8 @@ class MoEZooModule(pl.LightningModule):
                  stage: str = "finetune", train_encoder: bool = False, train_rest: bool = False,
                  upcycle: dict[str, Any] | None = None, lr: float = 1e-3, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, warmup_steps: int = 0,
-                 min_lr_ratio: float = 0.1):
+                 min_lr_ratio: float = 0.1, data_parallel: int | None = None, expert_parallel: int = 1,
+                 compile: bool = False, activation_checkpointing: bool = False):
         super().__init__()
         if (arch is None) == (checkpoint is None):
             raise ValueError(f"give exactly one of arch (a registered architecture) and checkpoint (a model dir); "
@@ -209,19 +219,28 @@ class MoEZooModule(pl.LightningModule):
         if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0 or lr <= 0:
             raise ValueError(f"expected lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got lr={lr}, "
                              f"warmup_steps={warmup_steps}, min_lr_ratio={min_lr_ratio}")
+        if (data_parallel is not None and data_parallel < 1) or expert_parallel < 1:
+            raise ValueError(f"expected data_parallel >= 1 (or None) and expert_parallel >= 1, got "
+                             f"data_parallel={data_parallel}, expert_parallel={expert_parallel}")
         self.save_hyperparameters()
         self.model: nn.Module | None = None
+        self.parallelized = False
         self.trainable: dict[str, int] = {}
 
     # -- the model -------------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        """Build (or load) the model, upcycle it for the ``moe`` stage, and set the stage.
+        """Build (or load) the model, upcycle it for the ``moe`` stage, set the stage, and apply
+        parallelism and compilation (:meth:`parallelize`).
 
-        Idempotent: a second call does nothing, so a strategy may call it under its meta-device
-        context (FSDP) and Lightning again when loading a checkpoint.
+        Idempotent: the model is built once and parallelised once, so a strategy may call it, and
+        Lightning again when loading a checkpoint. A model built before the processes started
+        (by reading :attr:`processor`, say) is parallelised by the strategy's later call.
         """
-        if self.model is not None:
-            return
+        if self.model is None:
+            self._build()
+        self.parallelize()
+
+    def _build(self) -> None:
         hp = self.hparams
         import moezoo
 
@@ -237,6 +256,54 @@ class MoEZooModule(pl.LightningModule):
         n, total = self.trainable["trainable"], self.trainable["total"]
         parts = ", ".join(f"{k} {v:,}" for k, v in self.trainable.items() if k not in ("trainable", "total") and v)
         rank_zero_info(f"moezoo stage {hp.stage!r}: {n:,} of {total:,} parameters train ({100 * n / total:.1f}%: {parts})")
+
+    def _parallel_mesh(self) -> Any:
+        """The ``moezoo.parallel`` mesh of this run, or ``None`` for one process.
+
+        Raises:
+            ValueError: several processes under a strategy that shards nothing itself (DDP) with
+                ``data_parallel`` / ``expert_parallel`` set, or a tensor-parallel Lightning mesh.
+        """
+        import torch.distributed as dist
+
+        from moezoo.parallel import build_mesh
+
+        hp = self.hparams
+        lightning_mesh = self.device_mesh  # set by ModelParallelStrategy before it calls configure_model
+        if lightning_mesh is not None:
+            names = lightning_mesh.mesh_dim_names or ()
+            if "tensor_parallel" in names and lightning_mesh["tensor_parallel"].size() > 1:
+                raise ValueError("moezoo shards over data (and expert) parallelism only: use "
+                                 "ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1)")
+            dp = lightning_mesh["data_parallel"].size() if "data_parallel" in names else lightning_mesh.size()
+            if hp.data_parallel is not None and hp.data_parallel != dp:
+                raise ValueError(f"data_parallel={hp.data_parallel} but the strategy's mesh has data_parallel_size={dp}")
+            return build_mesh(dp, hp.expert_parallel, lightning_mesh.device_type) if dp > 1 else None
+        wants = hp.data_parallel is not None or hp.expert_parallel > 1
+        if not (wants and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            if hp.expert_parallel > 1 and self._trainer is not None:  # without a Trainer: wait for the processes
+                raise ValueError(f"expert_parallel={hp.expert_parallel} needs several processes under "
+                                 f"ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1)")
+            return None
+        if self._trainer is not None:
+            raise ValueError(f"data_parallel / expert_parallel are applied by moezoo in configure_model: run them "
+                             f"under ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1), not "
+                             f"{type(self.trainer.strategy).__name__}")
+        return build_mesh(hp.data_parallel, hp.expert_parallel)
+
+    def parallelize(self) -> None:
+        """Apply :func:`moezoo.parallel.parallelize` once, when there is something to apply."""
+        hp = self.hparams
+        if self.parallelized or self.model is None:
+            return
+        mesh = self._parallel_mesh()
+        if mesh is None and not (hp.compile or hp.activation_checkpointing):
+            return
+        from moezoo.parallel import parallelize
+
+        parallelize(self.model, ep=hp.expert_parallel, compile=hp.compile,
+                    activation_checkpointing=hp.activation_checkpointing, mesh=mesh)
+        self.parallelized = True
 
     def _upcycled(self, model: nn.Module) -> nn.Module:
         from moezoo.models.upcycle import upcycle
@@ -272,10 +339,31 @@ class MoEZooModule(pl.LightningModule):
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> Path:
         """Save the model as a loadable model dir (``model.save_pretrained``; ``format="hf"`` too).
 
-        With :meth:`load_from_checkpoint` this turns a Lightning checkpoint into a model dir.
+        With :meth:`load_from_checkpoint` this turns a Lightning checkpoint into a model dir. A
+        model sharded over several processes (FSDP2, expert parallelism) is gathered first: every
+        rank must call this, and rank 0 writes a single-process model dir.
         """
         self.configure_model()
-        return self.model.save_pretrained(path, **kwargs)
+        if not self._sharded():
+            return self.model.save_pretrained(path, **kwargs)
+        import torch.distributed as dist
+
+        from moezoo.parallel import full_state_dict
+
+        state = full_state_dict(self.model)  # collective
+        if dist.get_rank() == 0:
+            plain = MoEZooModule(**{**self.hparams, "data_parallel": None, "expert_parallel": 1, "compile": False,
+                                    "activation_checkpointing": False})
+            plain._build()
+            plain.model.load_state_dict(state)
+            plain.model.save_pretrained(path, **kwargs)
+        dist.barrier()
+        return Path(path)
+
+    def _sharded(self) -> bool:
+        from torch.distributed.tensor import DTensor
+
+        return any(isinstance(p, DTensor) for p in self.model.parameters())
 
     # -- steps -----------------------------------------------------------------------------------------
     def forward(self, **inputs: torch.Tensor) -> Any:
@@ -286,7 +374,8 @@ class MoEZooModule(pl.LightningModule):
         out = self.model(**inputs)
         metrics = {}
         with torch.no_grad():  # the loss without the router terms, from the logits, not by subtraction
-            metrics["train/lm_loss"] = causal_lm_loss(out.logits.float(), inputs["labels"])
+            group = getattr(getattr(self.model, "llm", self.model), "loss_group", None)  # set under data parallelism
+            metrics["train/lm_loss"] = causal_lm_loss(out.logits.float(), inputs["labels"], group=group)
         metrics.update(self._router_metrics(out))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=inputs["input_ids"].shape[0])
         self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False,
@@ -321,6 +410,25 @@ class MoEZooModule(pl.LightningModule):
         self.log(f"{split}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=inputs["input_ids"].shape[0])
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the random states (noisy routers and sampling draw from them) so a resumed run is exact.
+
+        Plain tensors and ints: the checkpoint still loads with ``weights_only=True``.
+        """
+        import random
+
+        version, state, gauss = random.getstate()
+        checkpoint["moezoo_rng"] = {"torch": torch.get_rng_state(), "python": [version, list(state), gauss]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        import random
+
+        rng = checkpoint.get("moezoo_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            version, state, gauss = rng["python"]
+            random.setstate((version, tuple(state), gauss))
 
     def on_train_start(self) -> None:
         for logger in self.loggers:  # once, at the start: they do not change within a stage

@@ -105,7 +105,7 @@ def test_evaluate_report_json_is_the_design_contract(tmp_path):
 
 
 def test_bad_task_requests_say_what_is_known(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="shipped tasks: shapes_vqa, digits_vqa, text_ppl, text_mc"):
+    with pytest.raises(ValueError, match="shipped tasks: shapes_vqa, digits_vqa, tones_qa, text_ppl, text_mc"):
         split_tasks([" "])
     with pytest.raises(FileNotFoundError, match="no such directory"):
         split_tasks(["text_ppl"], include_path=tmp_path / "missing")
@@ -131,3 +131,20 @@ def test_local_task_names_reads_lm_eval_yamls(tmp_path):
 def test_report_table_lines_up():
     table = EvalReport("m", {"shapes_vqa": {"vqa_accuracy": 0.25}, "text_ppl": {"perplexity": 12.5}}).table()
     assert table.splitlines()[1:] == ["shapes_vqa  vqa_accuracy  0.2500", "text_ppl    perplexity    12.5000"]
+
+
+def test_audio_task_asks_with_the_clip_and_blanks_it_with_silence(read_split):
+    model = moezoo.create_model("uni_moe_tiny_image_audio").eval()
+    task = TASKS["tones_qa"]
+    items = task.items(limit=4)
+    first = json.loads(next(iter(read_split(shipped_dataset("tones-qa"), "test").values()))["json"])
+    assert first["conversations"][0]["value"] == f"<audio>\n{items[0]['question']}{SHORT}"
+    wave, rate = items[0]["audio"]
+    assert wave.ndim == 1 and rate == 8000
+    result = task.run(model, limit=4, batch_size=2, blank_images=True)
+    prompts = [f"<audio>\n{it['question']}{SHORT}" for it in items]
+    clips = [[it["audio"]] for it in items]
+    assert [r["prediction"] for r in result.rows] == generate_answers(model, prompts, audios=clips)
+    silent = [[(wave * 0, rate)] for (wave, rate), in clips]
+    assert [r["blank_prediction"] for r in result.rows] == generate_answers(model, prompts, audios=silent)
+    assert set(result.metrics) >= {"vqa_accuracy", "blank_vqa_accuracy", "majority_baseline"}

@@ -58,5 +58,10 @@ def lm_head(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         (True, 0.0)
     """
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        device = x.device.type
+        if torch.is_autocast_enabled(device):  # mixed precision: compute in the autocast dtype, grads back to fp32
+            dtype = torch.get_autocast_dtype(device)
+            with torch.autocast(device, enabled=False):
+                return SupervisedRowsLinear.apply(x.to(dtype), weight.to(dtype))
         return SupervisedRowsLinear.apply(x, weight)
     return decoding_linear(x, weight)

@@ -23,7 +23,8 @@ from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.head import lm_head
 from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
-from moezoo.moe import MLP, MoELayer, MoEOutput, Routing, RoutingStats, load_balancing_loss
+from moezoo.moe import MLP, MoELayer, MoEOutput, Routing, RoutingStats, load_balancing_loss, router_z_loss
+from moezoo.moe.losses import data_parallel_sum
 
 
 @dataclass
@@ -90,6 +91,10 @@ class MoEForCausalLM(ZooModel):
     """
 
     config_class = LMConfig
+    # A data-parallel process group, set by :func:`moezoo.parallel.parallelize` (never by model code):
+    # the LM loss is then normalised by the group's global count of label tokens and the router
+    # losses use statistics summed over the group, so N ranks optimise the one-process objective.
+    loss_group: Any = None
 
     def __init__(self, config: LMConfig, tokenizer: Any = None):
         super().__init__()
@@ -164,7 +169,7 @@ class MoEForCausalLM(ZooModel):
             aux_loss, z_loss = self._router_losses(moe_outputs, token_mask, x)
         loss = None
         if labels is not None:
-            loss = causal_lm_loss(logits, labels)
+            loss = causal_lm_loss(logits, labels, group=self.loss_group)
             if self.training and self.config.moe is not None:
                 loss = loss + self.config.moe.aux_loss_coef * aux_loss + self.config.moe.z_loss_coef * z_loss
         if not wants_routing:
@@ -177,10 +182,12 @@ class MoEForCausalLM(ZooModel):
         zero = x.new_zeros((), dtype=torch.float32)
         if not moe_outputs:
             return zero, zero
-        z_loss = torch.stack([m.z_loss for m in moe_outputs]).mean()
+        group = self.loss_group
+        z_loss = torch.stack([m.z_loss if group is None else router_z_loss(m.routing.logits, group)
+                              for m in moe_outputs]).mean()
         if not moe_outputs[0].routing.token_choice:
             return torch.stack([m.aux_loss for m in moe_outputs]).mean(), z_loss
-        return switch_loss_over_layers(moe_outputs, token_mask, self.config.moe.num_experts), z_loss
+        return switch_loss_over_layers(moe_outputs, token_mask, self.config.moe.num_experts, group), z_loss
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  max_new_tokens: int = 32, do_sample: bool = False, **kwargs: Any) -> torch.Tensor:
@@ -191,32 +198,42 @@ class MoEForCausalLM(ZooModel):
                         do_sample=do_sample, **kwargs)
 
 
-def causal_lm_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def causal_lm_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, ignore_index: int = -100,
+                   group: Any = None) -> torch.Tensor:
     """Mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]`` (as transformers).
+
+    With a data-parallel process ``group``, the mean runs over the label tokens of all its
+    ranks (the summed cross-entropy divided by the global count, as Megatron-Core's per-token
+    loss), so ranks holding different numbers of label tokens weigh each token equally.
 
     Example:
         >>> causal_lm_loss(torch.zeros(1, 3, 4), torch.tensor([[0, 1, -100]]))  # log(4), one target
         tensor(1.3863)
     """
     shifted = F.pad(labels_BT, (0, 1), value=ignore_index)[:, 1:]
-    return F.cross_entropy(logits_BTV.float().reshape(-1, logits_BTV.shape[-1]), shifted.reshape(-1),
-                           ignore_index=ignore_index)
+    logits_NV = logits_BTV.float().reshape(-1, logits_BTV.shape[-1])
+    if group is None:
+        return F.cross_entropy(logits_NV, shifted.reshape(-1), ignore_index=ignore_index)
+    total = F.cross_entropy(logits_NV, shifted.reshape(-1), ignore_index=ignore_index, reduction="sum")
+    count = data_parallel_sum((shifted != ignore_index).sum().to(total.dtype), group)
+    return data_parallel_sum(total, group) / count.clamp_min(1)
 
 
 def switch_loss_over_layers(moe_outputs: list[MoEOutput], token_mask: torch.Tensor | None,
-                            num_experts: int) -> torch.Tensor:
+                            num_experts: int, group: Any = None) -> torch.Tensor:
     """Switch load-balancing loss pooled over layers, as transformers' ``load_balancing_loss_func``.
 
     transformers concatenates the router outputs of all layers before taking
     ``E * sum_e f_e * P_e``; pooling the same way (rather than averaging per-layer
     losses) keeps ``aux_loss`` and ``router_aux_loss_coef`` interchangeable with theirs.
-    Padding tokens (``token_mask == 0``) are excluded.
+    Padding tokens (``token_mask == 0``) are excluded. With a data-parallel ``group``, ``f``
+    and ``P`` are taken over the tokens of all its ranks (Megatron-Core's global balancing).
     """
     routings = [m.routing for m in moe_outputs]
     probs = torch.cat([r.probs.float() for r in routings])  # (layers * T, E)
     expert_idx = torch.cat([r.expert_idx for r in routings])
     if token_mask is None:
-        return load_balancing_loss(probs, expert_idx)
+        return load_balancing_loss(probs, expert_idx, group=group)
     # Each layer's tokens follow the previous layers' in the pooled batch.
     starts = [0]
     for r in routings[:-1]:
@@ -225,4 +242,4 @@ def switch_loss_over_layers(moe_outputs: list[MoEOutput], token_mask: torch.Tens
     mask = token_mask.reshape(-1)
     # MH-MoE routes h sub-tokens per token: each inherits its token's mask.
     weight = torch.cat([mask.repeat_interleave(r.probs.shape[0] // mask.numel()) for r in routings])
-    return load_balancing_loss(probs, expert_idx, token_idx, weight)
+    return load_balancing_loss(probs, expert_idx, token_idx, weight, group=group)

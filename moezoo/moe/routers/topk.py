@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,7 +72,13 @@ class SigmoidRouter(LinearGate):
     *select* experts, never to weight them. In training it is nudged outside the
     gradient after every forward, ``bias += bias_update_rate * sign(mean_load - load)``,
     so overloaded experts become less likely to be picked.
+
+    ``load_group``: when the router is replicated over several processes (data or expert
+    parallelism, set by :mod:`moezoo.parallel`), the loads are summed over this process
+    group first, so every replica takes the same step, the one of the global batch.
     """
+
+    load_group: Any = None
 
     def __init__(self, config):
         super().__init__(config)
@@ -88,4 +96,8 @@ class SigmoidRouter(LinearGate):
     @torch.no_grad()
     def _update_bias(self, expert_idx: torch.Tensor) -> None:
         load_E = expert_counts(expert_idx, self.config.num_experts).to(self.bias.dtype)
+        if self.load_group is not None:
+            import torch.distributed as dist
+
+            dist.all_reduce(load_E, group=self.load_group)
         self.bias.add_(torch.sign(load_E.mean() - load_E), alpha=self.config.bias_update_rate)
