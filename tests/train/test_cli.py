@@ -80,10 +80,19 @@ def _text_cli(root: Path, *extra: str):
                            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                            "--trainer.max_steps", "6", "--trainer.callbacks", "[]", "--data.batch_size", "4",
                            "--data.max_length", "32", "--data.epoch_length", "16", "--trainer.limit_val_batches", "0",
-                           *extra], run=False)
+                           # bitwise comparisons need the MoE dispatch's fixed thread split (see moezoo.moe.dispatch)
+                           "--trainer.deterministic", "true", *extra], run=False)
 
 
-def test_fit_resumes_exactly_from_a_checkpoint(tmp_path, monkeypatch):
+@pytest.fixture
+def restore_determinism():
+    """Trainer(deterministic=True) switches torch's global flag on; later tests get it back as it was."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def test_fit_resumes_exactly_from_a_checkpoint(tmp_path, monkeypatch, restore_determinism):
     """6 steps straight == 3 steps, stop, then `fit --ckpt_path` for the rest (model, optimiser, schedule, data
     position across an epoch boundary: 16 samples / batch 4 = 4 batches an epoch)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
