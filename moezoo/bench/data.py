@@ -13,7 +13,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +28,11 @@ def _inputs(args: argparse.Namespace, tmp: Path) -> tuple[str, str]:
     """The dataset and tokenizer: given, shipped, or (in a bare checkout) built small in ``tmp``."""
     data, tok = args.data, args.tokenizer
     if data is None:
-        data = SHIPPED / "shapes-vqa"
-        if not (data / "index.json").is_file():
+        from moezoo.data.shards import shipped_dataset
+
+        try:
+            data = shipped_dataset("shapes-vqa")
+        except FileNotFoundError:
             from moezoo.data.scenes import build_shapes_vqa
             from moezoo.data.vqa import VQABuildConfig
 

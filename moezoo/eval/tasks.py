@@ -112,31 +112,43 @@ class VQATask(ShippedTask):
 
     def run(self, model: nn.Module, limit: int | None = None, batch_size: int = 32, progress: bool = False,
             blank_images: bool = False) -> TaskResult:
+        from moezoo.eval.metrics import vqa_accuracy
+
+        items = self.items(limit)
+        majority = self.majority_answers()
+        rows = [{k: it[k] for k in ("question_id", "question_type", "question")} | {"answer": it["answers"][0]}
+                for it in items]
+        prefixes = ["", "blank_"] if blank_images else [""]
+        for prefix in prefixes:
+            answers = self.answer(model, items, batch_size=batch_size, progress=progress, blank=bool(prefix))
+            for row, item, answer in zip(rows, items, answers):
+                row.update(self.score(item, answer, prefix))
+        for row, item in zip(rows, items):
+            row["majority_baseline"] = vqa_accuracy(majority.get(item["question_type"], ""), item["answers"])
+        return TaskResult(vqa_metrics(rows, prefixes), rows)
+
+    def answer(self, model: nn.Module, items: list[dict[str, Any]], batch_size: int = 32, max_new_tokens: int = 16,
+               progress: bool = False, blank: bool = False, fixed_steps: bool = False) -> list[str]:
+        """The model's answers to ``items``, asked with the short-answer prompt (the shared VQA loop)."""
         from moezoo.eval.generation import generate_answers
-        from moezoo.eval.metrics import exact_match, vqa_accuracy
 
         if self.modality not in model_modalities(model):
             raise ValueError(f"task {self.name!r} asks about {self.modality}, but this model has no {self.modality} "
                              f"encoder (it reads: {', '.join(model_modalities(model)) or 'text only'}); evaluate it "
                              f"on text tasks (text_ppl, text_mc, lm-eval tasks) instead")
-        items = self.items(limit)
         placeholder = model.processor.placeholders[self.modality]
         prompts = [f"{placeholder}\n{vqa_prompt(it['question'])}" for it in items]
         media = {f"{self.modality}s": [[it[self.modality]] for it in items]}
-        runs = {"": False, "blank_": True} if blank_images else {"": False}
-        majority = self.majority_answers()
-        rows = [{k: it[k] for k in ("question_id", "question_type", "question")} | {"answer": it["answers"][0]}
-                for it in items]
-        for prefix, blank in runs.items():
-            answers = generate_answers(model, prompts, **media, batch_size=batch_size, max_new_tokens=16,
-                                       progress=progress, blank_images=blank)
-            for row, item, answer in zip(rows, items, answers):
-                row[f"{prefix}prediction"] = answer
-                row[f"{prefix}vqa_accuracy"] = vqa_accuracy(answer, item["answers"])
-                row[f"{prefix}exact_match"] = exact_match(answer, item["answers"][0])
-        for row, item in zip(rows, items):
-            row["majority_baseline"] = vqa_accuracy(majority.get(item["question_type"], ""), item["answers"])
-        return TaskResult(vqa_metrics(rows, list(runs)), rows)
+        return generate_answers(model, prompts, **media, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                progress=progress, blank_images=blank, fixed_steps=fixed_steps)
+
+    @staticmethod
+    def score(item: dict[str, Any], answer: str, prefix: str = "") -> dict[str, Any]:
+        """``answer``'s row entries: the prediction, its VQAv2 accuracy and its exact match."""
+        from moezoo.eval.metrics import exact_match, vqa_accuracy
+
+        return {f"{prefix}prediction": answer, f"{prefix}vqa_accuracy": vqa_accuracy(answer, item["answers"]),
+                f"{prefix}exact_match": exact_match(answer, item["answers"][0])}
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ Lightning's defaults:
   key in ``WANDB_API_KEY`` or ``~/.netrc``, or ``WANDB_MODE`` set); a CSV or TensorBoard
   logger is one flag away (``--trainer.logger lightning.pytorch.loggers.CSVLogger``).
 - :class:`~moezoo.train.callbacks.SkippedSamplesLogger` always runs (``data/skipped``).
-- Relative ``data_dir`` paths that do not exist where the command runs are looked up in the
-  shipped data (an installed package finds its datasets, see :func:`moezoo.data.shards.shipped_dataset`).
+- Relative ``data_dir`` / ``mix`` paths that do not exist where the command runs are looked up
+  in the shipped data (the source tree's ``data/`` or ``$MOEZOO_DATA``, see
+  :func:`moezoo.data.shards.shipped_dataset`), so a run started outside the repository finds them.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class MoEZooCLI(LightningCLI):
 
 def shipped_or_given(path: str | None) -> str | None:
     """``path``, or the shipped dataset of its name when ``path`` is relative and missing here
-    (``data/shapes-vqa`` from outside the repository, or after a non-editable install).
+    (``data/shapes-vqa`` from outside the repository).
 
     Example:
         >>> shipped_or_given("no/such/shapes-vqa").endswith("shapes-vqa")

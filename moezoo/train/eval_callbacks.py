@@ -120,9 +120,7 @@ class VQAEvalCallback(_PeriodicEval):
         self._items: list[dict] | None = None
 
     def evaluate(self, trainer, model):
-        from moezoo.data.vqa import vqa_prompt
-        from moezoo.eval.generation import generate_answers
-        from moezoo.eval.metrics import exact_match, vqa_accuracy
+        from moezoo.eval.metrics import vqa_accuracy
         from moezoo.eval.tasks import vqa_metrics
 
         if self._items is None:  # read once per run
@@ -134,16 +132,10 @@ class VQAEvalCallback(_PeriodicEval):
         mine = self._items[rank::world]
         per_rank = -(-len(self._items) // world)
         padded = mine + [self._items[0]] * (per_rank - len(mine))  # equal forwards on every rank
-        modality = self.task.modality
-        placeholder = model.processor.placeholders[modality]
-        answers = generate_answers(model, [f"{placeholder}\n{vqa_prompt(it['question'])}" for it in padded],
-                                   **{f"{modality}s": [[it[modality]] for it in padded]}, batch_size=self.batch_size,
-                                   max_new_tokens=self.max_new_tokens,
+        answers = self.task.answer(model, padded, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
                                    fixed_steps=world > 1)
-        rows = [{"question_id": it["question_id"], "question_type": it["question_type"], "question": it["question"],
-                 "answer": it["answers"][0], "prediction": answer,
-                 "vqa_accuracy": vqa_accuracy(answer, it["answers"]), "exact_match": exact_match(answer, it["answers"][0]),
-                 "majority_baseline": it["majority_baseline"]}
+        rows = [{k: it[k] for k in ("question_id", "question_type", "question")} | {"answer": it["answers"][0]}
+                | self.task.score(it, answer) | {"majority_baseline": it["majority_baseline"]}
                 for it, answer in zip(mine, answers)]
         rows = sorted(_gather(trainer, rows), key=lambda r: r["question_id"])
         return {self.task.name: (vqa_metrics(rows), rows)}
