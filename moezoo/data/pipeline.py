@@ -5,9 +5,11 @@ Two pipelines, as the webdataset docs recommend for multi-node training:
 * **training, resampled** (``ResampledShards`` + ``with_epoch``): every worker of every
   rank draws shards with replacement from its own seeded stream, so an epoch has a set
   length however many ranks and workers there are; no split is needed.
-* **evaluation (and non-resampled training)**: the shard list is split by node, then by
-  worker (``split_by_node``, ``split_by_worker``), so within an epoch every sample is
-  read exactly once across all processes.
+* **evaluation (and non-resampled training)**: the work is split between the ranks and their
+  workers, so within an epoch every sample is read exactly once across all processes: by
+  shard (webdataset's ``split_by_node`` then ``split_by_worker``) when there are at least as
+  many shards as readers, else by sample (:class:`ReaderSplit`): a one-shard validation split
+  under DDP would otherwise leave rank 1 with nothing, and its collective calls would hang.
 
 Seeds are derived from (seed, epoch, rank, worker), so a run is deterministic for a
 seed and a given number of ranks and workers. Each sample passes through a
@@ -20,6 +22,7 @@ The layout of a sample's members is :mod:`moezoo.data.media`'s.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -263,6 +266,47 @@ class NodeInfo:
         os.environ["RANK"], os.environ["WORLD_SIZE"] = str(self.rank), str(self.world_size)
 
 
+class ReaderSplit:
+    """Share ``num_shards`` shards between the readers (every DataLoader worker of every rank).
+
+    With at least as many shards as readers, :meth:`shards` deals the shards out (webdataset's
+    ``split_by_node`` then ``split_by_worker``) and :meth:`samples` passes everything through.
+    With fewer, every reader opens every shard and :meth:`samples` keeps every ``n``-th sample
+    from its own offset, so no reader is left empty and each sample is still read once. The
+    readers are counted where the pipeline runs (``pytorch_worker_info``).
+
+    Example:
+        >>> split = ReaderSplit(num_shards=1)
+        >>> list(split.samples(iter(range(5))))  # one process, no workers: one reader keeps all
+        [0, 1, 2, 3, 4]
+    """
+
+    def __init__(self, num_shards: int):
+        self.num_shards = num_shards
+
+    @staticmethod
+    def reader() -> tuple[int, int]:
+        """(this reader's index, number of readers)."""
+        rank, world_size, worker, num_workers = wds.utils.pytorch_worker_info()
+        return rank * num_workers + worker, world_size * num_workers
+
+    def by_shard(self) -> bool:
+        return self.num_shards >= self.reader()[1]
+
+    def shards(self, src: Iterator[Any]) -> Iterator[Any]:
+        if self.by_shard():
+            yield from wds.split_by_worker(wds.split_by_node(src))
+        else:
+            yield from src
+
+    def samples(self, src: Iterator[Any]) -> Iterator[Any]:
+        if self.by_shard():
+            yield from src
+        else:
+            index, readers = self.reader()
+            yield from itertools.islice(src, index, None, readers)
+
+
 def _key_order(key: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
@@ -286,6 +330,7 @@ def build_pipeline(
     if not urls:
         raise ValueError("no shards given")
     counter = processor.counter
+    split = None
     if resampled:
         if not samples_per_worker:
             raise ValueError("a resampled pipeline needs samples_per_worker (the epoch length)")
@@ -294,8 +339,11 @@ def build_pipeline(
         source = [wds.SimpleShardList(sorted(urls, key=_key_order))]
         if shuffle:  # the same order on every rank, so split_by_node still partitions the shards
             source.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed))
-        source += [wds.split_by_node, wds.split_by_worker]
+        split = ReaderSplit(len(urls))
+        source.append(split.shards)
     stages = [*source, wds.tarfile_to_samples(handler=counter.handler("bad_shard"))]
+    if split is not None:
+        stages.append(split.samples)
     if shuffle and shuffle_buffer > 1:
         stages.append(WorkerShuffle(shuffle_buffer, seed))
     pipeline = wds.DataPipeline(*stages, processor)

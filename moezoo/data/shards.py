@@ -17,12 +17,12 @@ import gzip
 import io
 import json
 import math
-import os
 import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from moezoo.shipped import data_root
 from moezoo.utils.checks import check_min
 from moezoo.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -258,13 +258,14 @@ def read_split(root: str | Path, split: str, limit: int | None = None) -> Iterat
 
 
 def shipped_dataset(name: str) -> Path:
-    """The directory of a dataset shipped under the repository's ``data/`` (or ``$MOEZOO_DATA``).
+    """The directory of a shipped dataset: under the repository's ``data/``, the installed
+    package's copy of it, or ``$MOEZOO_DATA`` (see :mod:`moezoo.shipped`).
 
     Example:
         >>> shipped_dataset("shapes-vqa").name
         'shapes-vqa'
     """
-    root = Path(os.environ.get("MOEZOO_DATA") or Path(__file__).resolve().parents[2] / "data")
+    root = data_root()
     path = root / name
     if not (path / INDEX_FILE).is_file():
         known = sorted(p.name for p in root.glob("*") if (p / INDEX_FILE).is_file()) if root.is_dir() else []

@@ -6,15 +6,22 @@ Lightning itself stores in a run's checkpoint (:data:`SAFE_TYPES`: the hyper-par
 ``AttributeDict``, ``pathlib`` paths of callback states). :func:`allow_lightning_types` adds
 exactly those to torch's allow-list; ``moezoo fit --ckpt_path`` and :func:`export_checkpoint`
 call it.
+
+Writing is atomic too (:class:`AtomicCheckpointIO`, the CLI's default): a run killed while it
+saves leaves the previous checkpoint as it was.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from moezoo.utils.io import atomic_path
 
 
 def _safe_types() -> list[type]:
@@ -26,6 +33,34 @@ def _safe_types() -> list[type]:
 def allow_lightning_types() -> None:
     """Let ``torch.load(weights_only=True)`` read the plain types Lightning puts in a checkpoint."""
     torch.serialization.add_safe_globals(_safe_types())
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoints, written to a temporary file beside the target, synced
+    to disk, then renamed over it (``os.replace``, atomic on one filesystem).
+
+    Lightning's own writer buffers the whole checkpoint in memory and commits it through fsspec,
+    whose temporary file lives in the system temp dir: where that is another filesystem, the final
+    move is a copy, and a kill during it leaves a truncated ``last.ckpt``. Here a kill at any moment
+    leaves either the old file or the new one (and at worst a stray ``.NAME.*.tmp`` beside it).
+    Remote URLs (``s3://...``) go to Lightning's writer.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "last.ckpt"
+        >>> AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}}, path)
+        >>> torch.load(path, weights_only=True)["state_dict"]["w"]
+        tensor([1., 1.])
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        return None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,9 +9,11 @@ Lightning's defaults:
   key in ``WANDB_API_KEY`` or ``~/.netrc``, or ``WANDB_MODE`` set); a CSV or TensorBoard
   logger is one flag away (``--trainer.logger lightning.pytorch.loggers.CSVLogger``).
 - :class:`~moezoo.train.callbacks.SkippedSamplesLogger` always runs (``data/skipped``).
-- Relative ``data_dir`` / ``mix`` paths that do not exist where the command runs are looked up
-  in the shipped data (the source tree's ``data/`` or ``$MOEZOO_DATA``, see
-  :func:`moezoo.data.shards.shipped_dataset`), so a run started outside the repository finds them.
+- Checkpoints are written atomically (:class:`~moezoo.train.checkpoints.AtomicCheckpointIO`).
+- A ``-c`` config, and relative ``data_dir`` / ``mix`` paths, that do not exist where the command
+  runs are looked up among the shipped configs and datasets (:mod:`moezoo.shipped`: the
+  repository's ``configs/`` and ``data/``, or their copies in an installed wheel), so
+  ``moezoo fit -c configs/quickstart.yaml`` works from any directory, cloned or installed.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from moezoo.train.callbacks import SkippedSamplesLogger
-from moezoo.train.checkpoints import allow_lightning_types
+from moezoo.train.checkpoints import AtomicCheckpointIO, allow_lightning_types
 from moezoo.train.datamodule import ShardDataModule
 from moezoo.train.module import MoEZooModule
 
@@ -71,6 +74,12 @@ class MoEZooCLI(LightningCLI):
             if "weights_only" in {a.dest for a in sub._actions}:
                 sub.set_defaults(weights_only=True)
 
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # unless the user chose a plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         data = config.get("data") if hasattr(config, "get") else None
@@ -98,9 +107,49 @@ def shipped_or_given(path: str | None) -> str | None:
         return path  # the datamodule reports the missing dir itself
 
 
+def shipped_config_args(argv: list[str]) -> list[str]:
+    """``argv`` with each ``-c`` / ``--config`` file that does not exist here replaced by the shipped
+    config of that name (:func:`moezoo.shipped.shipped_config`): ``-c configs/quickstart.yaml`` (or
+    ``-c quickstart``) works from any directory, after a plain ``pip install``.
+
+    Raises:
+        FileNotFoundError: neither here nor shipped; the message names the closest shipped configs.
+
+    Example:
+        >>> shipped_config_args(["fit", "-c", "quickstart", "--trainer.max_steps", "1"])[2].endswith(
+        ...     "configs/quickstart.yaml")
+        True
+    """
+    from moezoo.shipped import shipped_config
+
+    def resolve(value: str) -> str:
+        if Path(value).exists() or any(c in value for c in "{:\n"):  # a file here, or inline YAML / JSON
+            return value
+        return str(shipped_config(value))
+
+    out, flag = [], False
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if flag:
+            arg = resolve(arg)
+        elif sep and name == "--config":
+            arg = f"--config={resolve(value)}"
+        flag = arg in ("-c", "--config")
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str]) -> int:
     """Run ``moezoo SUBCOMMAND ...`` (``argv`` starts with fit / validate / test / predict)."""
     import sys
 
-    MoEZooCLI(args=None if argv == sys.argv[1:] else argv)  # None: Lightning reads sys.argv itself
+    try:
+        args = shipped_config_args(argv)
+    except FileNotFoundError as err:
+        print(f"moezoo {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
+    if argv == sys.argv[1:]:  # the console script: Lightning reads sys.argv itself (and warns if given both)
+        sys.argv[1:] = args
+        args = None
+    MoEZooCLI(args=args)
     return 0

@@ -28,7 +28,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from moezoo.models.lm.model import causal_lm_loss
 from moezoo.moe import MoELayer
 from moezoo.moe.mlp_experts import MoEMLP
 
@@ -371,11 +370,8 @@ class MoEZooModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         inputs = model_inputs(batch)
-        out = self.model(**inputs)
-        metrics = {}
-        with torch.no_grad():  # the loss without the router terms, from the logits, not by subtraction
-            group = getattr(getattr(self.model, "llm", self.model), "loss_group", None)  # set under data parallelism
-            metrics["train/lm_loss"] = causal_lm_loss(out.logits.float(), inputs["labels"], group=group)
+        out = self.model(**inputs, labelled_logits=True)  # the LM head on the answer positions only
+        metrics = {"train/lm_loss": out.lm_loss.detach()}
         metrics.update(self._router_metrics(out))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=inputs["input_ids"].shape[0])
         self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False,

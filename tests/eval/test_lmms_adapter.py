@@ -20,6 +20,7 @@ from lmms_eval.tasks import TaskManager
 from PIL import Image
 
 import moezoo
+from moezoo.eval.answers import normalize_answer
 from moezoo.eval.generation import generate_answers
 from moezoo.eval.harness.lmms import MoezooLMMs, manifest
 
@@ -78,20 +79,23 @@ def _inputs(docs: list[dict]) -> tuple[list[str], list[list]]:
 
 
 def _task_copy(tmp_path: Path, answers: list[str]) -> Path:
-    """The shipped tasks, with human answers rewritten around the model's answers (see MATCHES)."""
+    """The shipped tasks, with human answers rewritten around the model's answers (see MATCHES): the
+    humans write the answer as the EvalAI normalisation leaves it (an untrained model's output may
+    have capitals, which the prediction loses and disagreeing human answers keep)."""
     root = tmp_path / "tasks"
     shutil.copytree(TASKS, root)
     rows = _docs()
     for i, (row, answer) in enumerate(zip(rows, answers)):
-        row["answers"] = [answer] * MATCHES[i] + ["zzz"] * (10 - MATCHES[i])
+        row["answers"] = [normalize_answer(answer)] * MATCHES[i] + ["zzz"] * (10 - MATCHES[i])
         row["answer"] = answer if i in EXACT_DOCS else "zzz"
     (root / "moezoo_tiny_vqa" / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
 
 def _reference(model, prompt: str, images: list, continuation: str) -> tuple[float, bool]:
-    """(sum log p(continuation), is greedy) from the model's own loss and logits, one request at a
-    time; the labels mask the prompt (so a FiLM encoder reads the prompt only)."""
+    """(mean token loss of the continuation, is greedy) from the model's own loss and logits, one
+    request at a time, as lmms-eval's llava_hf returns them; the labels mask the prompt (so a FiLM
+    encoder reads the prompt only)."""
     proc = model.processor
     text = proc.apply_chat_template([{"role": "user", "content": prompt}])
     context = proc(text=text, images=images or None, add_special_tokens=False)
@@ -102,7 +106,7 @@ def _reference(model, prompt: str, images: list, continuation: str) -> tuple[flo
         out = model(input_ids=ids, pixel_values=context.get("pixel_values"), labels=labels)
     n = cont.shape[1]
     greedy = bool((out.logits[0, -n - 1:-1].argmax(-1) == cont[0]).all())
-    return -float(out.loss) * n, greedy
+    return float(out.loss), greedy
 
 
 def test_simple_evaluate_local_image_task(offline, tmp_path):
@@ -121,15 +125,18 @@ def test_simple_evaluate_local_image_task(offline, tmp_path):
     assert vqa["vqa_accuracy,none"] == pytest.approx(VQA_BY_HAND)
     assert vqa["exact_match,none"] == pytest.approx(len(EXACT_DOCS) / len(expected))
 
-    # Multiple choice: lmms-eval's loglikelihood requests, checked against the model's own loss.
-    correct = []
+    # Multiple choice: lmms-eval's loglikelihood requests, checked against the model's own loss; lmms-eval
+    # picks the option of least loss, and so must the accuracy it reports.
+    correct, inverted = [], []
     for sample in sorted(out["samples"]["moezoo_tiny_mc"], key=lambda s: s["doc_id"]):
         doc, i = sample["doc"], sample["doc_id"]
         reference = [_reference(model, prompts[i], images[i], c)[0] for c in doc["choices"]]
         logged = [resp[0] for resp in sample["filtered_resps"]]
         assert logged == pytest.approx(reference, abs=1e-4)
-        correct.append(max(range(len(reference)), key=reference.__getitem__) == doc["label"])
+        correct.append(min(range(len(reference)), key=reference.__getitem__) == doc["label"])  # the least loss
+        inverted.append(max(range(len(reference)), key=reference.__getitem__) == doc["label"])
     assert out["results"]["moezoo_tiny_mc"]["acc,none"] == pytest.approx(sum(correct) / len(correct))
+    assert correct != inverted  # these docs tell a loss from a log-likelihood apart
 
 
 def test_model_by_name_loads_a_checkpoint(offline, tmp_path):
@@ -184,7 +191,7 @@ def test_loglikelihood_requests_and_errors():
                                         _reference(model, "Say hi.", [], "hi there"), None,
                                         _reference(model, "", [], "red")]):
         if want is not None:
-            assert lp == pytest.approx(want[0], abs=1e-4) and greedy == want[1]
+            assert lp == pytest.approx(want[0], abs=1e-4) and lp > 0 and greedy == want[1]  # a loss, as lmms-eval's
     assert got[2] == (0.0, True)  # an empty continuation
     # A continuation that is the model's own next token is greedy.
     proc = model.processor

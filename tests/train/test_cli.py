@@ -26,6 +26,38 @@ def test_every_config_parses(config, capsys):
     assert "model:" in capsys.readouterr().out
 
 
+def test_configs_are_found_by_name_from_anywhere_and_a_wrong_name_says_which_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped ones are used
+    for name in ("configs/quickstart.yaml", "quickstart", "three_stage/1_align.yaml"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["fit", "-c", name, "--print_config"])
+        assert exit_.value.code in (0, None)
+    assert main(["fit", "-c", "configs/quickstrat.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "no config 'configs/quickstrat.yaml'" in err and "did you mean quickstart?" in err and "text_moe_lm" in err
+
+
+@pytest.mark.parametrize("line, bad, says", [
+    ("stage: finetune", "stag: finetune", ["stag"]),  # a misspelt key
+    ("batch_size: 16", "batch_size: many", ["batch_size", "many"]),  # a wrong type
+    ("stage: finetune", "stage: pretrain", ["unknown stage 'pretrain'", "align", "finetune", "moe"]),  # a bad stage
+])
+def test_a_bad_config_fails_before_training_naming_the_key(tmp_path, monkeypatch, capsys, line, bad, says):
+    from moezoo.train.cli import MoEZooCLI
+
+    monkeypatch.chdir(ROOT)
+    text = (ROOT / "configs" / "text_moe_lm.yaml").read_text()
+    assert f"  {line}\n" in text
+    config = tmp_path / "bad.yaml"
+    config.write_text(text.replace(f"  {line}\n", f"  {bad}\n"))
+    with pytest.raises((SystemExit, ValueError)) as error:
+        MoEZooCLI(args=["-c", str(config), "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)],
+                  run=False)
+    message = str(error.value) + capsys.readouterr().err
+    assert all(word in message for word in says), message
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def _fit(config: str, root: Path, *extra: str) -> None:
     assert main(["fit", "-c", str(ROOT / "configs" / config), "--trainer.default_root_dir", str(root),
                  "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(root),

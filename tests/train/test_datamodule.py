@@ -69,6 +69,21 @@ def test_non_resampled_epoch_reads_each_sample_once(shapes_dir, tokenizer):
     assert len(_keys(dm.test_dataloader())) == 15
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_one_shard_split_is_shared_by_sample_between_ranks(shapes_dir, tokenizer, monkeypatch, workers):
+    """Fewer shards than readers (the shipped val split is one shard): every rank still gets its share,
+    else a DDP validation hangs waiting for the rank that has nothing."""
+    dm = ShardDataModule(shapes_dir, processor=unit_processor(tokenizer), batch_size=3, num_workers=workers)
+    assert len(dm.index.urls("val")) == 1
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        per_rank.append(_keys(dm.val_dataloader()))
+    assert all(len(keys) >= 4 for keys in per_rank)  # 10 samples over 2 or 4 readers
+    assert sorted(per_rank[0] + per_rank[1]) == [f"val-{i:06d}" for i in range(10)]
+
+
 def test_pluggable_image_transform_and_captions(shapes_dir, tokenizer):
     seen = []
 

@@ -82,7 +82,10 @@ def test_each_stage_trains_exactly_its_parameters(case, image_batch):
     assert want and want != set(params)
     assert {n for n, p in params.items() if p.requires_grad} == want
     assert recorder.with_grad == want  # gradients reach every trained parameter and no frozen one
-    assert len(recorder.nonzero) > 0.9 * len(want)  # (an expert no token chose may get a zero gradient)
+    # An expert no token chose may get a zero gradient; and the FiLM condition's pool and norm feed FiLM
+    # weights that start at zero, so nothing reaches them on the first step.
+    behind_film = {n for n in want if n.startswith("vision.condition_")}
+    assert len(recorder.nonzero - behind_film) > 0.9 * len(want - behind_film)
     assert all(torch.equal(params[n], before[n]) for n in set(params) - want)  # frozen ones did not move
     assert module.trainable["trainable"] == sum(params[n].numel() for n in want)
 

@@ -206,9 +206,13 @@ class MoezooLMMs(lmms):
 
     # -- loglikelihood -----------------------------------------------------------------------------------
     def loglikelihood(self, requests: Sequence[Any]) -> list[tuple[float, bool]]:
-        """Summed log-probability of each continuation after its (image +) text context, and
-        whether greedy decoding would produce it.
+        """lmms-eval's score of each continuation after its (image +) text context: the mean
+        negative log-likelihood of its tokens (0 for an empty one), and whether greedy decoding
+        would produce it.
 
+        That is lmms-eval's convention, not lm-eval's: its own models (``llava_hf``, ``llava``,
+        ``qwen_vl``, ...) return the continuation's mean token loss, and its multiple-choice
+        scoring takes the ``argmin``; a log-likelihood here would pick the least likely option.
         The context is rendered as the prompt :meth:`generate_until` would give (chat template,
         generation prompt); the continuation's tokens follow it. Instruction-aware encoders read
         the context only, as when generating.
@@ -224,7 +228,10 @@ class MoezooLMMs(lmms):
                 continuation = target if isinstance(target, str) else target(doc)
                 visuals = _flat_visuals(doc_to_visual(doc))
             items.append((self._with_placeholders(context, len(visuals)), str(continuation), visuals))
-        return score_continuations(self.model, items, batch_size=self.batch_size, chat=self.chat)
+        scores = score_continuations(self.model, items, batch_size=self.batch_size, chat=self.chat)
+        tokenizer = self.model.tokenizer
+        lengths = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for _, c, _ in items]
+        return [(-logprob / n if n else 0.0, greedy) for (logprob, greedy), n in zip(scores, lengths)]
 
 
 def _encode(model: nn.Module, contexts: list[str], continuations: list[str], chat: bool

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from moezoo.models.connectors.base import CONNECTORS, Connector
+from moezoo.models.prompt_pooling import masked_mean
 from moezoo.moe.mlp_experts import ACTIVATIONS, Activation
 from moezoo.utils.checks import require
 from moezoo.utils.config import Config
@@ -55,17 +56,6 @@ def check_prompt(features: torch.Tensor, prompt: torch.Tensor | None, prompt_mas
     else:
         mask = prompt_mask.bool()
     return torch.where(mask[..., None], prompt, prompt.new_zeros(())), mask
-
-
-def masked_mean(prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(N, P, D)``, ``(N, P)`` -> ``(N, D)`` mean over the real tokens (0 for a row with none).
-
-    Example:
-        >>> masked_mean(torch.tensor([[[1.0], [3.0], [9.0]]]), torch.tensor([[True, True, False]]))
-        tensor([[2.]])
-    """
-    mask = mask.to(prompt.dtype)[..., None]
-    return (prompt * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 class LinearConnector(Connector):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from moezoo.models.encoders.moe import sparsify_mlps
+from moezoo.models.prompt_pooling import masked_mean
 from moezoo.utils.config import KindRegistry
 
 ENCODERS = KindRegistry("encoder")
@@ -50,6 +51,12 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (preprocessed input batch) -> ``(N, num_tokens, out_dim)``; ``condition (N, Dc)``."""
         raise NotImplementedError
+
+    def pool_condition(self, prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The ``condition (N, Dc)`` :meth:`forward` reads, from the prompt's embeddings ``(N, P, Dc)``
+        and its mask ``(N, P)`` (True on the prompt's tokens): their mean, unless the encoder pools
+        its own way."""
+        return masked_mean(prompt, mask)
 
     def preprocess_spec(self) -> dict[str, Any]:
         """How to preprocess raw input for this encoder, as a JSON-ready dict with a ``kind`` key."""

@@ -85,6 +85,10 @@ class VideoEncoder(nn.Module):
         per_frame = image_encoder.num_tokens
         self.num_tokens = per_frame if config.mode == "pool" else config.num_frames * per_frame
 
+    def pool_condition(self, prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The image encoder's pooling of the prompt."""
+        return self.image_encoder.pool_condition(prompt, mask)
+
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``x (N, F, C, H, W)`` -> ``(N, num_tokens, out_dim)``; ``condition (N, Dc)`` is given to every frame."""
         frames = self.config.num_frames

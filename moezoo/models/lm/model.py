@@ -25,6 +25,7 @@ from moezoo.models.lm.norm import RMSNorm
 from moezoo.models.lm.rope import RotaryEmbedding
 from moezoo.moe import MLP, MoELayer, MoEOutput, Routing, RoutingStats, load_balancing_loss, router_z_loss
 from moezoo.moe.losses import data_parallel_sum
+from moezoo.processing.chat import IGNORE_INDEX
 
 
 @dataclass
@@ -32,7 +33,8 @@ class CausalLMOutput:
     """What :meth:`MoEForCausalLM.forward` returns (the HF-style output contract).
 
     Attributes:
-        logits: ``(B, T, V)`` next-token logits (``T`` = ``logits_to_keep`` if set).
+        logits: ``(B, T, V)`` next-token logits (``T`` = ``logits_to_keep`` if set); with
+            ``labelled_logits=True``, ``(N, V)``: only the ``N`` positions that predict a label.
         loss: mean next-token cross-entropy over labels != -100 (plus, in training,
             ``moe.aux_loss_coef * aux_loss + moe.z_loss_coef * z_loss``); ``None`` without labels.
         aux_loss: ``()`` unweighted load-balancing loss over all MoE layers, computed as
@@ -50,6 +52,7 @@ class CausalLMOutput:
     z_loss: torch.Tensor | None = None
     router_stats: list[RoutingStats] = field(default_factory=list)
     routings: list[Routing] = field(default_factory=list)
+    lm_loss: torch.Tensor | None = None  # the cross-entropy alone (``loss`` less the router terms)
 
 
 class DecoderLayer(nn.Module):
@@ -125,8 +128,8 @@ class MoEForCausalLM(ZooModel):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None,
-                logits_to_keep: int = 0, router_losses: bool = True, spans: torch.Tensor | None = None
-                ) -> CausalLMOutput:
+                logits_to_keep: int = 0, router_losses: bool = True, spans: torch.Tensor | None = None,
+                labelled_logits: bool = False) -> CausalLMOutput:
         """Run the decoder.
 
         Args:
@@ -143,6 +146,11 @@ class MoEForCausalLM(ZooModel):
                 ``labels`` are given). Decoding turns them off: they are then ``None`` / empty.
             spans: ``(B, T)`` ids of spans attended bidirectionally (a prefix-LM mask over each
                 image's tokens, say; see :func:`~moezoo.models.lm.attention.attention_mask_for`).
+            labelled_logits: with ``labels``, run the LM head only on the positions that predict a
+                label and return those ``(N, V)`` logits. Training uses it: an instruction-tuning
+                batch supervises a few answer tokens per sample, and the head and softmax over the
+                whole sequence (the prompt, image tokens, padding) are otherwise most of the
+                step's cost outside the blocks. The loss is the same.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
@@ -161,21 +169,26 @@ class MoEForCausalLM(ZooModel):
         if cache is not None:
             cache.length += T
         x = self.norm(x if logits_to_keep <= 0 else x[:, -logits_to_keep:])
-        logits = lm_head(x, self.output_weight)  # (B, T, V)
+        if labelled_logits and labels is not None:
+            shifted_BT = shift_labels(labels)
+            keep_BT = shifted_BT != IGNORE_INDEX
+            logits = lm_head(x[keep_BT], self.output_weight)  # (N, V)
+            lm_loss = token_loss(logits, shifted_BT[keep_BT], group=self.loss_group)
+        else:
+            logits = lm_head(x, self.output_weight)  # (B, T, V)
+            lm_loss = None if labels is None else causal_lm_loss(logits, labels, group=self.loss_group)
         aux_loss = z_loss = None
         wants_routing = router_losses or labels is not None
         if wants_routing:
             token_mask = None if attention_mask is None else attention_mask[:, -T:]
             aux_loss, z_loss = self._router_losses(moe_outputs, token_mask, x)
-        loss = None
-        if labels is not None:
-            loss = causal_lm_loss(logits, labels, group=self.loss_group)
-            if self.training and self.config.moe is not None:
-                loss = loss + self.config.moe.aux_loss_coef * aux_loss + self.config.moe.z_loss_coef * z_loss
+        loss = lm_loss
+        if labels is not None and self.training and self.config.moe is not None:
+            loss = loss + self.config.moe.aux_loss_coef * aux_loss + self.config.moe.z_loss_coef * z_loss
         if not wants_routing:
-            return CausalLMOutput(logits, loss)
+            return CausalLMOutput(logits, loss, lm_loss=lm_loss)
         return CausalLMOutput(logits, loss, aux_loss, z_loss, [m.stats for m in moe_outputs],
-                              [m.routing for m in moe_outputs])
+                              [m.routing for m in moe_outputs], lm_loss)
 
     def _router_losses(self, moe_outputs: list[MoEOutput], token_mask: torch.Tensor | None,
                        x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,25 +211,47 @@ class MoEForCausalLM(ZooModel):
                         do_sample=do_sample, **kwargs)
 
 
-def causal_lm_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, ignore_index: int = -100,
-                   group: Any = None) -> torch.Tensor:
-    """Mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]`` (as transformers).
+def shift_labels(labels_BT: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """``labels[:, t + 1]`` at position ``t`` (the target it predicts), ``ignore_index`` at the end.
+
+    Example:
+        >>> shift_labels(torch.tensor([[5, 6, 7]]))
+        tensor([[   6,    7, -100]])
+    """
+    return F.pad(labels_BT, (0, 1), value=ignore_index)[:, 1:]
+
+
+def token_loss(logits_NV: torch.Tensor, targets_N: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+               group: Any = None) -> torch.Tensor:
+    """Mean cross-entropy of ``logits_NV`` against ``targets_N`` (``ignore_index`` skipped).
 
     With a data-parallel process ``group``, the mean runs over the label tokens of all its
     ranks (the summed cross-entropy divided by the global count, as Megatron-Core's per-token
     loss), so ranks holding different numbers of label tokens weigh each token equally.
 
     Example:
+        >>> token_loss(torch.zeros(2, 4), torch.tensor([3, -100]))  # log(4), one target
+        tensor(1.3863)
+    """
+    logits_NV = logits_NV.float()
+    if group is None:
+        return F.cross_entropy(logits_NV, targets_N, ignore_index=ignore_index)
+    total = F.cross_entropy(logits_NV, targets_N, ignore_index=ignore_index, reduction="sum")
+    count = data_parallel_sum((targets_N != ignore_index).sum().to(total.dtype), group)
+    return data_parallel_sum(total, group) / count.clamp_min(1)
+
+
+def causal_lm_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                   group: Any = None) -> torch.Tensor:
+    """Mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]`` (as transformers);
+    ``group`` as :func:`token_loss`.
+
+    Example:
         >>> causal_lm_loss(torch.zeros(1, 3, 4), torch.tensor([[0, 1, -100]]))  # log(4), one target
         tensor(1.3863)
     """
-    shifted = F.pad(labels_BT, (0, 1), value=ignore_index)[:, 1:]
-    logits_NV = logits_BTV.float().reshape(-1, logits_BTV.shape[-1])
-    if group is None:
-        return F.cross_entropy(logits_NV, shifted.reshape(-1), ignore_index=ignore_index)
-    total = F.cross_entropy(logits_NV, shifted.reshape(-1), ignore_index=ignore_index, reduction="sum")
-    count = data_parallel_sum((shifted != ignore_index).sum().to(total.dtype), group)
-    return data_parallel_sum(total, group) / count.clamp_min(1)
+    shifted = shift_labels(labels_BT, ignore_index)
+    return token_loss(logits_BTV.reshape(-1, logits_BTV.shape[-1]), shifted.reshape(-1), ignore_index, group)
 
 
 def switch_loss_over_layers(moe_outputs: list[MoEOutput], token_mask: torch.Tensor | None,

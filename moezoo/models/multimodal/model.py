@@ -10,8 +10,9 @@ loads by prefix renames (``vision.vision_tower`` / ``connectors.image`` / ``llm`
 
 Instruction-aware parts (a FiLM-conditioned encoder, a ``film`` or ``instruct``
 connector) read the *prompt*: the sample's text tokens that are neither placeholders
-nor padding nor, in training, answer tokens (labels != -100), so they never see the
-answer they are asked to help predict.
+nor padding and, in training, come before its first answer token (labels != -100), so
+they never see the answer they are asked to help predict, and read in training what they
+read when the model generates (nothing of the answer turn, not even the newline after it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from torch import nn
 
 from moezoo.models.base import ZooModel
 from moezoo.models.connectors import build_connector
-from moezoo.models.connectors.linear import masked_mean
 from moezoo.models.encoders import VideoEncoder, build_encoder
 from moezoo.models.lm.model import CausalLMOutput, MoEForCausalLM
 from moezoo.models.multimodal.config import MultimodalConfig
@@ -121,7 +121,7 @@ class MultimodalMoEForCausalLM(ZooModel):
         Args:
             input_ids: ``(B, T)`` with each placeholder expanded into ``num_tokens[modality]`` ids.
             attention_mask: ``(B, T)``, 0 on padding.
-            labels: ``(B, T)`` training labels; answer tokens (labels != -100) are kept from the prompt.
+            labels: ``(B, T)`` training labels; the prompt ends before the first answer token.
             prompt_mask: ``(B, T)`` the tokens instruction-aware parts may read (default: see the
                 module docstring).
             **media: ``pixel_values``, ``input_features``, ``pixel_values_videos``.
@@ -153,7 +153,7 @@ class MultimodalMoEForCausalLM(ZooModel):
         if prompt_mask is None:
             prompt_mask = real & ~is_placeholder
             if labels is not None:
-                prompt_mask &= labels == IGNORE_INDEX  # never the answer
+                prompt_mask &= (labels != IGNORE_INDEX).cumsum(1) == 0  # before the first answer token
         prompt = embeds  # the text embeddings the instruction-aware parts read (placeholders masked out)
         spans = torch.zeros_like(input_ids) if self.config.modality_attention == "bidirectional" else None
         out, first_span = embeds, 1
@@ -189,7 +189,7 @@ class MultimodalMoEForCausalLM(ZooModel):
             return None
         sample_N = item_samples(mask_BT, n_tok)
         encoder, connector = self.encoder_for(modality), self.connector_for(modality)
-        condition = masked_mean(prompt, prompt_mask)[sample_N] if encoder.conditioned else None
+        condition = encoder.pool_condition(prompt, prompt_mask)[sample_N] if encoder.conditioned else None
         feats_NTD = encoder(inputs, condition)
         if connector.uses_prompt:
             return connector(feats_NTD, prompt[sample_N], prompt_mask[sample_N])
@@ -200,7 +200,8 @@ class MultimodalMoEForCausalLM(ZooModel):
                 pixel_values: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
                 pixel_values_videos: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, prompt_mask: torch.Tensor | None = None,
-                logits_to_keep: int = 0, router_losses: bool = True) -> MultimodalOutput:
+                logits_to_keep: int = 0, router_losses: bool = True, labelled_logits: bool = False
+                ) -> MultimodalOutput:
         """Run the model on a batch from :attr:`processor` (or the training collate).
 
         Args:
@@ -209,7 +210,8 @@ class MultimodalMoEForCausalLM(ZooModel):
             input_features: ``(N_audios, mel_bins, frames)``.
             pixel_values_videos: ``(N_videos, F, 3, H, W)``.
             labels: ``(B, T)`` targets, -100 on prompts, placeholders and padding.
-            position_ids / logits_to_keep / router_losses: as :meth:`MoEForCausalLM.forward`.
+            position_ids / logits_to_keep / router_losses / labelled_logits: as
+                :meth:`MoEForCausalLM.forward`.
             prompt_mask: see :meth:`embed_inputs`.
 
         Returns:
@@ -223,7 +225,8 @@ class MultimodalMoEForCausalLM(ZooModel):
             input_ids, attention_mask, labels, prompt_mask, pixel_values=pixel_values,
             input_features=input_features, pixel_values_videos=pixel_values_videos)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, position_ids=position_ids,
-                       logits_to_keep=logits_to_keep, router_losses=router_losses, spans=spans)
+                       logits_to_keep=logits_to_keep, router_losses=router_losses, spans=spans,
+                       labelled_logits=labelled_logits)
         ran = {name: m for name, m in sites.items() if m.last_output is not None}
         site_losses = {name: (m.last_output.aux_loss, m.last_output.z_loss) for name, m in ran.items()}
         loss = out.loss
@@ -231,7 +234,7 @@ class MultimodalMoEForCausalLM(ZooModel):
             for name, (aux, z) in site_losses.items():
                 loss = loss + ran[name].config.aux_loss_coef * aux + ran[name].config.z_loss_coef * z
         return MultimodalOutput(out.logits, loss, out.aux_loss, out.z_loss, out.router_stats, out.routings,
-                                site_losses, modality_ids)
+                                out.lm_loss, site_losses, modality_ids)
 
     def _moe_sites(self) -> dict[str, MoEMLP]:
         """The MoE layers outside the LLM (connectors, upcycled encoders), by module name."""

@@ -32,7 +32,7 @@ def test_film_starts_as_the_plain_cnn(pixels):
     film = CNNEncoder(CNNEncoderConfig(condition_dim=16)).eval()
     plain = CNNEncoder(CNNEncoderConfig(film=False)).eval()
     missing, unexpected = plain.load_state_dict(film.state_dict(), strict=False)
-    assert not missing and unexpected and all(".film." in k for k in unexpected)
+    assert not missing and unexpected and all(".film." in k or k.startswith("condition_") for k in unexpected)
     x = pixels(4, 64)
     with torch.no_grad():
         want = plain(x)
@@ -42,16 +42,17 @@ def test_film_starts_as_the_plain_cnn(pixels):
 
 def test_training_reaches_film_and_makes_features_depend_on_the_condition(pixels, without_grad):
     enc = CNNEncoder(CNNEncoderConfig(channels=[8, 16, 16, 16], condition_dim=16))
-    x, condition = pixels(4, 64), _condition(4)
+    x, prompt, mask = pixels(4, 64), torch.randn(4, 6, 16), torch.ones(4, 6, dtype=torch.bool)
+    condition = enc.pool_condition(prompt, mask)  # as the multimodal model conditions it: the prompt pooled
     enc(x, condition).square().mean().backward()
-    assert without_grad(enc) == []
+    assert without_grad(enc) == []  # the attention pool's scores too
     for stage in enc.stages[1:]:  # FiLM after stages 2-4 only
         assert stage.film.gamma.weight.grad.abs().sum() > 0 and stage.film.beta.weight.grad.abs().sum() > 0
     assert enc.stages[0].film is None
     torch.optim.SGD(enc.parameters(), lr=0.5).step()
     enc.eval()
     with torch.no_grad():
-        a, b = enc(x, condition), enc(x, _condition(4, seed=1))
+        a, b = enc(x, enc.pool_condition(prompt, mask)), enc(x, _condition(4, seed=1))
     assert (a - b).abs().max() > 1e-3  # the same image, another question: other features
 
 

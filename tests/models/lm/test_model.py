@@ -62,6 +62,32 @@ def test_training_loss_adds_weighted_router_losses_and_backpropagates():
     assert len(out.router_stats) == 2
 
 
+def test_labelled_logits_give_the_same_loss_and_gradients_from_the_answer_rows_only():
+    """Training's head on the label positions only: the same loss, lm_loss and gradients as the full head."""
+    torch.manual_seed(0)
+    model = MoEForCausalLM(_config()).train()
+    ids = torch.randint(0, 96, (3, 12))
+    labels = torch.full_like(ids, -100)
+    labels[0, 8:11], labels[1, 5:7], labels[2, 11] = ids[0, 8:11], ids[1, 5:7], ids[2, 11]  # position 10 predicts 11
+
+    def run(labelled: bool):
+        model.zero_grad()
+        torch.manual_seed(1)
+        out = model(input_ids=ids, labels=labels, labelled_logits=labelled)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full, full_grads = run(False)
+    rows, row_grads = run(True)
+    assert full.logits.shape == (3, 12, 96) and rows.logits.shape == (6, 96)  # 3 + 2 + 1 label positions
+    torch.testing.assert_close(rows.logits, full.logits[:, :-1][labels[:, 1:] != -100])
+    torch.testing.assert_close(rows.loss, full.loss)
+    torch.testing.assert_close(rows.lm_loss, full.lm_loss)
+    assert full_grads.keys() == row_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(row_grads[name], grad, msg=name)
+
+
 def test_inputs_embeds_equal_input_ids():
     model = MoEForCausalLM(_config()).eval()
     ids = torch.randint(0, 96, (2, 6))

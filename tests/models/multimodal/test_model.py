@@ -161,6 +161,16 @@ def test_prompt_conditions_the_image_features_but_never_the_answer(models):
     torch.testing.assert_close(image_features(ids, labels), image_features(other_answer, labels), rtol=0, atol=0)
     question = proc(text=prompt.replace("colour", "shape") + "red", images=[picture("red")])["input_ids"]
     assert (image_features(ids, labels) - image_features(question, labels)).abs().max() > 0
+    # training reads what generation reads: the prompt alone, not the newline after the answer either
+    newline = proc.tokenizer.encode("\n", add_special_tokens=False)
+    after = torch.cat([ids, torch.tensor([newline])], 1)
+    after_labels = torch.cat([labels, torch.full((1, len(newline)), -100)], 1)
+    with torch.no_grad():
+        trained = model.embed_inputs(after, labels=after_labels, pixel_values=base["pixel_values"])[0]
+        alone = proc(text=prompt, images=[picture("red")])["input_ids"]
+        generated = model.embed_inputs(alone, pixel_values=base["pixel_values"])[0]
+    torch.testing.assert_close(trained[0, :alone.shape[1]][slots[0, :alone.shape[1]]], generated[alone == model.token_id("image")],
+                               rtol=0, atol=0)
 
 
 def test_bidirectional_attention_over_each_image(models):

@@ -1,0 +1,43 @@
+"""The prompt pools a FiLM encoder reads: masked tokens never count, scores learn, the CNN's choice of pool."""
+
+import torch
+
+from moezoo.models.encoders.cnn import CNNEncoder, CNNEncoderConfig
+from moezoo.models.prompt_pooling import AttentionPooling, masked_mean
+
+
+def test_attention_pooling_ignores_masked_tokens_and_learns_where_to_look():
+    torch.manual_seed(0)
+    pool = AttentionPooling(16)
+    prompt, mask = torch.randn(3, 6, 16), torch.ones(3, 6, dtype=torch.bool)
+    mask[0, 4:], mask[2] = False, False  # row 2: no prompt at all
+    with torch.no_grad():
+        pool.score.weight.normal_()  # a trained pool: scores differ by token
+    out = pool(prompt, mask)
+    changed = prompt.clone()
+    changed[0, 4:] += 100.0
+    torch.testing.assert_close(pool(changed, mask), out)
+    assert torch.equal(out[2], torch.zeros(16))  # no NaN from an empty softmax
+    assert not torch.allclose(out[1], masked_mean(prompt, mask)[1])  # no longer the plain mean
+    out.sum().backward()
+    assert pool.score.weight.grad.abs().sum() > 0
+    # one token scored far above the rest takes the whole weight
+    with torch.no_grad():
+        pool.score.bias.zero_()
+        pool.score.weight.copy_(pool.score_norm(prompt[1, 3:4]) * 50)
+    torch.testing.assert_close(pool(prompt, mask)[1], prompt[1, 3], atol=1e-3, rtol=0)
+
+
+def test_cnn_pools_the_prompt_as_configured_and_normalises_the_condition():
+    torch.manual_seed(0)
+    prompt, mask = torch.randn(2, 5, 32) * 0.02, torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    mean_cnn = CNNEncoder(CNNEncoderConfig(channels=[8, 16], image_size=16, condition_dim=32, condition_pooling="mean"))
+    torch.testing.assert_close(mean_cnn.pool_condition(prompt, mask), masked_mean(prompt, mask))
+    attention_cnn = CNNEncoder(CNNEncoderConfig(channels=[8, 16], image_size=16, condition_dim=32))
+    assert attention_cnn.config.condition_pooling == "attention"
+    torch.testing.assert_close(attention_cnn.pool_condition(prompt, mask), masked_mean(prompt, mask))  # untrained
+    # FiLM reads a unit-scale condition, though the embeddings are at an LM's 0.02 scale
+    seen = {}
+    mean_cnn.stages[1].film.gamma.register_forward_hook(lambda m, args, out: seen.update(condition=args[0]))
+    mean_cnn(torch.randn(2, 3, 16, 16), mean_cnn.pool_condition(prompt, mask))
+    torch.testing.assert_close(seen["condition"].std(-1), torch.ones(2), atol=0.05, rtol=0)
