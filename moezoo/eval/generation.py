@@ -101,7 +101,6 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@torch.inference_mode()
 def _per_prompt(model: nn.Module, processor: Any, modality: str, media: Sequence[list] | None, n: int,
                 blank: Any = None) -> list[list] | None:
     """``media`` checked as one list per prompt for a model that reads ``modality`` (``None`` if none is given)."""
@@ -139,6 +138,7 @@ def blank_audio(clip: Any) -> tuple[Any, int]:
     return np.zeros_like(np.asarray(wave)), rate
 
 
+@torch.inference_mode()
 def generate_answers(model: nn.Module, prompts: Sequence[str], images: Sequence[list] | None = None,
                      batch_size: int = 16, max_new_tokens: int = 16, until: Sequence[str] = (),
                      chat: bool = True, progress: bool = False, blank_images: bool = False,

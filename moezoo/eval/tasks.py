@@ -116,8 +116,7 @@ class VQATask(ShippedTask):
 
         items = self.items(limit)
         majority = self.majority_answers()
-        rows = [{k: it[k] for k in ("question_id", "question_type", "question")} | {"answer": it["answers"][0]}
-                for it in items]
+        rows = [self.row(it) for it in items]
         prefixes = ["", "blank_"] if blank_images else [""]
         for prefix in prefixes:
             answers = self.answer(model, items, batch_size=batch_size, progress=progress, blank=bool(prefix))
@@ -141,6 +140,11 @@ class VQATask(ShippedTask):
         media = {f"{self.modality}s": [[it[self.modality]] for it in items]}
         return generate_answers(model, prompts, **media, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                 progress=progress, blank_images=blank, fixed_steps=fixed_steps)
+
+    @staticmethod
+    def row(item: dict[str, Any]) -> dict[str, Any]:
+        """A result row's identity columns: the question and its main answer."""
+        return {k: item[k] for k in ("question_id", "question_type", "question")} | {"answer": item["answers"][0]}
 
     @staticmethod
     def score(item: dict[str, Any], answer: str, prefix: str = "") -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A Lightning checkpoint is a pickle. moezoo never unpickles one without torch's
 ``weights_only`` restriction: tensors, containers and primitives, plus the few plain types
-Lightning itself stores in a run's checkpoint (:data:`SAFE_TYPES`: the hyper-parameters'
+Lightning itself stores in a run's checkpoint (the hyper-parameters'
 ``AttributeDict``, ``pathlib`` paths of callback states). :func:`allow_lightning_types` adds
 exactly those to torch's allow-list; ``moezoo fit --ckpt_path`` and :func:`export_checkpoint`
 call it.

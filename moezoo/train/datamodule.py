@@ -267,8 +267,8 @@ class ShardDataModule(pl.LightningDataModule):
         if self.train_data is not None:
             from moezoo.data.builders import build_config
 
-            fields = {k: v for k, v in self.train_data.items() if k != "dataset"}
-            build_config(self.train_data.get("dataset", ""), **fields)  # a bad name or field fails now
+            name, fields = self._train_build()
+            build_config(name, **fields)  # a bad name or field fails now
         self._train_index: DatasetIndex | None = None
         self.mix = [DatasetIndex.load(d) for d in (mix or [])]  # a missing dir fails now
         for extra in self.mix:
@@ -312,9 +312,14 @@ class ShardDataModule(pl.LightningDataModule):
         if self._train_index is None:
             from moezoo.data.builders import cached_build
 
-            fields = {k: v for k, v in self.train_data.items() if k != "dataset"}
-            self._train_index = DatasetIndex.load(cached_build(self.train_data["dataset"], **fields))
+            name, fields = self._train_build()
+            self._train_index = DatasetIndex.load(cached_build(name, **fields))
         return self._train_index
+
+    def _train_build(self) -> tuple[str, dict[str, Any]]:
+        """``train_data`` as (dataset name, its config fields)."""
+        fields = dict(self.train_data)
+        return fields.pop("dataset", ""), fields
 
     def dataset(self, split: str, train: bool = False) -> wds.DataPipeline:
         """The webdataset pipeline of ``split``; ``train`` turns on shuffling and (if set) resampling."""

@@ -134,8 +134,7 @@ class VQAEvalCallback(_PeriodicEval):
         padded = mine + [self._items[0]] * (per_rank - len(mine))  # equal forwards on every rank
         answers = self.task.answer(model, padded, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
                                    fixed_steps=world > 1)
-        rows = [{k: it[k] for k in ("question_id", "question_type", "question")} | {"answer": it["answers"][0]}
-                | self.task.score(it, answer) | {"majority_baseline": it["majority_baseline"]}
+        rows = [self.task.row(it) | self.task.score(it, answer) | {"majority_baseline": it["majority_baseline"]}
                 for it, answer in zip(mine, answers)]
         rows = sorted(_gather(trainer, rows), key=lambda r: r["question_id"])
         return {self.task.name: (vqa_metrics(rows), rows)}
