@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from moezoo.checkpoint.files import CONFIG_NAME
+from moezoo.models.spec import importable_model_types, importer_for
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu",
@@ -58,7 +58,12 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu",
 
 
 def hf_importer(config_file: Path) -> Callable[..., Any]:
-    """The importer of a transformers ``config.json``, chosen by its ``model_type``.
+    """The importer registered for a transformers ``config.json``'s ``model_type`` (by the family's
+    conversion module, against its :class:`~moezoo.models.spec.ArchitectureSpec`).
+
+    Raises:
+        ValueError: the file is not JSON, or no family imports its ``model_type`` (the supported ones
+            are listed).
 
     Example:
         >>> import tempfile
@@ -67,16 +72,18 @@ def hf_importer(config_file: Path) -> Callable[..., Any]:
         >>> hf_importer(file).__name__
         'import_llava'
     """
-    from moezoo.convert.hf_import import import_hf
-    from moezoo.convert.llava_import import import_llava
+    import moezoo.convert  # noqa: F401  (the families' importers register on import)
 
-    # model_type -> importer; the text importer takes every other one (and names the families it reads).
-    importers = {"llava": import_llava}
     try:
         cfg = json.loads(config_file.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_file} is not valid JSON ({err})") from None
-    return importers.get(cfg.get("model_type") if isinstance(cfg, dict) else None, import_hf)
+    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    importer = importer_for(model_type)
+    if importer is None:
+        raise ValueError(f"{config_file}: unsupported model_type {model_type!r}; moezoo reads "
+                         f"{', '.join(importable_model_types())}")
+    return importer
 
 
 def upcycle(model_or_path: nn.Module | str | Path, num_experts: int = 8, top_k: int = 2, router: str = "softmax",

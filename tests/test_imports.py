@@ -1,7 +1,8 @@
-"""The import graph: no cycles, and ``import moezoo`` plus the inference path stay light."""
+"""The import graph: the layer contract, no cycles, and ``import moezoo`` plus the inference path stay light."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,15 @@ def test_no_import_cycles():
     grimp = pytest.importorskip("grimp")
     graph = grimp.build_graph("moezoo", exclude_type_checking_imports=True)
     assert _cycles(graph) == []
+
+
+def test_the_layer_contract_holds():
+    """pyproject.toml's ``[tool.importlinter]`` layers (utils -> moe -> processing -> models -> checkpoint ->
+    convert -> registry -> loading -> data -> eval -> parallel -> train -> bench -> cli): a package imports
+    only those below it, counting imports inside functions."""
+    pytest.importorskip("importlinter")
+    root = Path(__file__).parents[1]
+    out = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
+                          f"sys.exit(lint_imports(config_filename={str(root / 'pyproject.toml')!r}, no_cache=True))"],
+                         capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

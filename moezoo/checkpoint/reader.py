@@ -1,7 +1,7 @@
 """Read a moezoo checkpoint dir (see :mod:`moezoo.checkpoint`) into its model.
 
-The header names the architecture; its class and typed config come from
-:mod:`moezoo.models.architectures`, so one reader serves every model class. The model
+The header names the architecture; its class and typed config come from its
+:class:`~moezoo.models.spec.ArchitectureSpec`, so one reader serves every registered family. The model
 is built with its parameters on the meta device and the checkpoint's tensors assigned
 in place (checked key by key and shape by shape first), so a large checkpoint is not
 first filled with random numbers.
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from moezoo.checkpoint.files import CONFIG_NAME, FORMAT_VERSION, check_state_dict, read_safetensors, resolve_dtype
-from moezoo.models.architectures import architecture, model_class_for
+from moezoo.models.spec import spec_for
 from moezoo.processing.processor import PROCESSOR_NAME, Processor
 from moezoo.processing.tokenizer import load_tokenizer
 from moezoo.utils.meta import meta_tensors, parameters_on_meta
@@ -51,7 +51,7 @@ def build_model(config: Any, state_dict: dict[str, torch.Tensor], source: str,
         dtype: floating dtype of the model; ``None`` keeps the checkpoint's.
     """
     with parameters_on_meta():
-        model = model_class_for(config)(config)
+        model = spec_for(config).model_class(config)
     check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state_dict, source)
     if dtype is None:
         floats = [t.dtype for t in state_dict.values() if t.is_floating_point()]
@@ -75,8 +75,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     """Read a checkpoint written by :func:`moezoo.checkpoint.writer.save`, tokenizer and processor included."""
     path = Path(path)
     header = read_header(path)
-    cls = architecture(header.get("architecture"))
-    config = cls.config_class.from_dict(header["config"])
+    spec = spec_for(str(header.get("architecture")))
+    config = spec.config_class.from_dict(header["config"])
     model = build_model(config, read_safetensors(path), str(path), device, resolve_dtype(dtype))
     if (path / PROCESSOR_NAME).is_file():
         model.processor = Processor.from_pretrained(path)

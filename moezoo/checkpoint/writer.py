@@ -3,7 +3,9 @@
 Every file is written atomically (a temporary file renamed into place) and the header
 last, so an interrupted save never leaves a dir that looks like a complete checkpoint
 over a good one. The writer works on any model with a typed ``config`` (``to_dict``),
-weights, and optionally a ``processor`` or ``tokenizer``: it imports no model code.
+weights, and optionally a ``processor`` or ``tokenizer``; the header names the model's registered
+architecture (:func:`moezoo.models.spec.spec_for`). It registers itself as the ``"moezoo"`` format,
+which ``model.save_pretrained`` finds through :func:`moezoo.models.spec.save_format`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from moezoo.checkpoint.files import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, save_safetensors
-from moezoo.convert.export import export_hf
+from moezoo.models.spec import register_format, spec_for
 from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 
@@ -41,18 +43,10 @@ def save(model: Any, path: str | Path) -> Path:
     elif getattr(model, "tokenizer", None) is not None:
         atomic_save_pretrained(model.tokenizer, path)
     config = model.config.for_checkpoint() if hasattr(model.config, "for_checkpoint") else model.config
-    header = {"format": "moezoo", "version": FORMAT_VERSION, "architecture": type(model).__name__,
+    header = {"format": "moezoo", "version": FORMAT_VERSION, "architecture": spec_for(model).name,
               "config": config.to_dict()}
     atomic_write_text(path / CONFIG_NAME, json.dumps(header, indent=2) + "\n")
     return path
 
 
-def save_pretrained(model: Any, path: str | Path, format: str = "moezoo", **kwargs: Any) -> Path:
-    """What ``model.save_pretrained`` runs: ``format="moezoo"`` (:func:`save`) or ``"hf"``, a
-    transformers checkpoint (:func:`moezoo.convert.export.export_hf`, which takes ``kwargs``)."""
-    if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; use one of {sorted(FORMATS)}")
-    return FORMATS[format](model, path, **kwargs)
-
-
-FORMATS = {"moezoo": save, "hf": export_hf}
+register_format("moezoo", save)

@@ -29,8 +29,11 @@ def register(sub) -> None:
 
 def build_inputs(model, prompt: str, images: list[str], audios: list[str], videos: list[str],
                  system: str | None = None) -> dict:
-    """The model's inputs for one user turn holding ``prompt`` and the media files."""
+    """The model's inputs for one user turn holding ``prompt`` and the media files, tokenised as training
+    tokenises (:func:`~moezoo.processing.chat.adds_special_tokens`)."""
     from pathlib import Path
+
+    from moezoo.processing.chat import adds_special_tokens
 
     for path in (*images, *audios, *videos):
         if not Path(path).is_file():
@@ -41,9 +44,10 @@ def build_inputs(model, prompt: str, images: list[str], audios: list[str], video
             raise ValueError(f"{type(model).__name__} is a text model: it takes no images, audio or video")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         tok = model.tokenizer
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) \
-            if getattr(tok, "chat_template", None) else prompt
-        return dict(tok(text, return_tensors="pt", add_special_tokens=not getattr(tok, "chat_template", None)))
+        if not getattr(tok, "chat_template", None):
+            return dict(tok(prompt, return_tensors="pt"))
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return dict(tok(text, return_tensors="pt", add_special_tokens=adds_special_tokens(tok, text)))
     media = {"image": images, "audio": audios, "video": videos}
     prefix = "".join(f"{processor.placeholders[m]}\n" * len(files) for m, files in media.items()
                      if files and processor.placeholders.get(m, "\0") not in prompt)
@@ -51,17 +55,13 @@ def build_inputs(model, prompt: str, images: list[str], audios: list[str], video
         {"role": "user", "content": prefix + prompt}]
     text = processor.apply_chat_template(messages)
     return processor(text=text, images=_images(images) or None, audios=audios or None, videos=videos or None,
-                     add_special_tokens=False)
+                     add_special_tokens=processor.adds_special_tokens(text))
 
 
 def _images(paths: list[str]) -> list:
-    from PIL import Image
+    from moezoo.processing.image import load_image  # the loader training uses: transparency onto white
 
-    out = []
-    for path in paths:
-        with Image.open(path) as image:
-            out.append(image.convert("RGB"))
-    return out
+    return [load_image(path) for path in paths]
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -35,23 +35,23 @@ def describe(name: str) -> dict:
 
     config = model_config(name)
     model = moezoo.create_model(name, device="meta")
-    llm = getattr(config, "llm", config)
+    llm = model.spec.language_config(config)
     total = sum(p.numel() for p in model.parameters())
     moe = llm.moe
     # The LLM's routed experts: each token uses top_k of num_experts of them.
     experts = sum(p.numel() for n, p in model.named_parameters() if ".mlp.experts." in n)
     active = total - experts + (experts * moe.top_k // moe.num_experts if moe is not None else 0)
-    facts = {"name": name, "architecture": type(model).__name__, "parameters": total,
+    facts = {"name": name, "architecture": model.spec.name, "parameters": total,
              "active_parameters_per_token": active, "llm_layers": llm.num_layers, "llm_dim": llm.dim,
              "moe_layers": llm.sparse_layers(), "vocab_size": llm.vocab_size,
              "context": llm.max_position_embeddings}
     if moe is not None:
         facts.update(num_experts=moe.num_experts, top_k=moe.top_k, router=moe.router)
-    if hasattr(model, "num_tokens"):
+    if model.encoders():  # a multimodal model: what each input becomes
         facts["tokens_per_input"] = dict(model.num_tokens)
-        facts["encoders"] = {m: getattr(config, field).kind for m, field in (("image", "vision"), ("audio", "audio"))
-                             if getattr(config, field) is not None}
+        facts["encoders"] = {name: type(encoder).__name__ for name, encoder in model.encoders().items()}
         facts["connectors"] = {m: model.connector_for(m).__class__.__name__ for m in model.num_tokens}
+    facts["moe_sites"] = len(model.moe_sites())
     return facts
 
 

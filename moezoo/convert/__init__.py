@@ -4,12 +4,16 @@ Text LMs of six families (Llama, Qwen2, Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE), o
 each in :mod:`moezoo.convert.families`, and LLaVA (``LlavaForConditionalGeneration``
 with a CLIP or SigLIP tower and any of those text models).
 
+Each family's importers and exporter register against its
+:class:`~moezoo.models.spec.ArchitectureSpec` when this package is imported (which
+:func:`moezoo.models.spec.load_plugins` does on first need), so ``moezoo.load`` of a transformers
+dir and ``model.save_pretrained(path, format="hf")`` find them through the spec.
+
 Modules:
     families: one :class:`~moezoo.convert.families.TextFamily` entry per text family.
     hf_config / hf_weights: ``config.json`` and state dicts <-> moezoo's, for the text families.
     hf_import / hf_export: ``moezoo.load`` of a text checkpoint, ``save_pretrained(format="hf")`` of an LM.
     llava / llava_import / llava_export: the same for LLaVA checkpoints, processor files included.
-    export: ``model.save_pretrained(path, format="hf")``, one exporter per architecture.
     testing / llava_testing: tiny random transformers checkpoints for tests and benchmarks.
 
 Example:
@@ -17,3 +21,5 @@ Example:
     >>> sorted(FAMILIES)
     ['llama', 'mixtral', 'olmoe', 'qwen2', 'qwen2_moe', 'qwen3_moe']
 """
+
+from moezoo.convert import hf_export, hf_import, llava_export, llava_import  # noqa: F401,E402  (register)

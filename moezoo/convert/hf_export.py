@@ -17,6 +17,7 @@ import torch
 from moezoo.checkpoint.files import INDEX_NAME, WEIGHTS_NAME, save_safetensors
 from moezoo.convert.hf_config import hf_config_from_lm, infer_family
 from moezoo.convert.hf_weights import moezoo_to_hf
+from moezoo.models.lm.spec import LM_SPEC
 from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 
@@ -70,3 +71,6 @@ def write_weights(state: dict[str, torch.Tensor], path: Path, max_shard_size: in
     total = sum(t.numel() * t.element_size() for t in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     atomic_write_text(path / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+
+
+LM_SPEC.register_exporter(export_hf)

@@ -13,9 +13,11 @@ import torch
 
 from moezoo.checkpoint.files import read_safetensors, resolve_dtype
 from moezoo.checkpoint.reader import build_model
+from moezoo.convert.families import FAMILIES
 from moezoo.convert.hf_config import lm_config_from_hf
 from moezoo.convert.hf_weights import hf_to_moezoo
-from moezoo.models.lm.model import MoEForCausalLM
+from moezoo.models.lm import LM_SPEC, MoEForCausalLM
+from moezoo.models.spec import register_importer
 from moezoo.processing.tokenizer import load_tokenizer
 
 
@@ -53,3 +55,7 @@ def import_hf(path: str | Path, device: str | torch.device = "cpu", dtype: torch
     if with_tokenizer:
         model.tokenizer = load_tokenizer(path, required=False)
     return model
+
+
+for _model_type, _family in FAMILIES.items():
+    register_importer(LM_SPEC, _model_type, import_hf, _family.architecture)

@@ -10,8 +10,8 @@ and ``AutoProcessor.from_pretrained(dir)`` the same inputs.
 
 A model transformers cannot express (another tower, an audio encoder, video, a connector other
 than ``mlp2x_gelu``, bidirectional image attention, an LLM no text family fits) gets a
-``ValueError`` naming what stands in the way, before anything is written. Like every exporter,
-this module imports no model class (:mod:`moezoo.convert.export`).
+``ValueError`` naming what stands in the way, before anything is written. It registers as the
+multimodal family's exporter (:meth:`~moezoo.models.spec.ArchitectureSpec.register_exporter`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 
 from moezoo.convert.hf_export import write_weights
 from moezoo.convert.llava import llava_config, llava_problems, moezoo_to_llava
+from moezoo.models.multimodal.spec import MULTIMODAL_SPEC
 from moezoo.processing.image import HF_IMAGE_PROCESSORS
 from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
@@ -131,3 +132,6 @@ def _hf_processor(model: Any) -> Any:
         # CLIP's CLS token: the positions beyond the patches (SigLIP has none).
         num_additional_image_tokens=tower.embeddings.num_positions - patches,
         chat_template=template, image_token=_image_token(model))
+
+
+MULTIMODAL_SPEC.register_exporter(export_llava)

@@ -23,7 +23,8 @@ from moezoo.checkpoint.reader import build_model
 from moezoo.convert.hf_import import checkpoint_dtype, read_hf_config
 from moezoo.convert.llava import llava_to_moezoo, multimodal_fields, sub_config
 from moezoo.models.encoders.hf_vision import FAMILIES as TOWERS
-from moezoo.models.multimodal import MultimodalConfig, MultimodalMoEForCausalLM
+from moezoo.models.multimodal import MULTIMODAL_SPEC, MultimodalConfig, MultimodalMoEForCausalLM
+from moezoo.models.spec import register_importer
 from moezoo.processing.image import HF_IMAGE_PROCESSORS
 from moezoo.processing.processor import Processor
 from moezoo.processing.tokenizer import load_tokenizer
@@ -141,3 +142,6 @@ def _read_json(file: Path) -> dict[str, Any]:
         return json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{file} is not valid JSON ({err})") from None
+
+
+register_importer(MULTIMODAL_SPEC, "llava", import_llava, "LlavaForConditionalGeneration")

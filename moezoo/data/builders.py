@@ -13,11 +13,11 @@ import importlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from moezoo.data.shards import INDEX_FILE, DatasetIndex
+from moezoo.utils.io import temporary_dir
 
 # dataset -> the module that builds it: its ``DEFAULT_CONFIG`` and its builder function.
 DATASETS = {
@@ -78,7 +78,7 @@ def cached_build(name: str, **fields: Any) -> Path:
     if (path / INDEX_FILE).is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=path.parent))
+    tmp = temporary_dir(path.parent, prefix=f".{name}-")  # becomes the cache dir: mkdir's mode, not 0700
     try:
         build_named(name, tmp, **fields)
         try:

@@ -21,7 +21,6 @@ sample is ``KEY.txt``, cut into ``max_length`` windows.
 
 from __future__ import annotations
 
-import io
 import re
 from typing import Any
 
@@ -42,7 +41,8 @@ _FRAME = _member_re(IMAGE_EXTS, middle=r"frames\.(\d+)\.")
 
 
 def decode_image(data: bytes):
-    """Decode image bytes to an RGB PIL image; a broken file raises ``SampleError('corrupt_image')``.
+    """Decode an image member with :func:`moezoo.processing.image.load_image`, the loader inference uses
+    (transparency composited onto white); a broken file raises ``SampleError('corrupt_image')``.
 
     Example:
         >>> from moezoo.data.shards import encode_png
@@ -54,19 +54,12 @@ def decode_image(data: bytes):
         ...
         moezoo.data.robust.SampleError: corrupt_image: UnidentifiedImageError
     """
-    from PIL import Image, ImageFile, UnidentifiedImageError
+    from moezoo.processing.image import load_image
 
-    # Some libraries flip PIL's global LOAD_TRUNCATED_IMAGES on import (lmms-eval does), which
-    # would pass a half image as a good one: a truncated file is corrupt here whatever they set.
-    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()  # PIL is lazy: truncation only shows when the pixels are read
-        return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise SampleError("corrupt_image", type(err).__name__) from None
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+        return load_image(data)
+    except ValueError as err:  # load_image chains PIL's error, whose name says what was wrong
+        raise SampleError("corrupt_image", type(err.__cause__ or err).__name__) from None
 
 
 def media_members(sample: dict[str, Any]) -> dict[str, list]:

@@ -13,9 +13,10 @@ Two pipelines, as the webdataset docs recommend for multi-node training:
 
 Seeds are derived from (seed, epoch, rank, worker), so a run is deterministic for a
 seed and a given number of ranks and workers. Each sample passes through a
-:class:`SampleProcessor`, which decodes it, preprocesses its media and tokenises its
-conversation with the model's :class:`~moezoo.processing.processor.Processor` (so data
-and model cannot disagree on token counts or pixels), and skips and counts what is broken.
+:class:`SampleProcessor`, which reads its members into a conversation and its media and
+hands them to the model's :class:`~moezoo.processing.processor.Processor`
+(``encode_example``: the model's own chat template, tokens and pixels, exactly as at
+inference), and skips and counts what is broken.
 
 The layout of a sample's members is :mod:`moezoo.data.media`'s.
 """
@@ -37,7 +38,8 @@ import webdataset as wds
 
 from moezoo.data.media import decode_image, group_members, in_order
 from moezoo.data.robust import SampleError, SkipCounter
-from moezoo.processing.chat import Encoded, TokenizerAdapter, encode_document
+from moezoo.processing.chat import ConversationError
+from moezoo.processing.documents import Encoded, TokenizerAdapter, encode_document
 from moezoo.processing.processor import DEFAULT_PLACEHOLDERS, INPUT_KEYS, MODALITIES, Processor
 
 # A skip streak this long means the data and the processor do not fit (say, image data for
@@ -63,34 +65,17 @@ class ProcessedSample:
     meta: dict | None = None
 
 
-class PlaceholderTokens(TokenizerAdapter):
-    """The processor's tokenizer, with the data's placeholders mapped to the processor's tokens.
-
-    Data follows LLaVA and writes ``<image>``; a model may call its placeholder otherwise
-    (Qwen's ``<|image_pad|>``). The chat template asks :meth:`placeholder_id` for the data's
-    placeholder and gets the model's id, which is also masked out of the labels.
-    """
-
-    def __init__(self, processor: Processor):
-        super().__init__(processor.tokenizer)
-        self._mapped: dict[str, int] = {}
-        for modality in processor.modalities:  # raises, naming the token, if the tokenizer lacks one
-            self._mapped[DEFAULT_PLACEHOLDERS[modality]] = super().placeholder_id(processor.placeholders[modality])
-        self.placeholder_ids = frozenset(self.placeholder_ids | set(self._mapped.values()))
-
-    def placeholder_id(self, token: str) -> int:
-        return self._mapped[token] if token in self._mapped else super().placeholder_id(token)
-
-
 class SampleProcessor:
     """A webdataset stage: raw tar samples in, :class:`ProcessedSample` out; bad ones skipped and counted.
 
-    Chat samples follow the layout of the module docstring; their media go through
-    ``processor``'s image / audio / video preprocessing and each placeholder expands to
-    the processor's token count, with labels -100 on prompts and placeholders
-    (``processor.training_template``). Text samples (``txt``) become ``max_length``
-    windows. A chat sample longer than ``max_length`` is skipped (``too_long``):
-    truncating it would cut off the answer it is there to teach.
+    A chat sample (the layout of :mod:`moezoo.data.media`) is read into a conversation and its
+    media (images by :func:`~moezoo.processing.image.load_image`, the loader inference uses) and
+    encoded by ``processor.encode_example``: the model's chat template, each placeholder expanded
+    to the processor's token count, labels -100 except on the assistant's answers. The data's
+    placeholders (LLaVA's ``<image>``, ``<audio>``, ``<video>``) become the processor's own (Qwen's
+    ``<|image_pad|>``, say). Text samples (``txt``) become ``max_length`` windows. A chat sample
+    longer than ``max_length`` is skipped (``too_long``): truncating it would cut off the answer
+    it is there to teach.
 
     Args:
         processor: the model's processor (``Processor(tokenizer, {})`` for text-only models).
@@ -101,8 +86,11 @@ class SampleProcessor:
 
     def __init__(self, processor: Processor, counter: SkipCounter, max_length: int, system_prompt: str | None = None):
         self.processor, self.counter, self.max_length = processor, counter, max_length
-        self.tok = PlaceholderTokens(processor)
-        self.template = processor.training_template(system_prompt)
+        self.system_prompt = system_prompt
+        self.tok = TokenizerAdapter(processor.tokenizer)
+        # The data's placeholder -> the model's, where they differ.
+        self.renames = {DEFAULT_PLACEHOLDERS[m]: processor.placeholders[m] for m in processor.modalities
+                        if processor.placeholders[m] != DEFAULT_PLACEHOLDERS[m]}
         self._streak = 0
 
     def __call__(self, src: Iterator[dict]) -> Iterator[ProcessedSample]:
@@ -133,7 +121,7 @@ class SampleProcessor:
         if "txt" in sample:  # a document (its json, if any, is provenance only)
             text = sample["txt"].decode("utf-8", errors="replace")
             windows = encode_document(text, self.tok, self.max_length)
-            return [self._tensors(f"{key}/{i}", enc, {}, None) for i, enc in enumerate(windows)]
+            return [self._tensors(f"{key}/{i}", enc) for i, enc in enumerate(windows)]
         if "json" not in sample:
             members = sorted(k for k in sample if not k.startswith("__"))
             raise SampleError("missing_key", f"no 'json' or 'txt' member (has {members})")
@@ -143,24 +131,34 @@ class SampleProcessor:
             raise SampleError("bad_json", type(err).__name__) from None
         if not isinstance(body, dict) or not isinstance(body.get("conversations"), list):
             raise SampleError("bad_json", "expected an object with a 'conversations' list")
-        conversations = body["conversations"]
-        text = " ".join(str(t.get("value", "")) for t in conversations if isinstance(t, dict))
+        conversation = body["conversations"]
+        text = " ".join(_turn_text(t) for t in conversation)
         groups, members = group_members(sample), {}
         for modality in MODALITIES:
-            members[modality], conversations = self._check_media(modality, text, groups[modality], conversations)
-        try:
-            enc = self.template.encode(conversations, self.tok)
-        except ValueError as err:
-            raise SampleError("bad_json", str(err)) from None
-        if len(enc.input_ids) > self.max_length:
-            raise SampleError("too_long", f"{len(enc.input_ids)} tokens > max_length={self.max_length}")
+            members[modality], conversation = self._check_media(modality, text, groups[modality], conversation)
         media = {}
-        for modality in MODALITIES:  # decoded only now: a sample skipped above costs no decoding
+        for modality in MODALITIES:
             if members[modality]:
                 items = [sample[n] if isinstance(n, str) else [sample[f] for f in n] for n in members[modality]]
-                media[INPUT_KEYS[modality]] = self._preprocess(modality, items)
+                media[f"{modality}s"] = [getattr(self, f"_{modality}")(item) for item in items]
+        try:
+            enc = self.processor.encode_example(self._conversation(conversation), **media)
+        except ConversationError as err:
+            raise SampleError("bad_json", str(err)[:300]) from None
+        if enc["input_ids"].shape[1] > self.max_length:
+            raise SampleError("too_long", f"{enc['input_ids'].shape[1]} tokens > max_length={self.max_length}")
+        tensors = {k: enc[k] for k in INPUT_KEYS.values() if k in enc}
         meta = {k: body[k] for k in META_KEYS if k in body}
-        return [self._tensors(key, enc, media, meta)]
+        return [ProcessedSample(key, enc["input_ids"][0], enc["labels"][0], tensors, meta)]
+
+    def _conversation(self, turns: list) -> list:
+        """The sample's turns behind the system prompt, with the data's placeholders renamed to the model's."""
+        out = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        for turn in turns:
+            if isinstance(turn, dict) and self.renames:
+                turn = {k: _rename(v, self.renames) if k in ("value", "content") else v for k, v in turn.items()}
+            out.append(turn)
+        return out
 
     def _check_media(self, modality: str, text: str, groups: dict, conversations: list[dict]) -> tuple[list, list]:
         """The sample's ``modality`` members in order and the conversation, checked against each other
@@ -184,13 +182,9 @@ class SampleProcessor:
                                                 f"member(s) {members}")
         return members, conversations
 
-    def _preprocess(self, modality: str, items: list) -> torch.Tensor:
-        """``(n, ...)`` model inputs of one sample's ``modality`` items (member bytes; a video's frames a list)."""
-        if modality == "image":
-            return self.processor.image_processor([decode_image(data) for data in items])
-        if modality == "audio":
-            return self.processor.audio_processor([self._audio(data) for data in items])
-        return self.processor.video_processor([self._video(item) for item in items])
+    @staticmethod
+    def _image(data: bytes) -> Any:
+        return decode_image(data)
 
     def _audio(self, data: bytes) -> tuple[Any, int]:
         from moezoo.processing.audio import load_audio
@@ -223,16 +217,39 @@ class SampleProcessor:
                 raise SampleError("corrupt_video", f"{type(err).__name__}: {err}"[:200]) from None
 
     @staticmethod
-    def _tensors(key: str, enc: Encoded, media: dict[str, torch.Tensor], meta: dict | None) -> ProcessedSample:
+    def _tensors(key: str, enc: Encoded) -> ProcessedSample:
         ids = torch.tensor(enc.input_ids, dtype=torch.long)
-        return ProcessedSample(key, ids, torch.tensor(enc.labels, dtype=torch.long), media, meta)
+        return ProcessedSample(key, ids, torch.tensor(enc.labels, dtype=torch.long))
+
+
+def _turn_text(turn: Any) -> str:
+    """A turn's text (LLaVA's ``value`` or a message's ``content``, its media parts written as the data's
+    placeholders), for counting its placeholders."""
+    value = turn.get("value", turn.get("content")) if isinstance(turn, dict) else None
+    if isinstance(value, list):
+        return "".join(str(part.get("text", "")) if part.get("type") == "text" else
+                       DEFAULT_PLACEHOLDERS.get(part.get("type"), "") for part in value if isinstance(part, dict))
+    return value if isinstance(value, str) else ""
+
+
+def _rename(value: Any, renames: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for old, new in renames.items():
+            value = value.replace(old, new)
+    return value
+
+
+def _is_user(turn: Any) -> bool:
+    return isinstance(turn, dict) and (turn.get("from") in ("human", "user") or turn.get("role") == "user")
 
 
 def _prepend(conversations: list[dict], placeholder: str) -> list[dict]:
-    out = [dict(t) for t in conversations]
-    first = next((t for t in out if t.get("from") in ("human", "user")), None)
+    out = [dict(t) if isinstance(t, dict) else t for t in conversations]
+    first = next((t for t in out if _is_user(t)), None)
     if first is not None:
-        first["value"] = f"{placeholder}\n{first['value']}"
+        key = "value" if "value" in first else "content"
+        if isinstance(first.get(key), str):
+            first[key] = f"{placeholder}\n{first[key]}"
     return out
 
 

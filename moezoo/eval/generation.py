@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from moezoo.eval import batching
+from moezoo.eval.prompts import encode_prompts, media_per_prompt, model_name, render_prompts, rendered_special_tokens
 from moezoo.models.lm.config import id_list
 
 # Mid-grey: the mean pixel of an 8-bit image, so a blank image normalises to about zero under
@@ -46,81 +48,16 @@ def blank_like(image: Any) -> Any:
     return grey if image.mode == "RGB" else grey.convert(image.mode)
 
 
-def _model_name(model: nn.Module) -> str:
-    config = getattr(model, "config", None)
-    return getattr(config, "name", None) or type(model).__name__
-
-
 def _stop_ids(model: nn.Module, tokenizer: Any) -> list[int]:
     """The ids ``model.generate`` stops at (the LLM config's ``eos_token_id``), else the tokenizer's eos."""
-    config = getattr(model, "config", None)
-    config = getattr(config, "llm", config)
-    stops = id_list(getattr(config, "eos_token_id", None))
+    stops = id_list(model.language_model.config.eos_token_id)
     return stops or id_list(getattr(tokenizer, "eos_token_id", None))
-
-
-def render_prompts(model: nn.Module, prompts: Sequence[str], chat: bool = True) -> tuple[list[str], bool]:
-    """The prompts as the model reads them, and whether its chat template rendered them.
-
-    Each prompt becomes a one-turn user conversation with the generation prompt after it, when
-    ``chat`` and the processor (or, for a text model, the tokenizer) has a template; otherwise
-    the prompts are taken as given. A rendered prompt holds its special tokens (BOS, role tags),
-    so it is tokenised with ``add_special_tokens=False``, as transformers' ``apply_chat_template``
-    tokenises.
-
-    Example:
-        >>> import moezoo
-        >>> render_prompts(moezoo.create_model("moe_lm_tiny"), ["Hi"])
-        (['<bos><|user|>\\nHi<|end|>\\n<|assistant|>\\n'], True)
-    """
-    processor, tokenizer = getattr(model, "processor", None), model.tokenizer
-    has_template = bool(getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None))
-    if not (chat and has_template):
-        return list(prompts), False
-    if processor is not None:
-        return [processor.apply_chat_template([{"role": "user", "content": p}]) for p in prompts], True
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                          add_generation_prompt=True) for p in prompts], True
 
 
 def _cut(text: str, until: Sequence[str]) -> str:
     """``text`` up to the earliest of the ``until`` strings, stripped."""
     end = min((i for i in (text.find(s) for s in until if s) if i >= 0), default=len(text))
     return text[:end].strip()
-
-
-def _left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """``input_ids`` / ``attention_mask`` of ``rows`` padded on the left."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-def _per_prompt(model: nn.Module, processor: Any, modality: str, media: Sequence[list] | None, n: int,
-                blank: Any = None) -> list[list] | None:
-    """``media`` checked as one list per prompt for a model that reads ``modality`` (``None`` if none is given)."""
-    if media is None:
-        return None
-    media = [list(m) for m in media]
-    if len(media) != n:
-        raise ValueError(f"{len(media)} {modality} lists for {n} prompts; give one list per prompt "
-                         f"([] for a prompt without one)")
-    if not any(media):
-        return None
-    modalities = list(getattr(processor, "modalities", []))
-    if processor is None and modality in getattr(model, "num_tokens", {}):
-        raise ValueError(f"model {_model_name(model)} takes {modality} input but has no processor to prepare it "
-                         f"(model.processor is None); load it with moezoo.load or attach a Processor")
-    if modality not in modalities:
-        plural = "images" if modality == "image" else modality
-        raise ValueError(f"model {_model_name(model)} takes no {plural}; its modalities are "
-                         f"{modalities or ['text']}. Evaluate it on a text task, or pass {plural}=None")
-    return [[blank(x) for x in row] for row in media] if blank is not None else media
 
 
 def blank_audio(clip: Any) -> tuple[Any, int]:
@@ -180,57 +117,39 @@ def generate_answers(model: nn.Module, prompts: Sequence[str], images: Sequence[
         >>> len(answers), all(isinstance(a, str) for a in answers)
         (2, True)
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    batching.check_batch_size(batch_size)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    processor, tokenizer = getattr(model, "processor", None), getattr(model, "tokenizer", None)
+    processor, tokenizer = model.processor, model.tokenizer
     if tokenizer is None:
-        raise ValueError(f"model {_model_name(model)} has no tokenizer (model.tokenizer is None); attach one "
+        raise ValueError(f"model {model_name(model)} has no tokenizer (model.tokenizer is None); attach one "
                          f"before generating")
-    images = _per_prompt(model, processor, "image", images, len(prompts), blank_like if blank_images else None)
-    audios = _per_prompt(model, processor, "audio", audios, len(prompts), blank_audio if blank_images else None)
-
+    media = {key: media_per_prompt(model, modality, given, len(prompts), blank if blank_images else None)
+             for key, modality, given, blank in (("images", "image", images, blank_like),
+                                                 ("audios", "audio", audios, blank_audio))}
     if not prompts:
         return []
     texts, rendered = render_prompts(model, prompts, chat)
-    special = {} if not rendered else {"add_special_tokens": False}  # the template wrote BOS etc. itself
-    expand = processor.expand_placeholders if processor is not None else (lambda t: t)
-    encoded = tokenizer([expand(t) for t in texts], **special)["input_ids"]
-    # Longest first: batches of similar length pad little, and an out-of-memory shows at once.
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    param = next(model.parameters())
+    encoded = encode_prompts(model, texts, rendered)
     stops = _stop_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
-
-    was_training = model.training
-    model.eval()
     answers: list[str] = [""] * len(prompts)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(prompts), desc="generating", unit="prompt")
-    try:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            if processor is not None:
-                media = {key: None if lists is None else [lists[i] for i in batch]
-                         for key, lists in (("images", images), ("audios", audios))}
-                inputs = dict(processor(text=[texts[i] for i in batch], **media, **special))
-            else:
-                inputs = _left_pad([encoded[i] for i in batch], pad_id)
-            inputs = {k: v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device)
-                      for k, v in inputs.items()}
+    with batching.eval_mode(model), batching.progress(len(prompts), progress, "generating", "prompt") as bar:
+        for batch in batching.chunks(batching.longest_first([len(ids) for ids in encoded]), batch_size):
+            inputs: dict[str, Any] = {}
+            rows = [encoded[i] for i in batch]
+            if processor is not None:  # the processor checks the placeholders against the media and preprocesses them
+                given = {key: None if lists is None else [lists[i] for i in batch] for key, lists in media.items()}
+                inputs = dict(processor(text=[texts[i] for i in batch], **given, padding=False, return_tensors=None,
+                                        **rendered_special_tokens(tokenizer, texts[batch[0]], rendered)))
+                rows = inputs.pop("input_ids")
+                inputs.pop("attention_mask")
+            # Left padding: every prompt ends at the last position, so new tokens line up across the batch.
+            inputs = batching.to_device(inputs | batching.pad(rows, pad_id, side="left"), model)
             stop = {"eos_token_id": []} if fixed_steps else {}
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **stop)
             new = out[:, inputs["input_ids"].shape[1]:].tolist()
             for i, row in zip(batch, new):
                 end = next((j for j, t in enumerate(row) if t in stops), len(row))
                 answers[i] = _cut(tokenizer.decode(row[:end], skip_special_tokens=True), until)
-            if bar is not None:
-                bar.update(len(batch))
-    finally:
-        model.train(was_training)
-        if bar is not None:
-            bar.close()
+            bar.update(len(batch))
     return answers

@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import nn
 
+from moezoo.processing.chat import adds_special_tokens
 from moezoo.eval.scoring import (
     context_length,
     loglikelihoods,
@@ -37,8 +38,7 @@ def encode(tokenizer: Any, text: str, add_special_tokens: bool | None = None) ->
     (a rendered chat template, say).
     """
     if add_special_tokens is None:
-        bos = getattr(tokenizer, "bos_token", None)
-        add_special_tokens = not (bos and text.startswith(bos))
+        add_special_tokens = adds_special_tokens(tokenizer, text)
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
 
@@ -169,7 +169,7 @@ def _check_item(i: int, item: dict[str, Any]) -> None:
 
 
 def _tokenizer(model: nn.Module, tokenizer: Any) -> Any:
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
     if tokenizer is None:
         raise ValueError(f"{type(model).__name__} has no tokenizer attached; pass tokenizer=")
     return tokenizer

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from moezoo.eval.batching import eval_mode
 from moezoo.eval.tasks import TASKS, TaskResult
 from moezoo.utils.io import atomic_write_text
 
@@ -180,7 +181,8 @@ def evaluate(model: nn.Module, tasks: Sequence[str], name: str | None = None, li
     """Evaluate ``model`` on ``tasks`` (shipped names or lm-eval task names).
 
     Args:
-        model: a moezoo model (``moezoo.load`` / ``create_model``), in eval mode.
+        model: a moezoo model (``moezoo.load`` / ``create_model``); it is evaluated in eval mode and
+            left in the mode it came in.
         tasks: task names; see :data:`moezoo.eval.tasks.TASKS`, else lm-eval's.
         name: the model's name in the report (default: its class name).
         limit: at most this many samples per task.
@@ -197,12 +199,12 @@ def evaluate(model: nn.Module, tasks: Sequence[str], name: str | None = None, li
         ['acc', 'acc_norm', 'num_items']
     """
     shipped, others = split_tasks(tasks, include_path)
-    model.eval()
     report = EvalReport(name or type(model).__name__)
     for task in shipped:
         start = time.perf_counter()
-        result: TaskResult = TASKS[task].run(model, limit=limit, batch_size=batch_size, progress=progress,
-                                             blank_images=blank_images)
+        with eval_mode(model):
+            result: TaskResult = TASKS[task].run(model, limit=limit, batch_size=batch_size, progress=progress,
+                                                 blank_images=blank_images)
         report.results[task], report.rows[task] = result.metrics, result.rows
         report.seconds[task] = time.perf_counter() - start
     if others:
@@ -210,8 +212,9 @@ def evaluate(model: nn.Module, tasks: Sequence[str], name: str | None = None, li
 
         start = time.perf_counter()
         try:
-            results = run_lm_eval(model, others, include_path=include_path, limit=limit, batch_size=batch_size,
-                                  num_fewshot=num_fewshot)
+            with eval_mode(model):
+                results = run_lm_eval(model, others, include_path=include_path, limit=limit,
+                                      batch_size=batch_size, num_fewshot=num_fewshot)
         except ValueError as err:
             if "unknown" not in str(err):
                 raise

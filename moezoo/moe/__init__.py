@@ -15,11 +15,13 @@ from moezoo.moe.experts import GroupedExperts
 from moezoo.moe.layer import MoELayer, MoEOutput, RoutingStats
 from moezoo.moe.losses import load_balancing_loss, router_z_loss
 from moezoo.moe.mlp import MLP
+from moezoo.moe.recording import SiteOutput, SiteRecorder, modality_pass, site_losses, site_stats
 from moezoo.moe.reference import loop_reference
 from moezoo.moe.routers import Routing, create_router, expert_counts, list_routers, register_router
 
 __all__ = [
     "MLP", "Dispatch", "GroupedExperts", "MoEConfig", "MoELayer", "MoEOutput", "Routing", "RoutingStats",
-    "create_router", "expert_counts", "expert_ffn", "list_routers", "load_balancing_loss", "loop_reference",
-    "register_router", "router_z_loss", "sort_by_expert",
+    "SiteOutput", "SiteRecorder", "create_router", "expert_counts", "expert_ffn", "list_routers",
+    "load_balancing_loss", "loop_reference", "modality_pass", "register_router", "router_z_loss", "site_losses",
+    "site_stats", "sort_by_expert",
 ]

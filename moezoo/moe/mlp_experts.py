@@ -27,6 +27,7 @@ from moezoo.moe.config import MoEConfig
 from moezoo.moe.dispatch import sort_by_expert
 from moezoo.moe.experts import expert_copies
 from moezoo.moe.layer import MoEOutput
+from moezoo.moe.recording import record_site
 from moezoo.moe.routers import create_router, list_routers
 from moezoo.utils.checks import check_min, require
 from moezoo.utils.config import Config
@@ -127,13 +128,16 @@ class MoEMLP(nn.Module):
 
     **Contract with the owning model.** :meth:`forward` returns a plain tensor, so an
     ``MoEMLP`` can replace the ``nn.Module`` MLP inside a transformers / timm / open_clip
-    block. The routing is kept in :attr:`last_output`, a :class:`~moezoo.moe.MoEOutput`
-    (``hidden_states``, ``routing``, ``tokens_per_expert``, ``num_dropped``) whose
-    ``aux_loss``, ``z_loss`` and ``stats`` are computed lazily when read. After its forward
-    the owning model walks ``model.modules()``, and for each ``MoEMLP`` adds
-    ``config.aux_loss_coef * last_output.aux_loss + config.z_loss_coef * last_output.z_loss``
-    to the loss and logs ``last_output.stats``. Each forward replaces ``last_output``
-    (which holds the routing's autograd graph until then); :meth:`reset` clears it.
+    block. Its routing goes to the forward's :class:`~moezoo.moe.recording.SiteRecorder`, if
+    one is open: each call adds a :class:`~moezoo.moe.recording.SiteOutput` (site name, pass,
+    call index and the :class:`~moezoo.moe.MoEOutput`: ``hidden_states`` (the output as
+    ``(T, out_dim)``, tokens flattened as the routing counts them), ``routing``,
+    ``tokens_per_expert``, ``num_dropped``, and ``aux_loss``, ``z_loss``, ``stats`` computed
+    lazily when read). The owning model opens the recorder around its forward, returns the
+    records with its output and, in training, adds every call's
+    ``config.aux_loss_coef * aux_loss + config.z_loss_coef * z_loss`` to the loss. The module
+    keeps nothing between calls, so a site that runs twice in a forward (a tower encoding
+    images, then video frames) loses neither call; outside a recorder nothing is kept.
 
     Args:
         in_dim / hidden_dim / out_dim: widths; ``out_dim`` defaults to ``in_dim``.
@@ -154,7 +158,10 @@ class MoEMLP(nn.Module):
         >>> moe = MoEMLP(16, 32, 24, num_experts=4, top_k=2, router="cosine")
         >>> moe(torch.randn(2, 5, 16)).shape
         torch.Size([2, 5, 24])
-        >>> moe.last_output.tokens_per_expert.sum().item()  # 10 tokens x top-2
+        >>> from moezoo.moe.recording import SiteRecorder
+        >>> with SiteRecorder() as recorder:
+        ...     _ = moe(torch.randn(10, 16))
+        >>> recorder.records[0].output.tokens_per_expert.sum().item()  # 10 tokens x top-2
         20
     """
 
@@ -184,10 +191,9 @@ class MoEMLP(nn.Module):
         for p, fan_in in ((self.fc1_weight, in_dim), (self.fc1_bias, in_dim),
                           (self.fc2_weight, hidden_dim), (self.fc2_bias, hidden_dim)):
             nn.init.uniform_(p, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
-        self.last_output: MoEOutput | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (..., in_dim)`` -> ``(..., out_dim)``; the routing goes to :attr:`last_output`."""
+        """``x (..., in_dim)`` -> ``(..., out_dim)``; the routing goes to the open recorder (see the class)."""
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"expected input of shape (..., {self.in_dim}), got {tuple(x.shape)}")
         x_TD = x.reshape(-1, self.in_dim)
@@ -205,12 +211,10 @@ class MoEMLP(nn.Module):
             y_NO = torch.cat(ys)
             out_TO.index_add_(0, d.token_idx, y_NO * d.weight[:, None].to(y_NO.dtype))
         out = out_TO.reshape(*x.shape[:-1], self.out_dim)
-        self.last_output = MoEOutput(out, routing, d.counts, d.num_dropped)
+        # The record keeps the flat (T, out_dim) base, in the routing's token order: not a view, so
+        # FSDP2, which hooks every tensor of a unit's output, has no view to warn about.
+        record_site(self, MoEOutput(out_TO, routing, d.counts, d.num_dropped))
         return out
-
-    def reset(self) -> None:
-        """Forget :attr:`last_output` (and the autograd graph it keeps alive)."""
-        self.last_output = None
 
     def extra_repr(self) -> str:
         c = self.config

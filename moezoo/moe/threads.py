@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
@@ -31,6 +32,7 @@ _pool_size = 0
 # decoding_linear splits weights of at least this many elements, for at most this many rows.
 _DECODING_MIN_WEIGHT = 1 << 16
 _DECODING_ROWS = 8
+_split_records: list[list[int]] = []  # the open record_splits() lists
 
 
 def _forget_pool() -> None:
@@ -76,6 +78,8 @@ def run_split(fn: Callable[[Iterable[T], int], None], items: Sequence[T], sizes:
         >>> sorted(seen)
         ['a', 'b', 'c']
     """
+    for record in _split_records:
+        record.append(workers if workers > 1 and len(items) > 1 else 1)
     if workers <= 1 or len(items) < 2:
         fn(list(items), 0)
         return
@@ -110,6 +114,51 @@ def run_split(fn: Callable[[Iterable[T], int], None], items: Sequence[T], sizes:
         torch.set_num_threads(threads)
         for future in futures:
             future.result()
+
+
+@contextmanager
+def record_splits() -> Iterator[list[int]]:
+    """Record how many threads each :func:`run_split` call in this block runs on (a test and profiling hook).
+
+    Yields a list that gets one entry per call, e.g. the expert loops of an MoE layer's forward and
+    backward; 1 means the caller's thread alone. Calls from any thread are recorded.
+
+    Example:
+        >>> with record_splits() as workers:
+        ...     run_split(lambda mine, worker: list(mine), ["a", "b", "c"], [1, 1, 1], 2)
+        ...     run_split(lambda mine, worker: list(mine), ["a"], [1], 2)
+        >>> workers
+        [2, 1]
+    """
+    record: list[int] = []
+    _split_records.append(record)
+    try:
+        yield record
+    finally:
+        _split_records.remove(record)
+
+
+@contextmanager
+def decoding_split(min_weight: int) -> Iterator[None]:
+    """Inside this block, :func:`decoding_linear` splits weights of at least ``min_weight`` elements.
+
+    By default only weights of 64K elements or more are split: a smaller one is read faster by one
+    thread than handed out to several. ``decoding_split(0)`` splits every weight, so that a tiny test
+    model takes the path a real model's decoding takes. The setting is process-wide (a tuning and
+    test hook, not for use from concurrent threads).
+
+    Example:
+        >>> w, x = torch.randn(64, 8), torch.randn(1, 8)
+        >>> with decoding_split(0), torch.no_grad():
+        ...     torch.allclose(decoding_linear(x, w), x @ w.t(), atol=1e-5)
+        True
+    """
+    global _DECODING_MIN_WEIGHT
+    before, _DECODING_MIN_WEIGHT = _DECODING_MIN_WEIGHT, min_weight
+    try:
+        yield
+    finally:
+        _DECODING_MIN_WEIGHT = before
 
 
 def _drain(shared: queue.SimpleQueue) -> Iterator:

@@ -2,8 +2,9 @@
 
 Follows torchtitan's ``parallelize`` functions: parallelism is applied to a *built*
 single-device model, in a fixed order: expert parallelism, activation checkpointing,
-``torch.compile``, then FSDP (``torch.distributed.fsdp.fully_shard``), each transformer block
-(and each encoder and the connectors of a multimodal model) first, then the root.
+``torch.compile``, then FSDP (``torch.distributed.fsdp.fully_shard``), each of the model's
+``parallel_units()`` first (the LLM's blocks, then a multimodal model's encoders and connectors),
+then the root.
 
 Expert weights under expert parallelism (``ep > 1``), as torchtitan's ``dp_shard_in_ep``:
 
@@ -21,7 +22,8 @@ experts' by ``ep`` (FSDP's ``dp // ep`` average then makes ``dp``) gives them th
 from __future__ import annotations
 
 import functools
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -29,15 +31,10 @@ from torch import nn
 from moezoo.parallel.expert_parallel import apply_expert_parallel, expert_parameters
 from moezoo.parallel.mesh import build_mesh, mesh_size
 
-# Top-level parts of a multimodal model that get an FSDP unit (and activation checkpointing: the encoders).
-_PARTS = ("vision", "audio", "connectors")
-
 
 def blocks(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of ``model``'s LLM (``MoEForCausalLM.layers``), in order."""
-    from moezoo.models.lm.model import DecoderLayer
-
-    return [m for m in model.modules() if isinstance(m, DecoderLayer)]
+    """The transformer blocks of ``model``'s language model (the protocol's ``language_model.layers``), in order."""
+    return list(model.language_model.layers)
 
 
 def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
@@ -82,7 +79,7 @@ def apply_compile(model: nn.Module) -> nn.Module:
 
 def apply_fsdp(model: nn.Module, mesh: Any, reshard_after_forward: bool = True,
                mp_policy: Any = None) -> nn.Module:
-    """``fully_shard`` the blocks, the multimodal parts and the root of ``model`` over ``mesh["dp"]``.
+    """``fully_shard`` each of ``model.parallel_units()``, then the root, over ``mesh["dp"]``.
 
     Args:
         model: the model, after :func:`~moezoo.parallel.expert_parallel.apply_expert_parallel` if any.
@@ -111,8 +108,7 @@ def apply_fsdp(model: nn.Module, mesh: Any, reshard_after_forward: bool = True,
             if any(id(p) in expert_ids for p in m.parameters(recurse=False)):
                 unit = fully_shard(m, **{**kwargs, "mesh": mesh["dp_mod_ep"]})
                 unit.set_gradient_divide_factor(float(dp))
-    units = blocks(model) + [part for name in _PARTS if (part := getattr(model, name, None)) is not None]
-    for unit in units:
+    for _, unit in model.parallel_units():
         if any(True for _ in unit.parameters()):
             fully_shard(unit, ignored_params=ignored or None, **kwargs)
     fully_shard(model, ignored_params=ignored or None, **kwargs)
@@ -160,7 +156,7 @@ def parallelize(model: nn.Module, dp: int | None = None, ep: int = 1, compile: b
         apply_compile(model)
     if distributed:
         if global_loss:
-            getattr(model, "llm", model).loss_group = mesh["dp"].get_group()
+            model.language_model.loss_group = mesh["dp"].get_group()
         apply_fsdp(model, mesh, mp_policy=mp_policy)
     return model
 
@@ -174,3 +170,28 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether any parameter of ``model`` is a ``DTensor`` (sharded by FSDP2 or expert parallelism)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def save_gathered(model: nn.Module, path: str | Path, build_plain: Callable[[], nn.Module], **kwargs: Any) -> Path:
+    """Save a sharded ``model`` as one single-process model dir: gathered, then written by rank 0.
+
+    Collective: every rank must call it. Rank 0 builds a plain copy with ``build_plain()`` (the
+    same architecture, unparallelised), loads the full state dict into it and calls its
+    ``save_pretrained(path, **kwargs)``; the others wait for it.
+    """
+    import torch.distributed as dist
+
+    state = full_state_dict(model)  # collective
+    if dist.get_rank() == 0:
+        plain = build_plain()
+        plain.load_state_dict(state)
+        plain.save_pretrained(path, **kwargs)
+    dist.barrier()
+    return Path(path)

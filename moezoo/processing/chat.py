@@ -1,198 +1,401 @@
-"""The chat template, tokenisation and label masking for training on conversations.
+"""Conversations as training examples: the chat template's own rendering, loss on the assistant's answers.
 
-Follows the LLaVA recipe (Liu et al. 2023): conversations are rendered turn by turn,
-every token of the prompt side (system, user turns, role markers) and every modality
-placeholder gets the label ``-100`` (``torch.nn.CrossEntropyLoss``'s ignore index),
-and only the assistant's answers, with their end marker so the model learns to stop,
-carry loss. The rendering is::
+A training example is rendered with the model's chat template, the one
+:meth:`~moezoo.processing.processor.Processor.apply_chat_template` uses at inference (the
+checkpoint's own Jinja template for an imported model), so fine-tuning sees the prompt
+format the model is asked in. Labels follow the LLaVA recipe (Liu et al. 2023): ``-100``
+(``torch.nn.CrossEntropyLoss``'s ignore index) everywhere except on the assistant's
+answers, each with its end-of-turn tokens so the model learns to stop; every assistant
+turn of a multi-turn conversation carries loss, modality placeholders never do.
 
-    <bos><|system|>\\n{system}<|end|>\\n<|user|>\\n{user}<|end|>\\n<|assistant|>\\n{answer}<|end|>\\n
+Which tokens are the assistant's is read off the template, not from knowing its markers.
+For assistant turn ``i``::
 
-Each ``<image>`` in a turn becomes ``image_tokens`` copies of the ``<image>`` token,
-the slots the model fills with the image encoder's output (likewise audio and video).
-Works with our BPE tokenizer and with any HF tokenizer that has the placeholder tokens.
+    prompt   = render(messages[:i], add_generation_prompt=True)   # what inference sends
+    answered = render(messages[:i + 1])                            # the same turn answered
+
+The turn's span in the whole rendering runs from the end of ``prompt`` to the end of
+``answered``, less the whitespace the template puts after a turn (the separator before
+the next one: the ``\\n`` after ``<|end|>`` or ChatML's ``<|im_end|>``), as the
+``{% generation %}`` blocks of transformers' templates mark an answer. This holds for any
+template whose generation prompt is the start of the answered turn (the zoo's, LLaVA's,
+ChatML, Llama's); others are refused with :class:`ConversationError`. The characters
+become tokens through a fast tokenizer's offsets (a token belongs to the span it starts
+in), else through the ids of the text up to each boundary.
+
+:class:`ChatEncoding` gives the :class:`~moezoo.processing.processor.Processor` its chat methods on
+these: ``apply_chat_template``, ``encode_prompt`` (inference) and ``encode_example`` (training).
+Plain documents (text corpora) are windowed by :mod:`moezoo.processing.documents`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-from moezoo.processing.tokens import ASSISTANT, AUDIO, BOS, END, EOS, IMAGE, PLACEHOLDERS, SYSTEM, USER, VIDEO
-from moezoo.utils.checks import check_min
+from moezoo.processing.tokens import MODALITIES
 
 IGNORE_INDEX = -100
-# LLaVA JSON names the roles "human"/"gpt"; OpenAI-style data says "user"/"assistant".
-ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT, "system": SYSTEM}
-_PLACEHOLDER_RE = re.compile("(" + "|".join(map(re.escape, PLACEHOLDERS)) + ")")
+# LLaVA JSON names the roles "human"/"gpt"; transformers' messages say "user"/"assistant".
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
-@dataclass
-class Encoded:
-    """Token ids and labels of one sample (plain lists; the collate makes tensors)."""
-
-    input_ids: list[int]
-    labels: list[int]
-    placeholders: dict[str, int] = field(default_factory=dict)  # placeholder -> how many in the text
+class ConversationError(ValueError):
+    """A conversation that cannot become a training example (a bad turn, no answer, a template that does
+    not render the generation prompt as the start of the answered turn)."""
 
 
-class TokenizerAdapter:
-    """One interface over ``tokenizers.Tokenizer`` and transformers tokenizers.
-
-    Example:
-        >>> from moezoo.data.tokenizer import TokenizerConfig, train_tokenizer
-        >>> tok = TokenizerAdapter(train_tokenizer(["hello world"] * 5, TokenizerConfig(vocab_size=280)))
-        >>> tok.decode(tok.encode("hello")), tok.pad_id
-        ('hello', 0)
-    """
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-        self.vocab: dict[str, int] = tokenizer.get_vocab()
-        pad = getattr(tokenizer, "pad_token_id", None)
-        self.pad_id: int = pad if pad is not None else self.vocab.get("<pad>", 0)
-        self.bos_id: int | None = self.vocab.get(BOS, getattr(tokenizer, "bos_token_id", None))
-        self.eos_id: int | None = self.vocab.get(EOS, getattr(tokenizer, "eos_token_id", None))
-        # Used on every turn of every sample: encoded once here.
-        self.newline: list[int] = self.encode("\n")
-        self._markers = {token: self._encode_marker(token) for token in (SYSTEM, USER, ASSISTANT, END)}
-        self.placeholder_ids = frozenset(self.vocab[p] for p in PLACEHOLDERS if p in self.vocab)
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of ``text`` with no special tokens added."""
-        out = self.tokenizer.encode(text, add_special_tokens=False)
-        return list(out.ids) if hasattr(out, "ids") else list(out)
-
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def marker(self, token: str) -> list[int]:
-        """A special token's id, or its text encoding if this tokenizer lacks it (HF models)."""
-        return self._markers[token] if token in self._markers else self._encode_marker(token)
-
-    def _encode_marker(self, token: str) -> list[int]:
-        return [self.vocab[token]] if token in self.vocab else self.encode(token)
-
-    def placeholder_id(self, token: str) -> int:
-        if token not in self.vocab:
-            raise ValueError(
-                f"the tokenizer has no {token!r} token; multimodal samples need it as one special token "
-                "(add it with tokenizer.add_special_tokens or use `moezoo data tokenizer`)"
-            )
-        return self.vocab[token]
-
-
-@dataclass
-class ChatTemplate:
-    """Render conversations to token ids with labels masked outside assistant answers.
+def to_message(message: Any, index: int, placeholders: dict[str, str], keep_parts: bool) -> dict[str, Any]:
+    """One turn as a ``{"role", "content"}`` message of the chat template.
 
     Args:
-        system: an optional system prompt put before the first turn.
-        image_tokens, audio_tokens, video_tokens: slots each placeholder expands to.
-        add_bos: start every sequence with ``<bos>`` (when the tokenizer has one).
+        message: transformers' ``{"role", "content"}`` (content a string or a list of parts) or
+            LLaVA's ``{"from", "value"}``.
+        index: the turn's position (for the error message).
+        placeholders: modality -> its placeholder, written for each media part when parts are flattened.
+        keep_parts: pass a list of parts to the template as it is (checkpoint templates read parts);
+            else flatten it to text with placeholders (the zoo template reads text).
 
     Example:
-        >>> from moezoo.data.tokenizer import TokenizerConfig, train_tokenizer
-        >>> tok = TokenizerAdapter(train_tokenizer(["What colour? red"] * 9, TokenizerConfig(vocab_size=300)))
-        >>> enc = ChatTemplate(image_tokens=2).encode(
-        ...     [{"from": "human", "value": "<image>\\nWhat colour?"}, {"from": "gpt", "value": "red"}], tok)
-        >>> tok.decode([i for i, l in zip(enc.input_ids, enc.labels) if l != -100])
-        'red<|end|>'
-        >>> enc.input_ids.count(tok.vocab["<image>"]), enc.placeholders
-        (2, {'<image>': 1})
+        >>> to_message({"from": "gpt", "value": "red"}, 1, {}, keep_parts=False)
+        {'role': 'assistant', 'content': 'red'}
+        >>> to_message({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}, 0,
+        ...            {"image": "<image>"}, keep_parts=False)
+        {'role': 'user', 'content': '<image>Hi'}
+    """
+    if isinstance(message, dict) and "from" in message:
+        message = {"role": message["from"], "content": message.get("value")}
+    role = ROLES.get(message.get("role")) if isinstance(message, dict) else None
+    if role is None:
+        raise ConversationError(f"turn {index} must be {{'role': one of {sorted(ROLES)}, 'content': str or list "
+                                f"of parts}} (or LLaVA's {{'from', 'value'}}), got {message!r}")
+    content = message.get("content")
+    if content is None:
+        content = ""
+    if not isinstance(content, (str, list)):
+        raise ConversationError(f"turn {index} has content of type {type(content).__name__}; expected a string "
+                                "or a list of {'type': 'text' | 'image' | 'audio' | 'video', ...} parts")
+    if isinstance(content, list) and not keep_parts:  # parts -> text with placeholders
+        content = "".join(part.get("text", "") if part.get("type") == "text"
+                          else placeholders.get(part.get("type"), "") for part in content)
+    return {"role": role, "content": content}
+
+
+def media_in_parts(conversation: Sequence[Any], modality: str) -> list:
+    """The ``modality`` items the conversation's parts carry, in order (transformers' ``{"type": "image",
+    "image" | "path" | "url": ...}``; a part without one carries none).
+
+    Example:
+        >>> media_in_parts([{"role": "user", "content": [{"type": "image", "path": "a.png"}, {"type": "image"}]}],
+        ...                "image")
+        ['a.png']
+    """
+    found = []
+    for message in conversation:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") == modality:
+                source = next((part[k] for k in (modality, "path", "url") if part.get(k) is not None), None)
+                if source is not None:
+                    found.append(source)
+    return found
+
+
+def _common_prefix(a: Sequence, b: Sequence) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+
+
+def assistant_spans(messages: list[dict[str, Any]], render: Callable[[list, bool], str], text: str,
+                    placeholders: Sequence[str] = ()) -> list[tuple[int, int]]:
+    """The ``[start, end)`` character spans of the assistant turns in ``text``: each answer and its end of turn.
+
+    Args:
+        messages: the conversation as chat-template messages (:func:`to_message`).
+        render: ``(messages, add_generation_prompt) -> str``, the chat template.
+        text: ``render(messages, False)``.
+        placeholders: placeholder strings (left out of the check that an answer's text is in its span).
+
+    Raises:
+        ConversationError: no assistant turn; the generation prompt is not the start of the
+            answered turn; an answer renders to nothing or not to its own text.
+
+    Example:
+        >>> def render(messages, prompt):  # a toy template
+        ...     body = "".join(f"[{m['role'][0]}]{m['content']}.\\n" for m in messages)
+        ...     return body + ("[a]" if prompt else "")
+        >>> msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+        >>> text = render(msgs, False)
+        >>> [text[a:b] for a, b in assistant_spans(msgs, render, text)]  # "\\n" separates turns: no loss
+        ['yo.']
+    """
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not turns:
+        raise ConversationError("the conversation has no assistant turn, so nothing to learn from")
+    spans = []
+    for i in turns:
+        prompt = render(messages[:i], True)
+        if not text.startswith(prompt):  # (startswith and the lengths below are C-speed: this runs per sample)
+            at = _common_prefix(prompt, text)
+            raise ConversationError(
+                f"the chat template's generation prompt is not the start of the answered turn {i}: rendering the "
+                f"turns before it with add_generation_prompt=True ends {prompt[max(0, at - 20):][:60]!r}, but the "
+                f"conversation reads {text[max(0, at - 20):][:60]!r} there; training examples need a template "
+                "whose generation prompt is a prefix of the assistant's turn (the zoo's, LLaVA's, ChatML do)")
+        # The answered turn may render otherwise as the last message (an eos only at the very end, say):
+        # its span is what it shares with the whole conversation.
+        answered = text if i + 1 == len(messages) else render(messages[: i + 1], False)
+        shared = len(answered) if text.startswith(answered) else _common_prefix(answered, text)
+        end = len(text[:shared].rstrip())
+        span = text[len(prompt):end]
+        pieces = _text_of(messages[i]["content"])
+        for placeholder in placeholders:
+            pieces = pieces.replace(placeholder, "\0")
+        missing = [p.strip() for p in pieces.split("\0") if p.strip() and p.strip() not in span]
+        if not span.strip() or missing:
+            raise ConversationError(
+                f"assistant turn {i} renders as {span!r} after its generation prompt, which does not hold its "
+                f"answer {_text_of(messages[i]['content'])!r}; does the chat template expect the content as a list "
+                "of {'type': 'text', 'text': ...} parts?")
+        spans.append((len(prompt), end))
+    return spans
+
+
+def token_spans_by_offsets(starts: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Character spans as token spans, from each token's start offset (a fast tokenizer's ``offset_mapping``).
+
+    A token belongs to the span it starts in, so one that merges an answer's last characters with what
+    follows is trained on, and one that merges the generation prompt's end with the answer's start too.
+
+    Example:
+        >>> token_spans_by_offsets([0, 0, 3, 5, 8], [(3, 8)])  # a BOS (0, 0) never belongs to an answer
+        [(2, 4)]
+    """
+    out = []
+    for a, b in spans:
+        inside = [t for t, s in enumerate(starts) if a <= s < b]
+        out.append((inside[0], inside[-1] + 1) if inside else (0, 0))
+    return out
+
+
+def token_spans_by_prefix(ids_of: Callable[[str], list[int]], text: str, input_ids: Sequence[int],
+                          spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Character spans as token spans for a tokenizer without offsets: each boundary is where the ids of
+    the text up to it stop agreeing with ``input_ids`` (at most a token that merges across it is lost).
+
+    Example:
+        >>> ids_of = lambda t: [ord(c) for c in t]  # one token per character
+        >>> token_spans_by_prefix(ids_of, "[u]hi.[a]yo.", ids_of("[u]hi.[a]yo."), [(9, 12)])
+        [(9, 12)]
+    """
+    return [(_common_prefix(ids_of(text[:a]), input_ids), _common_prefix(ids_of(text[:b]), input_ids))
+            for a, b in spans]
+
+
+def span_labels(input_ids: Sequence[int], token_spans: Sequence[tuple[int, int]],
+                ignore_ids: frozenset[int] = frozenset()) -> list[int]:
+    """``input_ids`` inside the token spans, ``-100`` elsewhere and on ``ignore_ids`` (the placeholders).
+
+    Example:
+        >>> span_labels([1, 5, 6, 7, 9], [(2, 4)], ignore_ids=frozenset({7}))
+        [-100, -100, 6, -100, -100]
+    """
+    labels = [IGNORE_INDEX] * len(input_ids)
+    for a, b in token_spans:
+        if b <= a:
+            raise ConversationError(f"an assistant span covers no token ({a}, {b}); the tokenizer merges it "
+                                    "into its neighbours")
+        for t in range(a, b):
+            if input_ids[t] not in ignore_ids:
+                labels[t] = input_ids[t]
+    return labels
+
+
+def adds_special_tokens(tokenizer: Any, text: str) -> bool:
+    """Whether ``text`` is tokenised with ``tokenizer``'s special tokens: not when it already starts with
+    the BOS (a template that writes it), so the BOS is never doubled; yes otherwise, so a tokenizer that
+    adds its BOS itself (Llama's, LLaVA-1.5's) gets it. transformers' ``apply_chat_template(tokenize=True)``
+    and lm-eval's ``tok_encode`` follow the same rule; every place moezoo tokenises a prompt uses this one.
+
+    Example:
+        >>> from moezoo.processing.tokenizer import zoo_tokenizer
+        >>> adds_special_tokens(zoo_tokenizer(), "<bos><|user|>\\nHi"), adds_special_tokens(zoo_tokenizer(), "Hi")
+        (False, True)
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (bos and text.startswith(bos))
+
+
+class ChatEncoding:
+    """The :class:`~moezoo.processing.processor.Processor`'s chat methods: one rendering and one
+    tokenisation of conversations for inference (:meth:`encode_prompt`) and training (:meth:`encode_example`).
+
+    A mixin over the processor's ``tokenizer``, ``chat_template``, ``placeholders``, ``num_tokens``,
+    ``__call__``, ``expand_placeholders`` and ``placeholder_ids``.
     """
 
-    system: str | None = None
-    image_tokens: int = 1
-    audio_tokens: int = 1
-    video_tokens: int = 1
-    add_bos: bool = True
+    def apply_chat_template(self, conversation: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            **kwargs: Any) -> str:
+        """Render a conversation as the model's chat prompt (a string; pass it to ``__call__``).
 
-    def __post_init__(self) -> None:
-        check_min(self, image_tokens=1, audio_tokens=1, video_tokens=1)
+        ``conversation`` is a list of ``{"role", "content"}`` messages (``content`` a string
+        with placeholders, or transformers' list of ``{"type": "text" | "image" | ...}`` parts)
+        or LLaVA's ``{"from", "value"}`` turns.
 
-    def _slots(self, placeholder: str) -> int:
-        return {IMAGE: self.image_tokens, AUDIO: self.audio_tokens, VIDEO: self.video_tokens}[placeholder]
-
-    def _content(self, text: str, tok: TokenizerAdapter, counts: dict[str, int]) -> list[int]:
-        ids: list[int] = []
-        for piece in _PLACEHOLDER_RE.split(text):
-            if piece in PLACEHOLDERS:
-                ids += [tok.placeholder_id(piece)] * self._slots(piece)
-                counts[piece] = counts.get(piece, 0) + 1
-            elif piece:
-                ids += tok.encode(piece)
-        return ids
-
-    def _turns(self, conversations: list[dict[str, str]]) -> list[tuple[str, str]]:
-        if not isinstance(conversations, list) or not conversations:
-            raise ValueError("'conversations' must be a non-empty list of {'from': ..., 'value': ...} turns")
-        turns = [(SYSTEM, self.system)] if self.system else []
-        for i, turn in enumerate(conversations):
-            role = ROLES.get(turn.get("from") if isinstance(turn, dict) else None)
-            if role is None or not isinstance(turn.get("value"), str):
-                raise ValueError(f"turn {i} must be {{'from': one of {sorted(ROLES)}, 'value': str}}, got {turn!r}")
-            turns.append((role, turn["value"]))
-        return turns
-
-    def encode(self, conversations: list[dict[str, str]], tok: TokenizerAdapter) -> Encoded:
-        """Token ids of the whole conversation; labels are ``-100`` except on assistant answers."""
-        turns = self._turns(conversations)
-        if not any(role == ASSISTANT for role, _ in turns):
-            raise ValueError("the conversation has no assistant ('gpt') turn, so nothing to learn from")
-        ids, labels, counts = self._start(tok)
-        for role, head, body in self._render(turns, tok, counts):
-            ids += head + body + tok.newline
-            if role == ASSISTANT:  # the answer and its end marker carry loss; placeholders never do
-                labels += [IGNORE_INDEX] * len(head) + [IGNORE_INDEX if t in tok.placeholder_ids else t for t in body]
-                labels += [IGNORE_INDEX] * len(tok.newline)
-            else:
-                labels += [IGNORE_INDEX] * (len(head) + len(body) + len(tok.newline))
-        return Encoded(ids, labels, counts)
-
-    def encode_prompt(self, conversations: list[dict[str, str]] | str, tok: TokenizerAdapter) -> list[int]:
-        """Ids of a prompt for generation: the turns (minus a final answer), then ``<|assistant|>\\n``.
-
-        A plain string is one user turn.
+        Example:
+            >>> from moezoo.processing.processor import Processor
+            >>> from moezoo.processing.tokenizer import zoo_tokenizer
+            >>> proc = Processor(zoo_tokenizer(), {})
+            >>> proc.apply_chat_template([{"role": "user", "content": "Hi"}])
+            '<bos><|user|>\\nHi<|end|>\\n<|assistant|>\\n'
         """
-        if isinstance(conversations, str):
-            conversations = [{"from": "human", "value": conversations}]
-        turns = self._turns(conversations)
-        if turns[-1][0] == ASSISTANT:
-            turns = turns[:-1]
-        ids, _, counts = self._start(tok)
-        for _, head, body in self._render(turns, tok, counts):
-            ids += head + body + tok.newline
-        return ids + tok.marker(ASSISTANT) + tok.newline
+        return self._render(self._messages(conversation), add_generation_prompt, **kwargs)
 
-    def _render(self, turns: list[tuple[str, str]], tok: TokenizerAdapter,
-                counts: dict[str, int]) -> Iterator[tuple[str, list[int], list[int]]]:
-        """``(role, head, body)`` per turn, the one rendering training and generation share:
-        ``head`` is the role marker and newline, ``body`` the content and end marker (a
-        newline follows each turn)."""
-        for role, text in turns:
-            yield role, tok.marker(role) + tok.newline, self._content(text, tok, counts) + tok.marker(END)
+    def encode_prompt(self, conversation: list[dict[str, Any]], images: Sequence | None = None,
+                      audios: Sequence | None = None, videos: Sequence | None = None) -> Any:
+        """The model's inputs for answering ``conversation``: its rendering with the generation prompt,
+        tokenised as :meth:`encode_example` tokenises a training example, so these ids are the start of the
+        example of the answered conversation.
 
-    def _start(self, tok: TokenizerAdapter) -> tuple[list[int], list[int], dict[str, int]]:
-        ids = [tok.bos_id] if self.add_bos and tok.bos_id is not None else []
-        return ids, [IGNORE_INDEX] * len(ids), {}
+        The rendering holds the template's special tokens, so the tokenizer adds its own (a BOS) only
+        when the rendering does not start with the BOS already, as transformers'
+        ``processor.apply_chat_template(..., tokenize=True)`` does. Media may be given here or in the
+        parts (``{"type": "image", "image" | "path": ...}``), as :meth:`encode_example` takes them.
 
+        Example:
+            >>> from moezoo.processing.processor import Processor
+            >>> from moezoo.processing.tokenizer import zoo_tokenizer
+            >>> proc = Processor(zoo_tokenizer(), {})
+            >>> proc.batch_decode(proc.encode_prompt([{"role": "user", "content": "Hi"}])["input_ids"], False)
+            ['<bos><|user|>\\nHi<|end|>\\n<|assistant|>\\n']
+        """
+        text = self._render(self._messages(conversation), True)
+        media = self._conversation_media(conversation, images, audios, videos)
+        return self(text=text, **media, add_special_tokens=self.adds_special_tokens(text))
 
-def encode_document(text: str, tok: TokenizerAdapter, max_length: int) -> list[Encoded]:
-    """Language-modelling windows of a document: ``<bos> text <eos>`` cut into ``max_length`` pieces.
+    def encode_example(self, conversation: list[dict[str, Any]], images: Sequence | None = None,
+                       audios: Sequence | None = None, videos: Sequence | None = None) -> Any:
+        """A training example: the answered conversation as model inputs, with labels on the answers.
 
-    Every token carries loss (a model shifts labels itself, HF style); padding never does.
+        Rendered with the template :meth:`apply_chat_template` uses (the checkpoint's own for an
+        imported model) and tokenised as :meth:`encode_prompt` tokenises, so ``input_ids`` are the
+        processor's ids of ``apply_chat_template(conversation, add_generation_prompt=False)`` and
+        start with the ids of every one of its prompts. ``labels`` are ``-100`` except on each
+        assistant turn's answer and end-of-turn tokens (placeholders excepted): see
+        :mod:`moezoo.processing.chat` for how they are found from the template.
 
-    Example:
-        >>> from moezoo.data.tokenizer import TokenizerConfig, train_tokenizer
-        >>> tok = TokenizerAdapter(train_tokenizer(["ab cd"] * 5, TokenizerConfig(vocab_size=270)))
-        >>> [len(w.input_ids) for w in encode_document("ab cd ab cd", tok, 4)]
-        [4, 3]
-    """
-    if max_length < 2:
-        raise ValueError(f"max_length={max_length} must be >= 2")
-    ids = ([tok.bos_id] if tok.bos_id is not None else []) + tok.encode(text)
-    ids += [tok.eos_id] if tok.eos_id is not None else []
-    windows = [ids[i : i + max_length] for i in range(0, len(ids), max_length)]
-    return [Encoded(w, list(w)) for w in windows if len(w) >= 2]  # a 1-token window predicts nothing
+        Args:
+            conversation: transformers' messages (or LLaVA's ``{"from", "value"}`` turns) whose
+                assistant turns are the answers to learn.
+            images / audios / videos: the media, in placeholder order over the conversation; or
+                leave them out and put them in the parts (``{"type": "image", "image": PIL image or
+                path}``, ``"audio"``, ``"video"``; a ``"path"`` key also works).
+
+        Returns:
+            a ``BatchFeature`` with the keys of ``__call__`` (``input_ids``, ``attention_mask``,
+            ``pixel_values``, ``input_features``, ``pixel_values_videos`` as given) plus
+            ``labels``, each with a batch dimension of 1: ``model(**example)`` trains on it.
+
+        Raises:
+            ConversationError: a bad turn, no assistant turn, or a template whose generation prompt
+                is not the start of the answered turn (a ``ValueError``).
+            ValueError: the placeholders and the media disagree (as ``__call__``).
+
+        Example:
+            >>> from moezoo.processing.processor import Processor
+            >>> from moezoo.processing.tokenizer import zoo_tokenizer
+            >>> from PIL import Image
+            >>> proc = Processor(zoo_tokenizer(), {"image": 2}, image={"kind": "simple", "size": [8, 8],
+            ...                  "mean": [0.5] * 3, "std": [0.5] * 3})
+            >>> enc = proc.encode_example([{"role": "user", "content": "<image>\\nWhat colour?"},
+            ...                            {"role": "assistant", "content": "red"}], images=[Image.new("RGB", (9, 9))])
+            >>> sorted(enc)
+            ['attention_mask', 'input_ids', 'labels', 'pixel_values']
+            >>> proc.decode(enc["input_ids"][0], False)
+            '<bos><|user|>\\n<image><image>\\nWhat colour?<|end|>\\n<|assistant|>\\nred<|end|>\\n'
+            >>> proc.decode(enc["labels"][0][enc["labels"][0] != -100], False)
+            'red<|end|>'
+        """
+        import torch
+
+        messages = self._messages(conversation)
+        text = self._render(messages, False)
+        placeholders = [self.placeholders[m] for m in self.num_tokens]
+        # Before the media: a template that loses the text (and its placeholders) is named as such.
+        spans = assistant_spans(messages, self._render, text, placeholders)
+        media = self._conversation_media(conversation, images, audios, videos)
+        fast = bool(getattr(self.tokenizer, "is_fast", False))  # offsets: one tokenisation for everything
+        encoded = self(text=text, **media, add_special_tokens=self.adds_special_tokens(text),
+                       **({"return_offsets_mapping": True} if fast else {}))
+        input_ids = encoded["input_ids"][0].tolist()
+        if fast:
+            starts = [s for s, _ in encoded.pop("offset_mapping")[0]]
+            expanded = [(len(self.expand_placeholders(text[:a])), len(self.expand_placeholders(text[:b])))
+                        for a, b in spans]
+            token_spans = token_spans_by_offsets(starts, expanded)
+        else:
+            token_spans = token_spans_by_prefix(self._ids_of, text, input_ids, spans)
+        labels = span_labels(input_ids, token_spans, frozenset(self.placeholder_ids().values()))
+        encoded["labels"] = torch.tensor([labels], dtype=torch.long)
+        return encoded
+
+    def _messages(self, conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not isinstance(conversation, (list, tuple)) or not conversation:
+            raise ConversationError(f"a conversation is a non-empty list of {{'role', 'content'}} messages, got "
+                                    f"{conversation!r}"[:300])
+        keep_parts = self.chat_template is not None  # a checkpoint's template reads parts; the zoo's reads text
+        return [to_message(m, i, self.placeholders, keep_parts) for i, m in enumerate(conversation)]
+
+    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, **kwargs: Any) -> str:
+        template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            raise ValueError("neither this processor nor its tokenizer has a chat template; pass the prompt "
+                             "text directly")
+        return self.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt, **kwargs)
+
+    def adds_special_tokens(self, rendered: str) -> bool:
+        """Whether a rendered chat is tokenised with the tokenizer's special tokens (``add_special_tokens``):
+        not when the template already wrote the BOS, so it is never doubled; yes when it did not, so a
+        tokenizer that adds its BOS itself (Llama's, LLaVA-1.5's) gets it. transformers'
+        ``processor.apply_chat_template(..., tokenize=True)`` follows the same rule; tokenise rendered
+        prompts by it wherever they are tokenised, as :meth:`encode_prompt` and :meth:`encode_example` do.
+
+        Example:
+            >>> from moezoo.processing.processor import Processor
+            >>> from moezoo.processing.tokenizer import zoo_tokenizer
+            >>> proc = Processor(zoo_tokenizer(), {})
+            >>> proc.adds_special_tokens("<bos><|user|>\\nHi"), proc.adds_special_tokens("USER: Hi")
+            (False, True)
+        """
+        return adds_special_tokens(self.tokenizer, rendered)
+
+    def _ids_of(self, rendered: str) -> list[int]:
+        """The ids of a rendered chat, as ``__call__`` gives them for it (placeholders expanded)."""
+        return self.tokenizer(self.expand_placeholders(rendered),
+                              add_special_tokens=self.adds_special_tokens(rendered))["input_ids"]
+
+    def _conversation_media(self, conversation: list[dict[str, Any]], images: Sequence | None,
+                            audios: Sequence | None, videos: Sequence | None) -> dict[str, list | None]:
+        """The media given, or else those the conversation's parts carry (images read by ``load_image``)."""
+        from moezoo.processing.image import load_image
+
+        out = {}
+        for modality, given in zip(MODALITIES, (images, audios, videos)):
+            carried = media_in_parts(conversation, modality)
+            if carried and given is not None:
+                raise ValueError(f"the conversation's parts carry {len(carried)} {modality}(s) and {modality}s= "
+                                 f"gives {len(given)} more; give the {modality}s one way")
+            if carried and modality == "image":
+                carried = [load_image(source) for source in carried]
+            out[f"{modality}s"] = given if given is not None else (carried or None)
+        return out

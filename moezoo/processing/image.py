@@ -12,11 +12,16 @@ weights were trained with, so moezoo never re-implements a resize that could dri
 
 Inputs may be PIL images, ``(H, W[, C])`` uint8 numpy arrays or ``(C, H, W)`` tensors (uint8, or float
 in [0, 1]). Grey images become RGB and transparency is composited onto white, as transformers'
-``convert_to_rgb`` does, so every library sees the same RGB picture.
+``convert_to_rgb`` does, so every library sees the same RGB picture. Files and bytes are read by
+:func:`load_image`, the one image loader of training (the shard pipeline), inference (the processor),
+``moezoo chat`` and the evaluation harness adapters, so a picture has the same pixels everywhere.
 """
 
 from __future__ import annotations
 
+import io
+import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -75,6 +80,56 @@ class ImageProcessor:
         self.__dict__.update(build_image_processor(state["spec"]).__dict__)
 
 
+def load_image(source: str | os.PathLike | bytes | Any):
+    """An image file, its bytes or a PIL image as an RGB PIL image, read the same way everywhere.
+
+    Grey is replicated and transparency composited onto white (transformers' ``convert_to_rgb``),
+    so a transparent PNG gives the same pixels in training and at inference. A file is read in
+    full, and a truncated one is an error whatever PIL's global ``LOAD_TRUNCATED_IMAGES`` says
+    (lmms-eval sets it on import): a half image never passes as a whole one.
+
+    Args:
+        source: a path, the encoded bytes (PNG, JPEG, ...) or a PIL image.
+
+    Raises:
+        FileNotFoundError: a path that is no file (moezoo downloads nothing: a URL is no path).
+        ValueError: data that is no readable image; its ``__cause__`` is PIL's error.
+
+    Example:
+        >>> from PIL import Image
+        >>> clear = Image.new("RGBA", (2, 1), (255, 0, 0, 0))  # red, fully transparent
+        >>> load_image(clear).getpixel((0, 0))
+        (255, 255, 255)
+        >>> load_image(b"not an image")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: 12 bytes: not a readable image (UnidentifiedImageError: cannot identify image file ...)
+    """
+    from PIL import Image, ImageFile
+
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb(source)
+    if isinstance(source, (bytes, bytearray)):
+        file, name = io.BytesIO(source), f"{len(source)} bytes"
+    elif isinstance(source, (str, os.PathLike)):
+        file = name = Path(source)
+        if not file.is_file():
+            hint = " (moezoo downloads nothing: save the image and pass its path)" if "://" in str(source) else ""
+            raise FileNotFoundError(f"no image file at {source}{hint}")
+    else:
+        raise ValueError(f"load_image takes a path, bytes or a PIL image, not a {type(source).__name__}")
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        with Image.open(file) as image:
+            image.load()  # PIL is lazy: truncation only shows when the pixels are read
+            rgb = _pil_to_rgb(image)
+            return rgb.copy() if rgb is image else rgb  # closing the file would close `image`
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{name}: not a readable image ({type(err).__name__}: {err})") from err
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+
+
 def to_rgb_image(image: Any, index: int = 0):
     """One input image as an RGB PIL image; grey is replicated and transparency composited onto white.
 
@@ -92,7 +147,7 @@ def to_rgb_image(image: Any, index: int = 0):
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        return _pil_to_rgb(image)
+        return load_image(image)
     if isinstance(image, torch.Tensor):
         if image.ndim == 3 and image.shape[0] in (1, 3, 4):
             image = image.permute(1, 2, 0)  # (C, H, W) -> (H, W, C)
@@ -113,7 +168,7 @@ def to_rgb_image(image: Any, index: int = 0):
             image = image[..., 0]
         if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
             raise ValueError(f"image {index} has shape {tuple(image.shape)}; expected {ACCEPTED}")
-        return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(image)))
+        return load_image(Image.fromarray(np.ascontiguousarray(image)))
     raise ValueError(f"image {index} is a {type(image).__name__}; expected {ACCEPTED}")
 
 

@@ -13,6 +13,12 @@ The preprocessing is described by JSON specs (see :mod:`moezoo.processing.image`
 :mod:`moezoo.processing.audio`), saved beside the weights in ``moezoo_processor.json``
 with the tokenizer files, so a loaded model preprocesses exactly as it was trained
 (open_clip's ``create_model_and_transforms`` idea).
+
+A conversation becomes model inputs one way for inference and for training:
+:meth:`Processor.encode_prompt` (the generation prompt) and :meth:`Processor.encode_example`
+(the answered conversation, with labels; :mod:`moezoo.processing.chat`) render it with the
+same chat template and tokenise the rendering alike, so the prompt's ids are the start of the
+training example's.
 """
 
 from __future__ import annotations
@@ -22,20 +28,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
-from moezoo.processing.chat import ChatTemplate
+from moezoo.processing.chat import ChatEncoding
 from moezoo.processing.tokenizer import load_tokenizer
-from moezoo.processing.tokens import AUDIO, IMAGE, VIDEO
+from moezoo.processing.tokens import AUDIO, IMAGE, MODALITIES, VIDEO
 from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 PROCESSOR_NAME = "moezoo_processor.json"
-MODALITIES = ("image", "audio", "video")
 DEFAULT_PLACEHOLDERS = {"image": IMAGE, "audio": AUDIO, "video": VIDEO}
 # Modality -> the key of its preprocessed input in the model's input dict (transformers' names).
 INPUT_KEYS = {"image": "pixel_values", "audio": "input_features", "video": "pixel_values_videos"}
 # The keys of moezoo_processor.json.
 _KEYS = ("num_tokens", "image", "audio", "video_frames", "placeholders", "chat_template", "padding_side")
-# LLaVA-JSON and OpenAI-style role names -> the chat-template roles.
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 def _is_item(modality: str, x: Any) -> bool:
@@ -55,7 +58,7 @@ def _is_item(modality: str, x: Any) -> bool:
     return isinstance(x, single)
 
 
-class Processor:
+class Processor(ChatEncoding):
     """Turns text with placeholders plus raw media into a model's input dict.
 
     Args:
@@ -178,13 +181,15 @@ class Processor:
         kwargs = {"padding": padding and len(texts) > 1, "return_tensors": return_tensors, **tokenizer_kwargs}
         if kwargs["padding"]:
             kwargs["padding_side"] = self.padding_side
-        encoded = self.tokenizer(expanded if len(expanded) > 1 or not isinstance(text, str) else expanded[0],
-                                 **kwargs)
-        if return_tensors is not None and isinstance(text, str) and encoded["input_ids"].ndim == 1:
-            encoded = {k: v[None] for k, v in encoded.items()}
+        # Lists first, tensors once below: a single prompt, its offsets too, cost no extra conversions.
+        encoded = self.tokenizer(expanded, **{**kwargs, "return_tensors": None})
         self._check_expansion(encoded["input_ids"], texts)
-        data.update(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        row = 0 if isinstance(text, str) and return_tensors is None else slice(None)  # one prompt as lists: flat
+        data.update(input_ids=encoded["input_ids"][row], attention_mask=encoded["attention_mask"][row])
+        out = BatchFeature(data=data, tensor_type=return_tensors)
+        if tokenizer_kwargs.get("return_offsets_mapping"):  # asked for (encode_example): passed on, as lists
+            out["offset_mapping"] = encoded["offset_mapping"][row]
+        return out
 
     def _check_media(self, modality: str, texts: list[str], media: Sequence | None) -> list:
         placeholder = self.placeholders[modality]
@@ -222,6 +227,10 @@ class Processor:
 
     def placeholder_ids(self) -> dict[str, int]:
         """Modality -> the token id of its placeholder (each must be one token of the tokenizer)."""
+        key = tuple((m, self.placeholders[m]) for m in self.num_tokens)  # read on every call: kept per placeholders
+        cached = self.__dict__.get("_placeholder_ids")
+        if cached is not None and cached[0] == key:
+            return dict(cached[1])
         out = {}
         for modality in self.num_tokens:
             placeholder = self.placeholders[modality]
@@ -230,7 +239,8 @@ class Processor:
                 raise ValueError(f"the tokenizer encodes {placeholder!r} as {len(ids)} tokens {ids}; it must be one "
                                  f"special token (add it with tokenizer.add_special_tokens)")
             out[modality] = ids[0]
-        return out
+        self._placeholder_ids = (key, out)
+        return dict(out)
 
     def _check_expansion(self, input_ids: Any, texts: list[str]) -> None:
         for modality, token_id in self.placeholder_ids().items():
@@ -241,46 +251,7 @@ class Processor:
                 raise ValueError(f"the prompt tokenised to {got} {self.placeholders[modality]} tokens where "
                                  f"{want} were expected; the tokenizer splits or merges the placeholder")
 
-    # -- chat template and decoding --------------------------------------------------------------------
-    def apply_chat_template(self, conversation: list[dict[str, Any]], add_generation_prompt: bool = True,
-                            **kwargs: Any) -> str:
-        """Render a conversation as the model's chat prompt (a string; pass it to ``__call__``).
-
-        ``conversation`` is a list of ``{"role", "content"}`` messages (``content`` a string
-        with placeholders, or transformers' list of ``{"type": "text" | "image" | ...}`` parts)
-        or LLaVA's ``{"from", "value"}`` turns.
-
-        Example:
-            >>> from moezoo.processing.tokenizer import zoo_tokenizer
-            >>> proc = Processor(zoo_tokenizer(), {})
-            >>> proc.apply_chat_template([{"role": "user", "content": "Hi"}])
-            '<bos><|user|>\\nHi<|end|>\\n<|assistant|>\\n'
-        """
-        template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
-        if not template:
-            raise ValueError("neither this processor nor its tokenizer has a chat template; pass the prompt "
-                             "text directly")
-        messages = [self._message(m, keep_parts=self.chat_template is not None) for m in conversation]
-        return self.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt, **kwargs)
-
-    def _message(self, message: dict[str, Any], keep_parts: bool) -> dict[str, Any]:
-        if "from" in message:  # LLaVA JSON
-            message = {"role": message["from"], "content": message.get("value", "")}
-        role = _ROLES.get(message.get("role"))
-        if role is None:
-            raise ValueError(f"unknown role {message.get('role')!r}; use one of {sorted(_ROLES)}")
-        content = message.get("content", "")
-        if isinstance(content, list) and not keep_parts:  # parts -> text with placeholders
-            content = "".join(part.get("text", "") if part.get("type") == "text"
-                              else self.placeholders.get(part.get("type"), "") for part in content)
-        return {"role": role, "content": content}
-
-    def training_template(self, system: str | None = None) -> ChatTemplate:
-        """The label-masking :class:`~moezoo.processing.chat.ChatTemplate` with this processor's token counts."""
-        return ChatTemplate(system=system, image_tokens=self.num_tokens.get("image", 1),
-                            audio_tokens=self.num_tokens.get("audio", 1), video_tokens=self.num_tokens.get("video", 1))
-
+    # -- decoding ----------------------------------------------------------------------------------------
     def batch_decode(self, ids: Any, skip_special_tokens: bool = True, **kwargs: Any) -> list[str]:
         """Decode each row of ``ids`` (the tokenizer's ``batch_decode``)."""
         return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)

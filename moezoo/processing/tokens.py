@@ -15,8 +15,9 @@ SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end
 # Order fixes the ids: <pad> is 0, so zero-filled buffers are padding.
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE, AUDIO, VIDEO, SYSTEM, USER, ASSISTANT, END)
 PLACEHOLDERS = (IMAGE, AUDIO, VIDEO)
-# The rendering of moezoo.processing.chat.ChatTemplate (one slot per placeholder) as a
-# transformers chat template, so `tokenizer.apply_chat_template` gives the same text.
+MODALITIES = ("image", "audio", "video")  # the media a model may take, in placeholder order
+# The zoo's chat template (moezoo/assets/tokenizer/chat_template.jinja, written by `moezoo data tokenizer`):
+# inference and training (Processor.encode_example) both render conversations with it.
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"

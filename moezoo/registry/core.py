@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+from pathlib import Path
 from typing import Any, Callable
 
 _ENTRYPOINTS: dict[str, Callable[..., Any]] = {}
@@ -42,6 +43,11 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
         raise ValueError(f"architecture {name!r} is registered twice ({previous.__module__} and {fn.__module__})")
     _ENTRYPOINTS[name] = fn
     return fn
+
+
+def unregister_model(name: str) -> None:
+    """Forget architecture ``name`` (a test's toy family cleans up after itself); an unknown name is ignored."""
+    _ENTRYPOINTS.pop(name, None)
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
@@ -93,6 +99,12 @@ def check_pretrained(name: str) -> None:
         arch = split_name(name)[0]
         hint = f" `moezoo.create_model({arch!r})` builds it untrained." if arch in _ENTRYPOINTS else ""
         raise ValueError(f"no pretrained model named {name!r}: no pretrained weights are registered yet.{hint}")
+
+
+def pretrained_dir(name: str) -> Path:
+    """The checkpoint dir of pretrained model ``name``; a ValueError naming the closest names otherwise."""
+    check_pretrained(name)
+    return Path(_PRETRAINED[name])
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:

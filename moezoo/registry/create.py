@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from moezoo.models.architectures import model_class_for
-from moezoo.processing.processor import Processor
+from moezoo.checkpoint.reader import load as read_checkpoint
+from moezoo.models.spec import spec_for
 from moezoo.processing.tokenizer import ZOO_VOCAB_SIZE, zoo_tokenizer
-from moezoo.registry.core import model_config, split_name
+from moezoo.registry.core import model_config, pretrained_dir, split_name
 
 
 def create_model(name: str, pretrained: bool = False, device: str | torch.device | None = None,
@@ -39,14 +39,12 @@ def create_model(name: str, pretrained: bool = False, device: str | torch.device
     """
     arch, tag = split_name(name)
     if pretrained or tag:
-        from moezoo.loading import load
-
         if overrides:
             raise ValueError(f"overrides {sorted(overrides)} cannot change a pretrained model's architecture")
-        return load(name, device=device or "cpu", dtype=dtype)
+        return read_checkpoint(pretrained_dir(name), device=device or "cpu", dtype=dtype).eval()
     config = model_config(arch, **overrides)
     with torch.device(device or "cpu"):
-        model = model_class_for(config)(config)
+        model = spec_for(config).model_class(config)
     if dtype is not None:
         model = model.to(dtype)
     attach_processing(model)
@@ -54,16 +52,16 @@ def create_model(name: str, pretrained: bool = False, device: str | torch.device
 
 
 def attach_processing(model: nn.Module) -> nn.Module:
-    """Give a freshly built model the zoo tokenizer when its vocabulary is the zoo tokenizer's,
-    and a multimodal model the :class:`~moezoo.processing.processor.Processor` that feeds it.
+    """Give a freshly built model the zoo tokenizer when its vocabulary is the zoo tokenizer's, and the
+    processor its family's spec builds for its config (multimodal models), with that tokenizer.
 
     Reference architectures with another vocabulary get their tokenizer with their weights.
     """
-    llm = getattr(model, "llm", model)
-    if llm.config.vocab_size != ZOO_VOCAB_SIZE:
+    spec = spec_for(model)
+    if spec.language_config(model.config).vocab_size != ZOO_VOCAB_SIZE:
         return model
-    if hasattr(model, "preprocess_specs"):  # a multimodal model
-        model.processor = Processor.for_model(model, zoo_tokenizer())
+    if spec.processor is not None:
+        model.processor = spec.processor(model.config, zoo_tokenizer())
     else:
         model.tokenizer = zoo_tokenizer()
     return model

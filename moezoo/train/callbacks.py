@@ -82,9 +82,10 @@ class ExportModel(Callback):
 
         from lightning.pytorch.utilities import rank_zero_info
 
+        from moezoo.parallel import is_sharded
+
         path = Path(self.dirpath or Path(trainer.default_root_dir) / "model")
-        sharded = getattr(pl_module, "_sharded", lambda: False)()
-        if sharded or trainer.is_global_zero:  # gathering a sharded model takes every rank; rank 0 writes
+        if is_sharded(pl_module) or trainer.is_global_zero:  # gathering a sharded model takes every rank; rank 0 writes
             pl_module.save_pretrained(path, format=self.format)
         rank_zero_info(f"saved the trained model to {path} (moezoo.load / moezoo eval take it)")
         trainer.strategy.barrier("export_model")

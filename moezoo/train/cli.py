@@ -8,8 +8,12 @@ Lightning's defaults:
 - **W&B is the default logger**, offline unless W&B is configured on this machine (an API
   key in ``WANDB_API_KEY`` or ``~/.netrc``, or ``WANDB_MODE`` set); a CSV or TensorBoard
   logger is one flag away (``--trainer.logger lightning.pytorch.loggers.CSVLogger``).
+- The data takes the model's processor (``link_arguments`` from ``model`` to ``data.processor``), so
+  a config names its architecture (``model.arch``) or checkpoint (``model.checkpoint``) once.
 - :class:`~moezoo.train.callbacks.SkippedSamplesLogger` always runs (``data/skipped``).
 - Checkpoints are written atomically (:class:`~moezoo.train.checkpoints.AtomicCheckpointIO`).
+- Start-up prints moezoo's own lines, the model summary and the progress bar, not the libraries'
+  tips and deprecation notices (:mod:`moezoo.train.quiet`).
 - A ``-c`` config, and relative ``data_dir`` / ``mix`` paths, that do not exist where the command
   runs are looked up among the shipped configs and datasets (:mod:`moezoo.shipped`: the
   repository's ``configs/`` and ``data/``, or their copies in an installed wheel), so
@@ -29,6 +33,7 @@ from moezoo.train.callbacks import SkippedSamplesLogger
 from moezoo.train.checkpoints import AtomicCheckpointIO, allow_lightning_types
 from moezoo.train.datamodule import ShardDataModule
 from moezoo.train.module import MoEZooModule
+from moezoo.train.quiet import quiet_loggers, quiet_startup
 
 
 def wandb_configured() -> bool:
@@ -51,10 +56,11 @@ class MoEZooCLI(LightningCLI):
 
     Example:
         >>> cli = MoEZooCLI(args=["--model.arch", "moe_lm_tiny", "--data.data_dir", "data/text",
-        ...                       "--data.tokenizer", "moezoo/assets/tokenizer", "--data.test_split", "null",
-        ...                       "--trainer.logger", "false"], run=False)
+        ...                       "--data.test_split", "null", "--trainer.logger", "false"], run=False)
         >>> type(cli.model).__name__, cli.datamodule.config.batch_size
         ('MoEZooModule', 32)
+        >>> cli.datamodule.processor.tokenizer.vocab_size  # the model's, linked: the config names it once
+        4096
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any):
@@ -66,6 +72,9 @@ class MoEZooCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(SkippedSamplesLogger, "skipped_samples")
+        # The data takes the model's processor (MoEZooModule.processor: from the architecture's spec, or the
+        # checkpoint's), so a config names its architecture once, in `model:`.
+        parser.link_arguments("model", "data.processor", apply_on="instantiate")
 
     def _add_subcommands(self, parser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)
@@ -75,7 +84,9 @@ class MoEZooCLI(LightningCLI):
                 sub.set_defaults(weights_only=True)
 
     def instantiate_trainer(self, **kwargs: Any):
+        quiet_startup()  # before the Trainer prints its tips (see moezoo.train.quiet)
         trainer = super().instantiate_trainer(**kwargs)
+        quiet_loggers(trainer.loggers)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # unless the user chose a plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer

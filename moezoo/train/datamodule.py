@@ -28,12 +28,13 @@ import webdataset as wds
 from moezoo.data.pipeline import NodeInfo, ProcessedSample, SampleProcessor, build_pipeline, samples_per_worker
 from moezoo.data.robust import SkipCounter, merge_totals
 from moezoo.data.shards import DatasetIndex
-from moezoo.processing.chat import IGNORE_INDEX, TokenizerAdapter
-from moezoo.processing.processor import INPUT_KEYS, PROCESSOR_NAME, Processor
+from moezoo.processing.chat import IGNORE_INDEX
+from moezoo.processing.documents import TokenizerAdapter
+from moezoo.processing.processor import INPUT_KEYS, Processor
+from moezoo.train.processors import ONE_SOURCE, resolve_processor
 from moezoo.utils.checks import check_min
 
-ONE_SOURCE = ("give exactly one of `processor` (a Processor, a model, a checkpoint dir or an architecture name) "
-              "and, for text-only data, `tokenizer`")
+__all__ = ["DataConfig", "ResumableLoader", "ShardDataModule", "pad_collate", "resolve_processor"]
 
 
 @dataclass
@@ -63,54 +64,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_min(self, batch_size=1, num_workers=0, max_length=2, epoch_length=1, shuffle_buffer=0, warn_first=0)
-
-
-def resolve_processor(processor: Any = None, tokenizer: Any = None) -> Processor:
-    """The :class:`~moezoo.processing.processor.Processor` that ``processor`` or ``tokenizer`` names.
-
-    Args:
-        processor: a ``Processor``; anything with a ``processor`` attribute (a moezoo model,
-            a :class:`~moezoo.train.module.MoEZooModule`), or a ``tokenizer`` one (a text
-            model); a checkpoint dir (its ``moezoo_processor.json``, else its tokenizer); or a
-            registered architecture name (built on the meta device, for its processor only).
-        tokenizer: for text-only data, a tokenizer object or dir instead (no media).
-
-    Raises:
-        ValueError: both or neither given, or ``processor`` names nothing that has one.
-
-    Example:
-        >>> resolve_processor("mm_tiny_cnn").num_tokens
-        {'image': 4}
-    """
-    if (processor is None) == (tokenizer is None):
-        raise ValueError(ONE_SOURCE)
-    if tokenizer is not None:
-        return Processor(_tokenizer(tokenizer), {})
-    if isinstance(processor, (str, Path)):
-        path = Path(processor)
-        if (path / PROCESSOR_NAME).is_file():
-            return Processor.from_pretrained(path)
-        if path.is_dir() or os.sep in str(processor):  # a text model's checkpoint (or a tokenizer dir)
-            return Processor(_tokenizer(path), {})
-        import moezoo
-
-        return resolve_processor(moezoo.create_model(str(processor), device="meta"))
-    if hasattr(processor, "training_template"):  # a Processor (or a subclass with its own preprocessing)
-        return processor
-    if getattr(processor, "processor", None) is not None:
-        return processor.processor
-    if getattr(processor, "tokenizer", None) is not None:
-        return Processor(processor.tokenizer, {})
-    raise ValueError(f"cannot take a processor from a {type(processor).__name__}; give a Processor, a model with "
-                     "a processor or tokenizer, a checkpoint dir or a registered architecture name")
-
-
-def _tokenizer(tokenizer: Any) -> Any:
-    if isinstance(tokenizer, (str, Path)):
-        from moezoo.processing.tokenizer import load_tokenizer
-
-        return load_tokenizer(tokenizer)
-    return tokenizer
 
 
 def pad_collate(samples: list[ProcessedSample], pad_id: int) -> dict[str, Any]:
@@ -197,9 +150,10 @@ class ShardDataModule(pl.LightningDataModule):
         data_dir: a dataset dir from ``moezoo data build`` / ``from-llava``.
         tokenizer: for text-only models, a tokenizer dir or object (ours or HF) instead of a processor.
         processor: the model's preprocessing: a :class:`~moezoo.processing.processor.Processor`, a
-            model or :class:`~moezoo.train.module.MoEZooModule`, a checkpoint dir, or a registered
-            architecture name (:func:`resolve_processor`). Resolved on first use, so a module's
-            model is built by the trainer first.
+            model or :class:`~moezoo.train.module.MoEZooModule` (``moezoo fit`` links the run's
+            module here), a checkpoint dir, or a registered architecture name, whose processor its
+            spec builds without building the model (:func:`~moezoo.train.processors.resolve_processor`).
+            Resolved on first use, so a module's model is built by the trainer first.
         batch_size: samples per batch, per rank.
         num_workers: DataLoader worker processes per rank.
         max_length: token budget (placeholders expanded); longer chat samples are skipped,
@@ -288,7 +242,7 @@ class ShardDataModule(pl.LightningDataModule):
 
     @property
     def tokenizer(self) -> TokenizerAdapter:
-        """The processor's tokenizer, behind :class:`~moezoo.processing.chat.TokenizerAdapter`."""
+        """The processor's tokenizer, behind :class:`~moezoo.processing.documents.TokenizerAdapter`."""
         if self._tokenizer is None:
             self._tokenizer = TokenizerAdapter(self.processor.tokenizer)
         return self._tokenizer

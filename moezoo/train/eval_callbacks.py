@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import torch
 from lightning.pytorch import Callback
 
+from moezoo.eval.batching import eval_mode
 from moezoo.utils.io import atomic_write_text
 
 
@@ -55,13 +56,8 @@ class _PeriodicEval(Callback):
 
     def _run(self, trainer, pl_module) -> None:
         model = pl_module.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                outcome = self.evaluate(trainer, model)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            outcome = self.evaluate(trainer, model)
         for task, (metrics, rows) in outcome.items():
             self.results[task] = metrics
             for name, value in metrics.items():
@@ -204,13 +200,11 @@ class FinalEvaluation(Callback):
         from moezoo.eval.runner import evaluate
 
         model = pl_module.model
-        was_training = model.training
-        try:  # every rank evaluates the same inputs, so a sharded model's forwards stay in step
-            self.report = evaluate(model, self.tasks, name=type(model).__name__, limit=self.limit,
-                                   batch_size=self.batch_size, blank_images=self.blank_images,
-                                   progress=trainer.is_global_zero)
-        finally:
-            model.train(was_training)
+        # Every rank evaluates the same inputs, so a sharded model's forwards stay in step; evaluate
+        # runs in eval mode and gives the model back in the mode it found it in.
+        self.report = evaluate(model, self.tasks, name=model.spec.name, limit=self.limit,
+                               batch_size=self.batch_size, blank_images=self.blank_images,
+                               progress=trainer.is_global_zero)
         if not trainer.is_global_zero:
             return
         out = Path(self.out or Path(trainer.default_root_dir) / "final_eval.json")

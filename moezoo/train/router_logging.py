@@ -3,9 +3,12 @@
 The expert-selection analysis of LibMoE (arXiv 2411.00918: router entropy, expert
 distributions) and of *Evaluating Expert Contributions in a MoE LLM* (arXiv 2502.17187:
 activation frequency per expert and layer), followed as it evolves over training rather
-than once at the end. :class:`ExpertLoadLogger` reads every MoE site of the model through
-forward hooks (:class:`~moezoo.moe.MoELayer` in the LLM, :class:`~moezoo.moe.mlp_experts.MoEMLP`
-in a connector or an upcycled encoder), so it needs nothing from the LightningModule.
+than once at the end. :class:`ExpertLoadLogger` reads every MoE site's routing from the
+outputs, through forward hooks, so it needs nothing from the LightningModule: each
+:class:`~moezoo.moe.MoELayer` of the LLM returns its :class:`~moezoo.moe.MoEOutput`, and the
+model's output carries the calls of the :class:`~moezoo.moe.mlp_experts.MoEMLP` sites of its
+connectors and upcycled encoders (``site_outputs``, one record per pass: a tower that encodes
+images and then video frames counts both).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def plot_expert_load(fractions: dict[str, torch.Tensor], path: str | Path, title
     grid_LE = torch.full((len(labels), width), float("nan"))
     for row, label in enumerate(labels):
         grid_LE[row, :fractions[label].numel()] = fractions[label]
-    fig = Figure(figsize=(1.5 + 0.45 * width, 1.0 + 0.4 * len(labels)), dpi=100)
+    margin = 0.5 + 0.07 * max(len(label) for label in labels)  # room for long site names (upcycled towers')
+    fig = Figure(figsize=(margin + 1.0 + 0.45 * width, 1.0 + 0.4 * len(labels)), dpi=100)
     ax = fig.add_subplot()
     image = ax.imshow(grid_LE.numpy(), aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
     fig.colorbar(image, ax=ax, label="share of assignments")
@@ -100,9 +104,11 @@ class ExpertLoadLogger(Callback):
     * logs ``router/entropy/{site}`` (``layer{i}`` for the LLM's layer ``i``): the mean router
       entropy over the window's tokens, normalised by ``log E`` (1 uniform, 0 one-hot).
 
-    The sites are found by forward hooks, registered at ``on_fit_start``; counts are taken
-    only between ``on_train_batch_start`` and ``on_before_backward``, so validation forwards and
-    the recomputation of activation checkpointing are not counted.
+    The sites are read by forward hooks, registered at ``on_fit_start``: on each ``MoELayer``,
+    whose output is its routing, and on each child of the LightningModule that holds
+    ``MoEMLP`` sites (``MoEZooModule.model``), whose output's ``site_outputs`` hold every call of
+    them. Counts are taken only between ``on_train_batch_start`` and ``on_before_backward``, so
+    validation forwards and the recomputation of activation checkpointing are not counted.
 
     Args:
         every_n_steps: the window, in optimiser steps.
@@ -142,24 +148,40 @@ class ExpertLoadLogger(Callback):
                 self._counts[label] = torch.zeros(module.config.num_experts, dtype=torch.int64,
                                                   device=pl_module.device)
                 self._entropy[label] = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
-                self._handles.append(module.register_forward_hook(self._hook(label)))
-        if not self._handles:
+                if isinstance(module, MoELayer):
+                    self._handles.append(module.register_forward_hook(self._layer_hook(label)))
+        for child_name, child in pl_module.named_children():  # the model: its output carries the MoEMLP calls
+            if any(isinstance(m, MoEMLP) for m in child.modules()):
+                self._handles.append(child.register_forward_hook(self._sites_hook(child_name)))
+        if not self._counts:
             rank_zero_warn("ExpertLoadLogger: the model has no MoE layer (MoELayer / MoEMLP); nothing to log")
 
-    def _hook(self, label: str):
+    def _layer_hook(self, label: str):
+        def hook(module: nn.Module, args: Any, output: MoEOutput) -> None:
+            if self._armed:
+                self._add(label, output)
+        return hook
+
+    def _sites_hook(self, child_name: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if not self._armed:
                 return
-            out = output if isinstance(output, MoEOutput) else getattr(module, "last_output", None)
-            if out is None:
-                return
-            stats = out.stats  # cached on the output: the module's own metrics reuse it
-            tokens = out.routing.probs.shape[0]
-            self._counts[label] += stats.tokens_per_expert.detach().to(self._counts[label])
-            entropy = self._entropy[label]  # device-side sums: no host sync per step
-            entropy[0] += stats.router_entropy.detach().double() * tokens
-            entropy[1] += tokens
+            for record in getattr(output, "site_outputs", ()):
+                label = site_label(f"{child_name}.{record.site}".removeprefix("model."))
+                if label not in self._counts:
+                    raise RuntimeError(f"ExpertLoadLogger: the output reports MoE site {record.site!r}, which is "
+                                       f"not among the sites found at fit start ({sorted(self._counts)}); the "
+                                       f"model's modules changed after on_fit_start")
+                self._add(label, record.output)
         return hook
+
+    def _add(self, label: str, out: MoEOutput) -> None:
+        stats = out.stats  # cached on the output: the module's own metrics reuse it
+        tokens = out.routing.probs.shape[0]
+        self._counts[label] += stats.tokens_per_expert.detach().to(self._counts[label])
+        entropy = self._entropy[label]  # device-side sums: no host sync per step
+        entropy[0] += stats.router_entropy.detach().double() * tokens
+        entropy[1] += tokens
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._armed = True

@@ -27,7 +27,7 @@ IMAGES = [[_image("red")], [], [_image("blue", (48, 64))], [], [_image("green")]
 
 
 def _eos(model) -> list[int]:
-    eos = (model.config.llm if hasattr(model.config, "llm") else model.config).eos_token_id
+    eos = model.language_model.config.eos_token_id
     return eos if isinstance(eos, list) else [eos]
 
 

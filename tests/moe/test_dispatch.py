@@ -9,6 +9,7 @@ import torch
 import moezoo.moe.dispatch as dispatch_module
 import moezoo.moe.threads as threads_module
 from moezoo.moe import MoEConfig, MoELayer, list_routers
+from moezoo.moe.threads import record_splits
 
 ROUTERS = list_routers()
 
@@ -75,14 +76,13 @@ def test_gelu_experts_match_reference():
     assert_matches_reference(_layer(activation="gelu", num_shared_experts=1), torch.randn(30, 32))
 
 
-def test_threaded_experts_match_reference(monkeypatch):
-    """Enough rows for the CPU expert-parallel threads to engage."""
-    used = []
-    real = dispatch_module._workers
-    monkeypatch.setattr(dispatch_module, "_workers", lambda *a: used.append(max(2, real(*a))) or used[-1])
+def test_threaded_experts_match_reference(set_threads):
+    """With 2 intra-op threads the experts run on 2 threads, forward and backward, as the reference computes."""
+    set_threads(2)
     layer = _layer(num_experts=8, top_k=4)
-    assert_matches_reference(layer, torch.randn(600, 32))
-    assert used and all(n == 2 for n in used)
+    with record_splits() as workers:
+        assert_matches_reference(layer, torch.randn(600, 32))
+    assert len(workers) >= 2 and all(n == 2 for n in workers)  # the forward's and the backward's expert loops
 
 
 def test_eval_and_inference_mode():

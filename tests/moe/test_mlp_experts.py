@@ -5,8 +5,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moezoo.moe import MoEConfig, load_balancing_loss, router_z_loss
+from moezoo.moe import MoEConfig, MoEOutput, load_balancing_loss, router_z_loss
 from moezoo.moe.mlp_experts import ACTIVATIONS, MoEMLP, activation_fn
+from moezoo.moe.recording import SiteRecorder
+
+
+def routed(moe: torch.nn.Module, *args, **kwargs):
+    """``moe(*args)`` with its calls recorded: ``(output, records)``."""
+    with SiteRecorder(moe) as recorder:
+        out = moe(*args, **kwargs)
+    return out, recorder.records
 
 REFERENCE_ACT = {"gelu": F.gelu, "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
                  "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu, "relu": F.relu}
@@ -83,8 +91,9 @@ def test_upcycled_equals_dense_exactly(router):
     moe = MoEMLP.from_dense(fc1, "quick_gelu", fc2, num_experts=4, top_k=2, router=router).train()
     x = torch.randn(2, 7, 16)
     dense = fc2(REFERENCE_ACT["quick_gelu"](fc1(x)))
-    torch.testing.assert_close(moe(x), dense, atol=1e-6, rtol=0)
-    assert moe.last_output.tokens_per_expert.sum() == 2 * 7 * 2
+    out, (record,) = routed(moe, x)
+    torch.testing.assert_close(out, dense, atol=1e-6, rtol=0)
+    assert record.output.tokens_per_expert.sum() == 2 * 7 * 2
 
 
 def test_upcycling_without_bias_top1_and_noise():
@@ -117,29 +126,30 @@ def test_from_dense_is_seeded_and_leaves_the_dense_mlp_alone():
     assert torch.equal(fc1.weight, before)
 
 
-def test_last_output_contract():
+def test_routing_contract():
+    """Each call's routing reaches the open recorder with the losses its owner adds; the module keeps nothing."""
     moe = MoEMLP(16, 24, 20, num_experts=4, top_k=2, aux_loss_coef=0.05, z_loss_coef=1e-3).train()
     x = torch.randn(2, 6, 16)
-    out = moe(x)
-    record = moe.last_output
-    assert record.hidden_states is out and record.num_dropped == 0
-    r = record.routing
-    torch.testing.assert_close(record.aux_loss, load_balancing_loss(r.probs, r.expert_idx))
-    torch.testing.assert_close(record.z_loss, router_z_loss(r.logits))
-    assert record.stats.tokens_per_expert.tolist() == torch.bincount(r.expert_idx, minlength=4).tolist()
-    loss = out.square().mean() + moe.config.aux_loss_coef * record.aux_loss + moe.config.z_loss_coef * record.z_loss
-    loss.backward()
+    out, (record,) = routed(moe, x)
+    assert (record.site, record.modality, record.call) == ("", None, 0)  # the recording root itself
+    assert torch.equal(record.output.hidden_states, out.reshape(12, 20))  # (T, out_dim): tokens flattened
+    assert record.output.num_dropped == 0 and record.config is moe.config
+    r = record.output.routing
+    torch.testing.assert_close(record.output.aux_loss, load_balancing_loss(r.probs, r.expert_idx))
+    torch.testing.assert_close(record.output.z_loss, router_z_loss(r.logits))
+    torch.testing.assert_close(record.weighted_loss, 0.05 * record.output.aux_loss + 1e-3 * record.output.z_loss)
+    assert record.output.stats.tokens_per_expert.tolist() == torch.bincount(r.expert_idx, minlength=4).tolist()
+    (out.square().mean() + record.weighted_loss).backward()
     assert moe.router.weight.grad.abs().sum() > 0
-    moe.reset()
-    assert moe.last_output is None
+    assert not any(isinstance(v, MoEOutput) for v in vars(moe).values())  # no side channel on the module
 
 
 def test_expert_choice_router():
     moe = MoEMLP(16, 24, num_experts=4, top_k=2, router="expert_choice", capacity_factor=1.0)
     x = torch.randn(10, 16)
-    out = moe(x)
-    assert out.shape == (10, 16) and moe.last_output.tokens_per_expert.tolist() == [5, 5, 5, 5]
-    assert moe.last_output.aux_loss == 0
+    out, (record,) = routed(moe, x)
+    assert out.shape == (10, 16) and record.output.tokens_per_expert.tolist() == [5, 5, 5, 5]
+    assert record.output.aux_loss == 0
     torch.testing.assert_close(out, mask_loop(moe, x, F.gelu), atol=1e-6, rtol=0)
 
 
@@ -159,9 +169,11 @@ def test_replaces_a_transformers_tower_mlp(family):
         layer = model.encoder.layers[0]  # transformers 5: the tower is the model
         layer.mlp = MoEMLP.from_dense(layer.mlp.fc1, cfg.hidden_act, layer.mlp.fc2, num_experts=4, top_k=2,
                                       router="cosine")
-        after = model(pixel_values=pixels).last_hidden_state
-    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
-    assert layer.mlp.last_output.tokens_per_expert.sum() == before.shape[0] * before.shape[1] * 2  # CLIP: + CLS
+        after, records = routed(model, pixel_values=pixels)
+    torch.testing.assert_close(after.last_hidden_state, before, atol=1e-5, rtol=0)
+    (record,) = records
+    assert record.site == "encoder.layers.0.mlp"
+    assert record.output.tokens_per_expert.sum() == before.shape[0] * before.shape[1] * 2  # CLIP: + CLS
 
 
 def test_errors():

@@ -55,13 +55,6 @@ def test_falls_back_to_linear(set_threads, monkeypatch, case):
     assert out.requires_grad == (case == "grad")
 
 
-@pytest.fixture
-def deterministic():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
 
 def _record(workers: int, sizes: list[int], after_item=None) -> dict[int, list[int]]:
     taken: dict[int, list[int]] = {w: [] for w in range(workers)}

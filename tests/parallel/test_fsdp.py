@@ -107,19 +107,38 @@ def test_activation_checkpointing_refuses_a_moving_sigmoid_bias():
         apply_activation_checkpointing(copy.deepcopy(model))
 
 
+GPU_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "gpu" / "3_moe_upcycle_llava_fsdp.yaml"
+
+
 def gpu_fsdp_strategy():
-    """The GPU recipe's strategy: FSDP with one unit per transformer block and activation checkpointing."""
-    from lightning.pytorch.strategies import FSDPStrategy
+    """The GPU recipe's strategy, built from its shipped YAML as ``moezoo fit`` builds ``trainer.strategy``
+    (jsonargparse against the Trainer's ``Union[str, Strategy]``): FSDP with one unit per transformer
+    block and activation checkpointing."""
+    import yaml
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import Strategy
 
-    from moezoo.models.lm.model import DecoderLayer
-
-    return FSDPStrategy(auto_wrap_policy={DecoderLayer}, activation_checkpointing_policy={DecoderLayer},
-                        sharding_strategy="FULL_SHARD", state_dict_type="full")
+    section = yaml.safe_load(GPU_RECIPE.read_text())["trainer"]["strategy"]
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=str | Strategy)
+    config = parser.parse_object({"strategy": section})
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    return instantiate(config).strategy
 
 
 def test_gpu_fsdp_strategy_builds_on_cpu():
+    """The recipe's YAML becomes a working FSDP policy: its units are exactly the LLM's decoder blocks."""
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import ShardingStrategy
+
     strategy = gpu_fsdp_strategy()
-    assert strategy.sharding_strategy.name == "FULL_SHARD"
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.sharding_strategy is ShardingStrategy.FULL_SHARD  # Lightning's enum, from the YAML's string
+    policy = strategy.kwargs["auto_wrap_policy"]  # the class paths, resolved and turned into a wrap policy
+    model = moezoo.create_model("mm_tiny_cnn")
+    wrapped = [name for name, m in model.named_modules() if policy(m, False)]
+    blocks = {id(b) for b in model.language_model.layers}
+    assert wrapped == [name for name, m in model.parallel_units() if id(m) in blocks] == ["llm.layers.0", "llm.layers.1"]
 
 
 @pytest.mark.gpu

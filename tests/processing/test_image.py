@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from moezoo.processing.image import HF_IMAGE_PROCESSORS, build_image_processor, to_rgb_image
+from moezoo.processing.image import HF_IMAGE_PROCESSORS, build_image_processor, load_image, to_rgb_image
 
 SIMPLE = {"kind": "simple", "size": [16, 24], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.25, 0.5]}
 TIMM = {"kind": "timm", "input_size": [3, 32, 32], "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406],
@@ -125,3 +125,30 @@ def test_bad_specs_are_refused():
                                "config": {"do_center_crop": False}})
     with pytest.raises(ValueError, match="only 'squash'"):
         build_image_processor({**SIMPLE, "resize": "crop"})
+
+
+def test_load_image_reads_paths_bytes_and_pil_images_alike(tmp_path, monkeypatch):
+    import io
+
+    from PIL import ImageFile
+
+    rgba = np.concatenate([_rgb(seed=4), np.where(_rgb(seed=5)[..., :1] < 128, 0, 255).astype(np.uint8)], -1)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    (tmp_path / "a.png").write_bytes(buf.getvalue())
+    alpha = rgba[..., 3:] / 255
+    want = (rgba[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)  # onto white
+    for source in (tmp_path / "a.png", str(tmp_path / "a.png"), buf.getvalue(), Image.fromarray(rgba, "RGBA")):
+        image = load_image(source)
+        assert image.mode == "RGB" and np.array_equal(np.asarray(image), want), type(source)
+    with pytest.raises(FileNotFoundError, match="no image file at .*nope.png"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(FileNotFoundError, match="moezoo downloads nothing"):
+        load_image("https://example.com/cat.png")
+    with pytest.raises(ValueError, match="takes a path, bytes or a PIL image, not a int"):
+        load_image(3)
+    # A truncated file is an error even when PIL is told to load truncated images (lmms-eval does).
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(ValueError, match="not a readable image") as err:
+        load_image(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert isinstance(err.value.__cause__, OSError) and ImageFile.LOAD_TRUNCATED_IMAGES is True

@@ -58,6 +58,20 @@ def test_a_bad_config_fails_before_training_naming_the_key(tmp_path, monkeypatch
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+def test_the_data_takes_the_models_processor(monkeypatch, capsys):
+    """The config names its architecture once (model:); the data's processor is linked from the model."""
+    from moezoo.train.cli import MoEZooCLI
+
+    monkeypatch.chdir(ROOT)
+    cli = MoEZooCLI(args=["-c", "configs/three_stage/1_align.yaml", "--trainer.logger", "false"], run=False)
+    built = moezoo.create_model("film_cnn_moe_small", llm={"moe": None})  # the config's arch and overrides
+    assert cli.datamodule.processor.to_dict() == built.processor.to_dict()
+    assert cli.model.model is None  # the spec gave it: the model is built by the trainer, once
+    with pytest.raises(SystemExit):
+        MoEZooCLI(args=["-c", "configs/quickstart.yaml", "--data.processor", "mm_tiny_cnn"], run=False)
+    assert "data.processor" in capsys.readouterr().err
+
+
 def _fit(config: str, root: Path, *extra: str) -> None:
     assert main(["fit", "-c", str(ROOT / "configs" / config), "--trainer.default_root_dir", str(root),
                  "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(root),

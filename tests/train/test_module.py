@@ -17,8 +17,9 @@ import moezoo
 from moezoo.models.lm.model import causal_lm_loss
 from moezoo.processing.tokenizer import ZOO_TOKENIZER_DIR
 from moezoo.train.datamodule import ShardDataModule
-from moezoo.train.module import (MoEZooModule, WarmupCosine, model_inputs, no_weight_decay, param_groups,
-                                 parameter_parts, set_stage)
+from moezoo.train.module import MoEZooModule, model_inputs
+from moezoo.train.optim import WarmupCosine, no_weight_decay, param_groups
+from moezoo.train.stages import parameter_parts, set_stage
 
 # The stage tests fit on one in-memory batch, with no validation loader.
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
@@ -253,3 +254,29 @@ def test_a_loaded_checkpoint_trains_in_train_mode(tmp_path, image_batch):
     expected = causal_lm_loss(out.logits, inputs["labels"]) + moe.aux_loss_coef * out.aux_loss + moe.z_loss_coef * out.z_loss
     assert out.aux_loss > 0
     torch.testing.assert_close(out.loss, expected)
+
+
+def test_the_processor_comes_from_the_spec_before_the_model_is_built():
+    """What `moezoo fit` links to the data: the architecture's processor, overrides applied, with no model built."""
+    overrides = {"image_connector": {"kind": "resampler", "num_queries": 3}}  # 3 image tokens instead of 4
+    module = MoEZooModule(arch="mm_tiny_cnn", overrides=overrides)
+    early = module.processor
+    assert module.model is None and early.num_tokens == {"image": 3}
+    module.configure_model()
+    assert early.to_dict() == module.model.processor.to_dict() == module.processor.to_dict()
+    text = MoEZooModule(arch="moe_lm_tiny")
+    assert text.processor.modalities == [] and text.model is None
+    assert text.tokenizer.encode("the zoo") == moezoo.create_model("moe_lm_tiny").tokenizer.encode("the zoo")
+
+
+def test_a_checkpoints_processor_is_its_models(tmp_path):
+    path = moezoo.create_model("mm_tiny_cnn").save_pretrained(tmp_path / "ckpt")
+    module = MoEZooModule(checkpoint=str(path))
+    assert module.processor.to_dict() == moezoo.load(path).processor.to_dict()
+
+
+def test_the_schedule_needs_the_runs_length():
+    from moezoo.train.optim import adamw_warmup_cosine
+
+    with pytest.raises(ValueError, match="set Trainer\\(max_steps=...\\)"):
+        adamw_warmup_cosine(torch.nn.Linear(2, 2), total_steps=float("inf"), lr=1e-3)

@@ -31,8 +31,9 @@ def _text_batches(vocab: int, n: int, batch: int = 4, length: int = 16) -> list[
 
 class RoutingRecorder:
     """Per training forward of ``model``, each MoE site's assignment counts and entropy, read from the
-    model's own output (``routings`` / ``router_stats``) and the connector's ``last_output``: not from the
-    per-layer hooks and ``tokens_per_expert`` the callback uses."""
+    model's own output (``routings`` / ``router_stats`` of the LLM, ``site_outputs`` of the other sites,
+    every pass of a site together) and recomputed from the routings: not from the per-layer hooks and
+    ``tokens_per_expert`` the callback uses."""
 
     def __init__(self, model: torch.nn.Module):
         self.model, self.steps = model, []
@@ -42,15 +43,17 @@ class RoutingRecorder:
         if not module.training:
             return
         llm = getattr(module, "llm", module)
-        E = llm.config.moe.num_experts
+        E = llm.config.moe.num_experts if llm.config.moe is not None else 0
         step = {f"layer{i}": (torch.bincount(r.expert_idx.flatten(), minlength=E), s.router_entropy.item())
                 for i, r, s in zip(llm.config.sparse_layers(), out.routings, out.router_stats)}
-        for name, m in module.named_modules():
-            if getattr(m, "last_output", None) is not None:
-                r = m.last_output.routing
-                probs = r.probs.float()
-                ent = (-(probs * probs.clamp_min(1e-20).log()).sum(-1).mean() / torch.log(torch.tensor(probs.shape[-1])))
-                step[name] = (torch.bincount(r.expert_idx.flatten(), minlength=probs.shape[-1]), ent.item())
+        routings = {}
+        for record in getattr(out, "site_outputs", []):
+            routings.setdefault(record.site, []).append(record.output.routing)
+        for site, rs in routings.items():
+            probs = torch.cat([r.probs for r in rs]).float()
+            ent = (-(probs * probs.clamp_min(1e-20).log()).sum(-1).mean() / torch.log(torch.tensor(probs.shape[-1])))
+            counts = torch.bincount(torch.cat([r.expert_idx.flatten() for r in rs]), minlength=probs.shape[-1])
+            step[site] = (counts, ent.item())
         self.steps.append(step)
 
 
@@ -121,6 +124,31 @@ def test_moe_connector_site_is_counted(tmp_path, shapes_dir):
         assert 0.0 < cb.last_entropy[site] <= 1.0
     assert cb.last_counts["connectors.image.mlp"].numel() == 4
     assert (tmp_path / "expert_load" / "step2.png").is_file()  # no logger: the PNG still lands
+
+
+def test_a_tower_running_for_images_and_video_frames_is_counted_for_both(tmp_path):
+    """The MoE tower encodes the image, then the video's frames: the heatmap row holds both passes."""
+    from PIL import Image
+
+    module = MoEZooModule(arch="mm_tiny_clip", overrides={"video": {"num_frames": 2, "mode": "pool"}}, stage="moe",
+                          upcycle={"num_experts": 4, "top_k": 2, "targets": ["vision"]})
+    module.configure_model()
+    recorder = RoutingRecorder(module.model)
+    p = module.model.processor
+    texts = [p.apply_chat_template([{"role": "user", "content": f"{p.placeholders[m]}\nWhat?"},
+                                    {"role": "assistant", "content": "ok"}]) for m in ("image", "video")]
+    batch = dict(p(text=texts, images=[Image.new("RGB", (40, 30), "orange")],
+                   videos=[[Image.new("RGB", (40, 30), c) for c in ("red", "navy")]]))
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    cb = ExpertLoadLogger(every_n_steps=2)
+    _fit(module, [batch, batch], [cb], tmp_path, logger=False)
+    site = "vision.vision_tower.encoder.layers.0.mlp"
+    assert set(cb.last_counts) == {"layer0", "layer1", site}
+    expected = recorder.steps[0][site][0] + recorder.steps[1][site][0]
+    assert torch.equal(cb.last_counts[site], expected)
+    assert expected.sum() == 2 * (1 + 2) * 17 * 2  # 2 steps x (1 image + 2 frames) x (16 patches + CLS) x top-2
+    assert cb.last_entropy[site] == pytest.approx((recorder.steps[0][site][1] + recorder.steps[1][site][1]) / 2,
+                                                  rel=1e-5)
 
 
 def test_wandb_offline_run_gets_the_image(tmp_path, monkeypatch):

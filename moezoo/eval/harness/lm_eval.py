@@ -3,8 +3,9 @@
 EleutherAI's lm-evaluation-harness (github.com/EleutherAI/lm-evaluation-harness, 0.4.x)
 asks a model for three request types. :class:`MoezooLM` subclasses its ``TemplateLM``, so
 context and continuation are split into tokens by lm-eval's own ``_encode_pair``, exactly
-as its ``hf`` model (``lm_eval/models/huggingface.py``, ``HFLM``) does, and answers them
-batched with moezoo's scoring (:mod:`moezoo.eval.scoring`):
+as its ``hf`` model (``lm_eval/models/huggingface.py``, ``HFLM``) does. The adapter only
+translates: the requests go to moezoo's one scorer (:mod:`moezoo.eval.scoring`) and to the
+model's ``generate`` on batches from :mod:`moezoo.eval.batching`, and the results come back:
 
 - ``loglikelihood``: :func:`~moezoo.eval.scoring.loglikelihoods` (longest first, right padding);
 - ``loglikelihood_rolling``: lm-eval's disjoint rolling windows (``get_rolling_token_windows``),
@@ -42,7 +43,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, po
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from torch import nn
 
-from moezoo.eval import scoring
+from moezoo.eval import batching, scoring
 from moezoo.eval.language import encode
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class MoezooLM(TemplateLM):
             raise ValueError(f"batch_size={batch_size!r}: the moezoo model takes a fixed batch size (an int >= 1)")
         self._model = model
         self._batch_size = int(batch_size)
-        scoring.check_batch_size(self._batch_size)
+        batching.check_batch_size(self._batch_size)
         self._max_length = int(max_length) if max_length else scoring.context_length(model)
         self._max_gen_toks = int(max_gen_toks)
         if isinstance(tokenizer, (str, os.PathLike)):
@@ -109,7 +110,7 @@ class MoezooLM(TemplateLM):
         self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         if self.tokenizer is None:
             raise ValueError(f"{type(model).__name__} has no tokenizer attached; pass tokenizer=")
-        self._device = next(model.parameters()).device
+        self._device = batching.model_device(model)
 
     # -- what lm-eval reads ----------------------------------------------------------------------------
     @property
@@ -194,7 +195,7 @@ class MoezooLM(TemplateLM):
             groups.setdefault(repr(sorted(req.args[1].items())), []).append(i)
         results: list[str] = [""] * len(requests)
         eos = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
-        bar = scoring._progress(len(requests), not disable_tqdm)
+        bar = batching.progress(len(requests), not disable_tqdm, "generating", "request")
         for indices in groups.values():
             gen_kwargs = requests[indices[0]].args[1]
             until, generate_kwargs = self._generation_kwargs(gen_kwargs, eos)
@@ -229,17 +230,12 @@ class MoezooLM(TemplateLM):
 
     def _generate(self, prompts: list[list[int]], generate_kwargs: dict[str, Any]) -> list[str]:
         """Greedy or sampled continuations of a left-padded batch of prompts, decoded."""
-        T = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids_BT = torch.full((len(prompts), T), pad, dtype=torch.long)
-        mask_BT = torch.zeros(len(prompts), T, dtype=torch.long)
-        for b, prompt in enumerate(prompts):
-            ids_BT[b, T - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask_BT[b, T - len(prompt):] = 1
-        with scoring.eval_mode(self._model):
-            out = self._model.generate(ids_BT.to(self._device), attention_mask=mask_BT.to(self._device),
+        inputs = batching.to_device(batching.pad(prompts, pad, side="left"), self._model)
+        with batching.eval_mode(self._model):
+            out = self._model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                        **generate_kwargs)
-        return [self.tok_decode(row[T:].tolist()) for row in out]
+        return [self.tok_decode(row[inputs["input_ids"].shape[1]:].tolist()) for row in out]
 
 
 def run_lm_eval(model: str | os.PathLike | nn.Module | MoezooLM, tasks: str | Sequence[str],

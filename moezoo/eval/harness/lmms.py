@@ -11,8 +11,11 @@ External models register through the ``lmms_eval.models`` entry-point group with
 ``simple_evaluate(model="moezoo", ...)`` find it. ``simple_evaluate(model=MoezooLMMs(m))``
 takes a model already in memory.
 
-Generation is :func:`moezoo.eval.generation.generate_answers` (batched, greedy, chat
-template). Log-likelihoods are scored in batches with one forward each.
+The adapter only translates: lmms-eval's requests into prompts, media and continuations,
+and the results back. Generation is :func:`moezoo.eval.generation.generate_answers` (batched,
+greedy, chat template); log-likelihoods are moezoo's one scorer,
+:func:`moezoo.eval.scoring.loglikelihoods`, on the requests of
+:func:`moezoo.eval.prompts.continuation_requests` (the same rendered prompt as generation).
 
 lmms-eval is an optional extra (``moezoo[lmms]``): only this module imports it.
 """
@@ -30,7 +33,10 @@ try:
 except ImportError as err:  # the optional extra is missing
     raise ImportError("moezoo.eval.harness.lmms needs lmms-eval: pip install 'moezoo[lmms]'") from err
 
-from moezoo.eval.generation import generate_answers, render_prompts
+from moezoo.eval.batching import model_device
+from moezoo.eval.generation import generate_answers
+from moezoo.eval.prompts import continuation_requests
+from moezoo.eval.scoring import loglikelihoods
 
 MODEL_ID = "moezoo"
 # lmms-eval passes these to every model built by name; a moezoo model has no use for them.
@@ -93,7 +99,9 @@ def _flat_visuals(visuals: Any) -> list:
     others = sorted({type(v).__name__ for v in flat if not isinstance(v, Image.Image)})
     if others:
         raise ValueError(f"the moezoo lmms-eval model takes images (PIL) only; doc_to_visual gave {others}")
-    return [v.convert("RGB") if v.mode != "RGB" else v for v in flat]
+    from moezoo.processing.image import load_image  # the loader training uses: transparency onto white
+
+    return [load_image(v) for v in flat]
 
 
 class MoezooLMMs(lmms):
@@ -142,7 +150,7 @@ class MoezooLMMs(lmms):
         self.model = model.eval()
         self.pretrained = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self.max_new_tokens, self.chat, self.blank_images = int(max_new_tokens), bool(chat), bool(blank_images)
-        self.processor, self.tokenizer = getattr(model, "processor", None), model.tokenizer
+        self.processor, self.tokenizer = model.processor, model.tokenizer
         self._owns_model = not isinstance(pretrained, nn.Module)
 
     def clean(self) -> None:
@@ -157,7 +165,7 @@ class MoezooLMMs(lmms):
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     # -- requests -> prompts and images ------------------------------------------------------------------
     def _visuals(self, doc_to_visual: Any, doc_id: int, task: str, split: str) -> list:
@@ -217,7 +225,7 @@ class MoezooLMMs(lmms):
         generation prompt); the continuation's tokens follow it. Instruction-aware encoders read
         the context only, as when generating.
         """
-        items = []
+        contexts, continuations, images = [], [], []
         for request in requests:
             args = request.args
             if len(args) == 2:  # lmms-eval's unconditional ("", choice) requests carry no visual
@@ -227,87 +235,13 @@ class MoezooLMMs(lmms):
                 doc = self.task_dict[task][split][doc_id]
                 continuation = target if isinstance(target, str) else target(doc)
                 visuals = _flat_visuals(doc_to_visual(doc))
-            items.append((self._with_placeholders(context, len(visuals)), str(continuation), visuals))
-        scores = score_continuations(self.model, items, batch_size=self.batch_size, chat=self.chat)
-        tokenizer = self.model.tokenizer
-        lengths = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for _, c, _ in items]
-        return [(-logprob / n if n else 0.0, greedy) for (logprob, greedy), n in zip(scores, lengths)]
-
-
-def _encode(model: nn.Module, contexts: list[str], continuations: list[str], chat: bool
-            ) -> list[tuple[list[int], list[int]]]:
-    """(context ids with placeholders expanded, continuation ids) per item."""
-    processor, tokenizer = getattr(model, "processor", None), model.tokenizer
-    texts, rendered = render_prompts(model, contexts, chat)
-    special = {"add_special_tokens": False} if rendered else {}
-    expand = processor.expand_placeholders if processor is not None else (lambda t: t)
-    pairs = []
-    for text, continuation in zip(texts, continuations):
-        context_ids = tokenizer(expand(text), **special)["input_ids"]
-        if not context_ids:  # an empty raw context: condition on the start token, as lm-eval does
-            start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-            context_ids = [start]
-        pairs.append((context_ids, tokenizer(continuation, add_special_tokens=False)["input_ids"]))
-    return pairs
-
-
-@torch.inference_mode()
-def score_continuations(model: nn.Module, items: Sequence[tuple[str, str, list]], batch_size: int = 8,
-                        chat: bool = True) -> list[tuple[float, bool]]:
-    """``(sum log p(continuation | context, images), is_greedy)`` per ``(context, continuation, images)``.
-
-    Rows are left-padded, so every continuation ends its row and one ``logits_to_keep``
-    window covers them all.
-
-    Example:
-        >>> import moezoo
-        >>> from PIL import Image
-        >>> model = moezoo.create_model("mm_tiny_cnn")
-        >>> [(lp, greedy)] = score_continuations(model, [("<image>\\nColour?", "red", [Image.new("RGB", (64, 64))])])
-        >>> lp < 0, isinstance(greedy, bool)
-        (True, True)
-    """
-    pairs = _encode(model, [c for c, _, _ in items], [c for _, c, _ in items], chat)
-    processor = getattr(model, "processor", None)
-    placeholder_ids = torch.tensor([model.token_id(m) for m in model.num_tokens] if processor is not None else [])
-    param = next(model.parameters())
-    order = sorted(range(len(items)), key=lambda i: -sum(map(len, pairs[i])))
-    results: list[tuple[float, bool]] = [(0.0, True)] * len(items)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            batch = [i for i in order[start:start + batch_size] if pairs[i][1]]  # empty continuation: (0, True)
-            if not batch:
-                continue
-            rows = [pairs[i][0] + pairs[i][1] for i in batch]
-            n_cont = torch.tensor([len(pairs[i][1]) for i in batch])
-            width, keep = max(map(len, rows)), int(n_cont.max()) + 1
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, row in enumerate(rows):
-                ids[r, width - len(row):] = torch.tensor(row)
-                mask[r, width - len(row):] = 1
-            inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-            images = [img for i in batch for img in items[i][2]]
-            if images:
-                if processor is None or "image" not in processor.modalities:
-                    raise ValueError(f"model {type(model).__name__} takes no images; its modalities are "
-                                     f"{list(getattr(processor, 'modalities', [])) or ['text']}")
-                inputs["pixel_values"] = processor.image_processor(images)
-            if processor is not None:  # the continuation is the answer: instruction-aware parts must not read it
-                is_cont = torch.arange(width)[None] >= width - n_cont[:, None]
-                inputs["prompt_mask"] = mask.bool() & ~torch.isin(ids, placeholder_ids) & ~is_cont
-            inputs = {k: v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device)
-                      for k, v in inputs.items()}
-            logits = model(**inputs, logits_to_keep=keep, router_losses=False).logits  # (B, keep, V)
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position j predicts token width-keep+1+j
-            targets = inputs["input_ids"][:, width - keep + 1:]
-            token_lp = logprobs.gather(-1, targets[..., None])[..., 0]  # (B, keep - 1)
-            in_cont = (torch.arange(keep - 1)[None] >= keep - 1 - n_cont[:, None]).to(token_lp.device)
-            greedy = (logprobs.argmax(-1) == targets) | ~in_cont
-            for r, i in enumerate(batch):
-                results[i] = (float(token_lp[r][in_cont[r]].sum()), bool(greedy[r].all()))
-    finally:
-        model.train(was_training)
-    return results
+            contexts.append(self._with_placeholders(context, len(visuals)))
+            continuations.append(str(continuation))
+            images.append(visuals)
+        scored = continuation_requests(self.model, contexts, continuations, images=images, chat=self.chat)
+        non_empty = [i for i, r in enumerate(scored) if r.continuation]  # an empty continuation: loss 0, greedy
+        results = [(0.0, True)] * len(requests)
+        for i, (logprob, greedy) in zip(non_empty, loglikelihoods(self.model, [scored[i] for i in non_empty],
+                                                                  batch_size=self.batch_size)):
+            results[i] = (-logprob / len(scored[i].continuation), greedy)
+        return results

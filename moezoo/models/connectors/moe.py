@@ -6,9 +6,10 @@ LibMoE (arXiv 2411.00918) puts the MoE in the connector as well as in the LLM; C
 any router of :mod:`moezoo.moe`. :meth:`MoEConnector.from_dense` upcycles a trained
 ``mlp2x_gelu`` connector: identical experts and renormalised top-k give exactly its output.
 
-The routing of the last forward is ``connector.mlp.last_output`` (the
-:class:`~moezoo.moe.mlp_experts.MoEMLP` contract): the owning model finds the ``MoEMLP``
-among its modules and adds ``config.aux_loss_coef * aux_loss + config.z_loss_coef * z_loss``.
+The routing of each call goes to the forward's recorder (the
+:class:`~moezoo.moe.mlp_experts.MoEMLP` contract): the owning model returns it in its output
+(``site_outputs``, site ``connectors.{modality}.mlp``) and, in training, adds
+``config.aux_loss_coef * aux_loss + config.z_loss_coef * z_loss`` of every call to the loss.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import torch
 
 from moezoo.models.connectors.base import CONNECTORS, Connector
 from moezoo.models.connectors.linear import MLPConnector, check_features
-from moezoo.moe import MoEOutput
 from moezoo.moe.mlp_experts import ACTIVATIONS, ExpertsConfig, MoEMLP
 from moezoo.utils.checks import check_min, require
 
@@ -29,9 +29,13 @@ class MoEConnector(Connector):
     """``features (N, T, in_dim)`` -> top-k of ``E`` MLPs ``in_dim -> hidden_dim -> out_dim`` -> ``(N, T, out_dim)``.
 
     Example:
+        >>> from moezoo.moe.recording import SiteRecorder
         >>> connector = MoEConnector(MoEConnectorConfig(num_experts=4, top_k=2), in_dim=8, out_dim=16)
-        >>> connector(torch.randn(2, 5, 8)).shape, connector.last_output.tokens_per_expert.sum().item()
-        (torch.Size([2, 5, 16]), 20)
+        >>> with SiteRecorder(connector) as recorder:
+        ...     features = connector(torch.randn(2, 5, 8))
+        >>> (record,) = recorder.records
+        >>> features.shape, record.site, record.output.tokens_per_expert.sum().item()
+        (torch.Size([2, 5, 16]), 'mlp', 20)
     """
 
     def __init__(self, config: MoEConnectorConfig, in_dim: int, out_dim: int, prompt_dim: int | None = None):
@@ -39,11 +43,6 @@ class MoEConnector(Connector):
         self.config, self.in_dim, self.out_dim = config, in_dim, out_dim
         self.mlp = MoEMLP(in_dim, config.hidden_dim or out_dim, out_dim, activation=config.activation,
                           **config.moe_kwargs())
-
-    @property
-    def last_output(self) -> MoEOutput | None:
-        """The routing of the last forward (``aux_loss``, ``z_loss``, ``stats``); see :class:`MoEMLP`."""
-        return self.mlp.last_output
 
     def forward(self, features: torch.Tensor, prompt: torch.Tensor | None = None,
                 prompt_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,6 +9,12 @@ initialised experts otherwise (a checkpoint then fills them).
 
 The encoders with transformer blocks (``hf_vision``, ``timm`` ViTs, ``open_clip``) say
 where their MLPs are (:meth:`Encoder.mlp_sites`); the rest of the work is here, once.
+
+The blocks still get a tensor from their MLP; each MoE block's routing goes to the forward's
+recorder (:mod:`moezoo.moe.recording`), and the multimodal model returns it in its output,
+one record per pass: a tower that encodes the images and then the video frames of a batch
+reports both passes' routings and losses (``site_outputs``, with ``modality`` ``"image"`` and
+``"video"``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.generation import generate, sample_next
 from moezoo.models.lm.model import CausalLMOutput, MoEForCausalLM, causal_lm_loss
 from moezoo.models.lm.upcycle import upcycle_lm
+from moezoo.models.lm.spec import LM_SPEC  # noqa: E402  (registers the family)
 
-__all__ = ["CausalLMOutput", "KVCache", "LMConfig", "MoEForCausalLM", "causal_lm_loss", "generate",
+__all__ = ["LM_SPEC", "CausalLMOutput", "KVCache", "LMConfig", "MoEForCausalLM", "causal_lm_loss", "generate",
            "sample_next", "upcycle_lm"]

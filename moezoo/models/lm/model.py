@@ -121,6 +121,11 @@ class MoEForCausalLM(ZooModel):
                     nn.init.zeros_(module.bias)
 
     @property
+    def language_model(self) -> MoEForCausalLM:
+        """The protocol's language model: a text LM is its own."""
+        return self
+
+    @property
     def output_weight(self) -> torch.Tensor:
         """The ``(V, D)`` LM-head matrix (the embedding when tied)."""
         return self.embed_tokens.weight if self.config.tie_embeddings else self.lm_head.weight

@@ -8,5 +8,6 @@ Example:
 
 from moezoo.models.multimodal.config import MultimodalConfig
 from moezoo.models.multimodal.model import MultimodalMoEForCausalLM, MultimodalOutput
+from moezoo.models.multimodal.spec import MULTIMODAL_SPEC  # registers the family
 
-__all__ = ["MultimodalConfig", "MultimodalMoEForCausalLM", "MultimodalOutput"]
+__all__ = ["MULTIMODAL_SPEC", "MultimodalConfig", "MultimodalMoEForCausalLM", "MultimodalOutput"]

@@ -25,12 +25,13 @@ import torch
 from torch import nn
 
 from moezoo.models.base import ZooModel
-from moezoo.models.connectors import build_connector
-from moezoo.models.encoders import VideoEncoder, build_encoder
 from moezoo.models.lm.model import CausalLMOutput, MoEForCausalLM
 from moezoo.models.multimodal.config import MultimodalConfig
+from moezoo.models.multimodal.frontend import build_parts, connector_for, encoder_for, token_counts
 from moezoo.models.multimodal.merge import item_index, item_samples, modality_expert_counts
-from moezoo.moe.mlp_experts import MoEMLP
+from moezoo.moe import recording
+from moezoo.moe.layer import RoutingStats
+from moezoo.moe.recording import SiteOutput, SiteRecorder, modality_pass
 from moezoo.processing.chat import IGNORE_INDEX
 from moezoo.processing.processor import INPUT_KEYS, MODALITIES
 
@@ -41,15 +42,30 @@ class MultimodalOutput(CausalLMOutput):
     """:class:`~moezoo.models.lm.model.CausalLMOutput` plus the multimodal parts.
 
     Attributes:
-        site_losses: ``{module name: (aux_loss, z_loss)}`` of the MoE sites outside the LLM
-            (an ``moe`` connector, an upcycled encoder), unweighted; in training ``loss``
-            already holds them times their coefficients.
+        site_outputs: every call of an MoE site outside the LLM (an ``moe`` connector, an
+            upcycled encoder's block MLPs) in this forward, in call order, as
+            :class:`~moezoo.moe.recording.SiteOutput` ``(site, modality, call, output, config)``:
+            ``site`` its module name, ``modality`` the pass (``"image"``, ``"audio"``,
+            ``"video"``), ``output`` its :class:`~moezoo.moe.MoEOutput`. A vision tower that
+            encodes a batch's images and then its video frames leaves two records per MoE block.
         modality_ids: ``(B, T)`` the modality of each token: 0 text, 1 image, 2 audio,
             3 video, -1 padding.
     """
 
-    site_losses: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    site_outputs: list[SiteOutput] = field(default_factory=list)
     modality_ids: torch.Tensor | None = None
+
+    @cached_property
+    def site_losses(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{site: (aux_loss (), z_loss ())}``, unweighted, each summed over the site's passes
+        (:func:`~moezoo.moe.recording.site_losses`); in training ``loss`` already holds every
+        pass's losses times the site's coefficients."""
+        return recording.site_losses(self.site_outputs)
+
+    @cached_property
+    def site_stats(self) -> dict[str, RoutingStats]:
+        """``{site: RoutingStats}`` over all the site's passes (:func:`~moezoo.moe.recording.site_stats`)."""
+        return recording.site_stats(self.site_outputs)
 
     @cached_property
     def modality_tokens_per_expert(self) -> list[torch.Tensor]:
@@ -79,30 +95,26 @@ class MultimodalMoEForCausalLM(ZooModel):
         super().__init__()
         self.config = config
         self.llm = MoEForCausalLM(config.llm)
-        dim = config.llm.dim
-        self.vision = build_encoder(config.vision) if config.vision is not None else None
-        self.audio = build_encoder(config.audio) if config.audio is not None else None
-        self.connectors = nn.ModuleDict()
-        for modality, encoder in (("image", self.vision), ("audio", self.audio)):
-            connector = getattr(config, f"{modality}_connector")
-            if encoder is not None:
-                self.connectors[modality] = build_connector(connector, encoder.out_dim, dim, dim)
-        if config.video_connector is not None:
-            self.connectors["video"] = build_connector(config.video_connector, self.vision.out_dim, dim, dim)
-        self.num_tokens = {m: self.connector_for(m).num_output_tokens(self.encoder_for(m).num_tokens)
-                           for m in config.modalities}
+        self.vision, self.audio, self.connectors = build_parts(config)
+        self.num_tokens = token_counts(config, self.vision, self.audio, self.connectors)
         self.processor = processor
+
+    # -- the protocol (moezoo.models.base) ------------------------------------------------------------
+    @property
+    def language_model(self) -> MoEForCausalLM:
+        return self.llm
+
+    def encoders(self) -> dict[str, nn.Module]:
+        return {name: m for name, m in (("vision", self.vision), ("audio", self.audio)) if m is not None}
 
     # -- parts by modality -----------------------------------------------------------------------------
     def encoder_for(self, modality: str) -> nn.Module:
         """The encoder of ``modality`` (videos: the image tower, frame by frame)."""
-        if modality == "video":  # the image tower, frame by frame; not a submodule (no second copy of the weights)
-            return VideoEncoder(self.config.video, self.vision)
-        return self.vision if modality == "image" else self.audio
+        return encoder_for(self.config, self.vision, self.audio, modality)
 
     def connector_for(self, modality: str) -> nn.Module:
         """The connector of ``modality`` (videos share the image connector unless they have their own)."""
-        return self.connectors[modality if modality in self.connectors else "image"]
+        return connector_for(self.connectors, modality)
 
     def token_id(self, modality: str) -> int:
         """The placeholder token id of ``modality``."""
@@ -190,10 +202,11 @@ class MultimodalMoEForCausalLM(ZooModel):
         sample_N = item_samples(mask_BT, n_tok)
         encoder, connector = self.encoder_for(modality), self.connector_for(modality)
         condition = encoder.pool_condition(prompt, prompt_mask)[sample_N] if encoder.conditioned else None
-        feats_NTD = encoder(inputs, condition)
-        if connector.uses_prompt:
-            return connector(feats_NTD, prompt[sample_N], prompt_mask[sample_N])
-        return connector(feats_NTD)
+        with modality_pass(modality):  # names this pass in the MoE sites' records (site_outputs)
+            feats_NTD = encoder(inputs, condition)
+            if connector.uses_prompt:
+                return connector(feats_NTD, prompt[sample_N], prompt_mask[sample_N])
+            return connector(feats_NTD)
 
     # -- forward and generate --------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -215,30 +228,25 @@ class MultimodalMoEForCausalLM(ZooModel):
             prompt_mask: see :meth:`embed_inputs`.
 
         Returns:
-            :class:`MultimodalOutput`: ``loss`` (LM loss; in training plus every MoE site's
-            weighted aux and z losses), ``logits (B, T, V)``, ``aux_loss`` (the LLM's).
+            :class:`MultimodalOutput`: ``loss`` (LM loss; in training plus the weighted aux and z
+            losses of every call of every MoE site), ``logits (B, T, V)``, ``aux_loss`` (the LLM's),
+            ``site_outputs`` (the MoE sites' calls outside the LLM).
         """
-        sites = self._moe_sites()
-        for module in sites.values():
-            module.reset()
-        embeds, spans, modality_ids = self.embed_inputs(
-            input_ids, attention_mask, labels, prompt_mask, pixel_values=pixel_values,
-            input_features=input_features, pixel_values_videos=pixel_values_videos)
-        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, position_ids=position_ids,
-                       logits_to_keep=logits_to_keep, router_losses=router_losses, spans=spans,
-                       labelled_logits=labelled_logits)
-        ran = {name: m for name, m in sites.items() if m.last_output is not None}
-        site_losses = {name: (m.last_output.aux_loss, m.last_output.z_loss) for name, m in ran.items()}
+        # Every MoEMLP call of this forward (a tower that runs for images and again for video
+        # frames calls each of its MoE blocks twice) is recorded; the records are the output's.
+        with SiteRecorder(self) as recorder:
+            embeds, spans, modality_ids = self.embed_inputs(
+                input_ids, attention_mask, labels, prompt_mask, pixel_values=pixel_values,
+                input_features=input_features, pixel_values_videos=pixel_values_videos)
+            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
+                           position_ids=position_ids, logits_to_keep=logits_to_keep, router_losses=router_losses,
+                           spans=spans, labelled_logits=labelled_logits)
         loss = out.loss
         if loss is not None and self.training:
-            for name, (aux, z) in site_losses.items():
-                loss = loss + ran[name].config.aux_loss_coef * aux + ran[name].config.z_loss_coef * z
+            for r in recorder.records:  # each pass's losses, weighted by its site's coefficients
+                loss = loss + r.config.aux_loss_coef * r.output.aux_loss + r.config.z_loss_coef * r.output.z_loss
         return MultimodalOutput(out.logits, loss, out.aux_loss, out.z_loss, out.router_stats, out.routings,
-                                out.lm_loss, site_losses, modality_ids)
-
-    def _moe_sites(self) -> dict[str, MoEMLP]:
-        """The MoE layers outside the LLM (connectors, upcycled encoders), by module name."""
-        return {name: m for name, m in self.named_modules() if isinstance(m, MoEMLP)}
+                                out.lm_loss, recorder.records, modality_ids)
 
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -6,7 +6,8 @@ import torch
 from moezoo.models.connectors.base import build_connector
 from moezoo.models.connectors.linear import FiLMConfig, FiLMConnector, MLPConfig, MLPConnector
 from moezoo.models.connectors.moe import MoEConnector, MoEConnectorConfig
-from moezoo.moe.mlp_experts import MoEMLP
+from moezoo.moe import load_balancing_loss, router_z_loss
+from moezoo.moe.recording import SiteRecorder, modality_pass
 
 
 @pytest.mark.parametrize("router", ["softmax", "cosine", "sigmoid", "perturbed_cosine"])
@@ -41,14 +42,23 @@ def test_routing_is_exposed_for_the_owning_model():
     connector = build_connector({"kind": "moe", "num_experts": 4, "top_k": 2, "router": "cosine",
                                  "hidden_dim": 8, "aux_loss_coef": 0.1, "z_loss_coef": 0.01}, in_dim=12, out_dim=20)
     assert connector.mlp.fc1_weight.shape == (4, 8, 12) and connector.mlp.fc2_weight.shape == (4, 20, 8)
-    assert connector.last_output is None
-    out = connector(torch.randn(3, 5, 12))
-    # The owning model finds every MoEMLP among its modules and weights its losses.
-    (moe,) = [m for m in connector.modules() if isinstance(m, MoEMLP)]
-    record = moe.last_output
-    assert record is connector.last_output and record.hidden_states is out
-    assert record.stats.tokens_per_expert.sum() == 3 * 5 * 2
-    loss = out.mean() + moe.config.aux_loss_coef * record.aux_loss + moe.config.z_loss_coef * record.z_loss
-    loss.backward()
-    assert moe.config.aux_loss_coef == 0.1 and moe.config.z_loss_coef == 0.01
+    features = torch.randn(3, 5, 12)
+    # The owning model opens a recorder around its forward; each call of the connector's MoEMLP lands there.
+    with SiteRecorder(connector) as recorder:
+        with modality_pass("image"):
+            out = connector(features)
+        with modality_pass("video"):
+            connector(features[:1])
+    image, video = recorder.records
+    assert (image.site, image.modality, image.call, video.modality, video.call) == ("mlp", "image", 0, "video", 1)
+    assert torch.equal(image.output.hidden_states, out.reshape(3 * 5, 20))
+    assert image.output.stats.tokens_per_expert.sum() == 3 * 5 * 2
+    assert video.output.stats.tokens_per_expert.sum() == 1 * 5 * 2
+    r = image.output.routing  # the loss the owner adds, against the router's own output
+    torch.testing.assert_close(image.weighted_loss, 0.1 * load_balancing_loss(r.probs, r.expert_idx)
+                               + 0.01 * router_z_loss(r.logits))
+    (out.mean() + image.weighted_loss + video.weighted_loss).backward()
+    assert image.config is connector.mlp.config and image.config.aux_loss_coef == 0.1
     assert connector.mlp.router.proj.grad.abs().sum() > 0
+    connector(features)  # outside a recorder: nothing is kept
+    assert len(recorder.records) == 2

@@ -1,12 +1,14 @@
 """Generation: greedy parity with transformers, stop tokens, left padding, sampling."""
 
+import contextlib
+
 import pytest
 import torch
 
 import moezoo
-import moezoo.moe.threads as threads_module
 from moezoo.convert.testing import TINY_FAMILIES, TINY_VOCAB, tiny_hf_checkpoint
 from moezoo.models.lm import sample_next
+from moezoo.moe.threads import decoding_split
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +28,16 @@ def _prompt(length=6, seed=0, batch=1):
 
 @pytest.mark.parametrize("split_weights", [False, True], ids=["plain", "split"])
 @pytest.mark.parametrize("family", list(TINY_FAMILIES))
-def test_greedy_32_tokens_match_transformers(pairs, family, split_weights, monkeypatch, set_threads):
+def test_greedy_32_tokens_match_transformers(pairs, family, split_weights, set_threads):
     """``split``: every projection of the tiny model is read on 2 threads, as a real model's are."""
     if split_weights:
-        monkeypatch.setattr(threads_module, "_DECODING_MIN_WEIGHT", 0)
         set_threads(2)
     hf, model = pairs[family]
     ids = _prompt(seed=list(TINY_FAMILIES).index(family))
     ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False,
                       eos_token_id=None, pad_token_id=0)
-    out = model.generate(ids, max_new_tokens=32, eos_token_id=[])
+    with decoding_split(0) if split_weights else contextlib.nullcontext():
+        out = model.generate(ids, max_new_tokens=32, eos_token_id=[])
     assert out.shape == (1, 6 + 32)
     assert torch.equal(out, ref)
 
