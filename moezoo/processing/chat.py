@@ -326,6 +326,7 @@ class ChatEncoding:
             'red<|end|>'
         """
         import torch
+        from transformers import BatchFeature
 
         messages = self._messages(conversation)
         text = self._render(messages, False)
@@ -333,20 +334,25 @@ class ChatEncoding:
         # Before the media: a template that loses the text (and its placeholders) is named as such.
         spans = assistant_spans(messages, self._render, text, placeholders)
         media = self._conversation_media(conversation, images, audios, videos)
+        data = self.media_inputs([text], **media)
         fast = bool(getattr(self.tokenizer, "is_fast", False))  # offsets: one tokenisation for everything
-        encoded = self(text=text, **media, add_special_tokens=self.adds_special_tokens(text),
-                       **({"return_offsets_mapping": True} if fast else {}))
-        input_ids = encoded["input_ids"][0].tolist()
+        # What __call__ gives for one prompt, as lists and made tensors once (this runs for every training
+        # sample, where __call__'s batch machinery would cost as much as the tokenisation itself).
+        tokens = self.tokenizer(self.expand_placeholders(text), add_special_tokens=self.adds_special_tokens(text),
+                                **({"return_offsets_mapping": True} if fast else {}))
+        input_ids = tokens["input_ids"]
+        self._check_expansion([input_ids], [text])
         if fast:
-            starts = [s for s, _ in encoded.pop("offset_mapping")[0]]
+            starts = [s for s, _ in tokens["offset_mapping"]]
             expanded = [(len(self.expand_placeholders(text[:a])), len(self.expand_placeholders(text[:b])))
                         for a, b in spans]
             token_spans = token_spans_by_offsets(starts, expanded)
         else:
             token_spans = token_spans_by_prefix(self._ids_of, text, input_ids, spans)
         labels = span_labels(input_ids, token_spans, frozenset(self.placeholder_ids().values()))
-        encoded["labels"] = torch.tensor([labels], dtype=torch.long)
-        return encoded
+        return BatchFeature({**data, "input_ids": torch.tensor([input_ids]),
+                             "attention_mask": torch.tensor([tokens["attention_mask"]]),
+                             "labels": torch.tensor([labels], dtype=torch.long)})
 
     def _messages(self, conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(conversation, (list, tuple)) or not conversation:

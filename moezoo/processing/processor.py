@@ -172,11 +172,7 @@ class Processor(ChatEncoding):
         if text is None:
             raise ValueError("text is required: it places each image / audio / video with its placeholder")
         texts = [text] if isinstance(text, str) else list(text)
-        data: dict[str, Any] = {}
-        for modality, media in zip(MODALITIES, (images, audios, videos)):
-            flat = self._check_media(modality, texts, media)
-            if flat:
-                data[INPUT_KEYS[modality]] = getattr(self, f"{modality}_processor")(flat)
+        data = self.media_inputs(texts, images, audios, videos)
         expanded = [self.expand_placeholders(t) for t in texts]
         kwargs = {"padding": padding and len(texts) > 1, "return_tensors": return_tensors, **tokenizer_kwargs}
         if kwargs["padding"]:
@@ -190,6 +186,17 @@ class Processor(ChatEncoding):
         if tokenizer_kwargs.get("return_offsets_mapping"):  # asked for (encode_example): passed on, as lists
             out["offset_mapping"] = encoded["offset_mapping"][row]
         return out
+
+    def media_inputs(self, texts: list[str], images: Sequence | None = None, audios: Sequence | None = None,
+                     videos: Sequence | None = None) -> dict[str, Any]:
+        """The preprocessed media of ``texts`` by input key (``pixel_values``, ...), each checked against
+        its placeholders in the texts (see :meth:`__call__` for the forms the media take)."""
+        data: dict[str, Any] = {}
+        for modality, media in zip(MODALITIES, (images, audios, videos)):
+            flat = self._check_media(modality, texts, media)
+            if flat:
+                data[INPUT_KEYS[modality]] = getattr(self, f"{modality}_processor")(flat)
+        return data
 
     def _check_media(self, modality: str, texts: list[str], media: Sequence | None) -> list:
         placeholder = self.placeholders[modality]
