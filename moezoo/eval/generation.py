@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from moezoo.eval import batching
-from moezoo.eval.prompts import encode_prompts, media_per_prompt, model_name, render_prompts, rendered_special_tokens
+from moezoo.eval.prompts import encode_prompts, media_per_prompt, model_name, render_prompts
 from moezoo.models.lm.config import id_list
 
 # Mid-grey: the mean pixel of an 8-bit image, so a blank image normalises to about zero under
@@ -137,12 +137,9 @@ def generate_answers(model: nn.Module, prompts: Sequence[str], images: Sequence[
         for batch in batching.chunks(batching.longest_first([len(ids) for ids in encoded]), batch_size):
             inputs: dict[str, Any] = {}
             rows = [encoded[i] for i in batch]
-            if processor is not None:  # the processor checks the placeholders against the media and preprocesses them
+            if processor is not None:  # the media, checked against each prompt's placeholders and preprocessed
                 given = {key: None if lists is None else [lists[i] for i in batch] for key, lists in media.items()}
-                inputs = dict(processor(text=[texts[i] for i in batch], **given, padding=False, return_tensors=None,
-                                        **rendered_special_tokens(tokenizer, texts[batch[0]], rendered)))
-                rows = inputs.pop("input_ids")
-                inputs.pop("attention_mask")
+                inputs = processor.media_inputs([texts[i] for i in batch], **given)
             # Left padding: every prompt ends at the last position, so new tokens line up across the batch.
             inputs = batching.to_device(inputs | batching.pad(rows, pad_id, side="left"), model)
             stop = {"eos_token_id": []} if fixed_steps else {}

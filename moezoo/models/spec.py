@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
@@ -64,7 +64,6 @@ class ArchitectureSpec:
         exporter: ``exporter(model, path, **kwargs)`` writing a transformers checkpoint, registered
             by :mod:`moezoo.convert` (:meth:`register_exporter`); ``None`` until then.
         export_refusal: why the family has no transformers format, when it has none.
-        hf_model_types: the transformers ``model_type`` values whose importer builds this family.
     """
 
     name: str
@@ -75,7 +74,6 @@ class ArchitectureSpec:
     language_config: Callable[[Any], Any] = lambda config: config
     exporter: Callable[..., Any] | None = None
     export_refusal: str | None = None
-    hf_model_types: list[str] = field(default_factory=list)
 
     def register_exporter(self, exporter: Callable[..., Any]) -> Callable[..., Any]:
         """Make ``exporter(model, path, **kwargs)`` this family's ``save_pretrained(format="hf")``."""
@@ -128,7 +126,7 @@ def unregister_architecture(name: str) -> None:
     """Forget family ``name`` and its importers (a test's toy family cleans up after itself)."""
     spec = _SPECS.pop(name, None)
     for model_type in [t for t, (s, _) in _IMPORTERS.items() if s is spec]:
-        del _IMPORTERS[model_type]
+        del _IMPORTERS[model_type], _HF_NAMES[model_type]
 
 
 def register_importer(spec: ArchitectureSpec, model_type: str, importer: Callable[..., Any],
@@ -139,8 +137,6 @@ def register_importer(spec: ArchitectureSpec, model_type: str, importer: Callabl
     """
     _IMPORTERS[model_type] = (spec, importer)
     _HF_NAMES[model_type] = hf_architecture or model_type
-    if model_type not in spec.hf_model_types:
-        spec.hf_model_types.append(model_type)
 
 
 def register_format(name: str, writer: Callable[..., Any]) -> None:
@@ -164,12 +160,6 @@ def load_plugins() -> None:
         loaded = entry.load()
         if callable(loaded):
             loaded()
-
-
-def architectures() -> list[str]:
-    """The registered architecture names, sorted (plugins loaded)."""
-    load_plugins()
-    return sorted(_SPECS)
 
 
 def spec_for(key: Any) -> ArchitectureSpec:

@@ -102,25 +102,6 @@ class Processor(ChatEncoding):
         self.chat_template = chat_template
         self.padding_side = padding_side
 
-    @classmethod
-    def for_model(cls, model: Any, tokenizer: Any, **kwargs: Any) -> Processor:
-        """The processor that feeds ``model`` (a multimodal model): its encoders' preprocessing,
-        its token counts, and placeholders named by the tokenizer's tokens for the model's ids.
-
-        Args:
-            model: anything with ``num_tokens`` (modality -> count), ``preprocess_specs()``,
-                ``token_id(modality)`` and ``config.video`` (``num_frames``), as
-                :class:`~moezoo.models.multimodal.MultimodalMoEForCausalLM` has.
-            tokenizer: the tokenizer of the model's LLM.
-            **kwargs: further :class:`Processor` arguments (``chat_template``, ``padding_side``).
-        """
-        specs = model.preprocess_specs()
-        video = getattr(model.config, "video", None)
-        placeholders = {m: tokenizer.convert_ids_to_tokens(model.token_id(m)) for m in model.num_tokens}
-        return cls(tokenizer, dict(model.num_tokens), image=specs.get("image"), audio=specs.get("audio"),
-                   video_frames=video.num_frames if video is not None else None, placeholders=placeholders,
-                   **kwargs)
-
     # -- preprocessing of each modality, built on first use -------------------------------------------
     @property
     def modalities(self) -> list[str]:

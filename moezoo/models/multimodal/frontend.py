@@ -55,6 +55,11 @@ def token_counts(config: MultimodalConfig, vision: nn.Module | None, audio: nn.M
             for m in config.modalities}
 
 
+def preprocess_specs(vision: nn.Module | None, audio: nn.Module | None) -> dict[str, dict]:
+    """Modality -> the preprocessing spec of its encoder (what the processor applies)."""
+    return {m: e.preprocess_spec() for m, e in (("image", vision), ("audio", audio)) if e is not None}
+
+
 def processor_for_config(config: MultimodalConfig, tokenizer: Any, **kwargs: Any) -> Processor:
     """The :class:`~moezoo.processing.processor.Processor` that feeds a model of ``config``.
 
@@ -69,7 +74,7 @@ def processor_for_config(config: MultimodalConfig, tokenizer: Any, **kwargs: Any
     """
     with torch.device("meta"):
         vision, audio, connectors = build_parts(config)
-    specs = {m: e.preprocess_spec() for m, e in (("image", vision), ("audio", audio)) if e is not None}
+    specs = preprocess_specs(vision, audio)
     num_tokens = token_counts(config, vision, audio, connectors)
     placeholders = {m: tokenizer.convert_ids_to_tokens(getattr(config, f"{m}_token_id")) for m in num_tokens}
     return Processor(tokenizer, num_tokens, image=specs.get("image"), audio=specs.get("audio"),

@@ -27,7 +27,7 @@ from torch import nn
 from moezoo.models.base import ZooModel
 from moezoo.models.lm.model import CausalLMOutput, MoEForCausalLM
 from moezoo.models.multimodal.config import MultimodalConfig
-from moezoo.models.multimodal.frontend import build_parts, connector_for, encoder_for, token_counts
+from moezoo.models.multimodal.frontend import build_parts, connector_for, encoder_for, preprocess_specs, token_counts
 from moezoo.models.multimodal.merge import item_index, item_samples, modality_expert_counts
 from moezoo.moe import recording
 from moezoo.moe.layer import RoutingStats
@@ -122,7 +122,7 @@ class MultimodalMoEForCausalLM(ZooModel):
 
     def preprocess_specs(self) -> dict[str, dict]:
         """Modality -> the preprocessing spec of its encoder (what the processor applies)."""
-        return {m: e.preprocess_spec() for m, e in (("image", self.vision), ("audio", self.audio)) if e is not None}
+        return preprocess_specs(self.vision, self.audio)
 
     # -- embedding the mixed sequence ------------------------------------------------------------------
     def embed_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -243,8 +243,8 @@ class MultimodalMoEForCausalLM(ZooModel):
                            spans=spans, labelled_logits=labelled_logits)
         loss = out.loss
         if loss is not None and self.training:
-            for r in recorder.records:  # each pass's losses, weighted by its site's coefficients
-                loss = loss + r.config.aux_loss_coef * r.output.aux_loss + r.config.z_loss_coef * r.output.z_loss
+            for record in recorder.records:  # each pass's losses, weighted by its site's coefficients
+                loss = loss + record.weighted_loss
         return MultimodalOutput(out.logits, loss, out.aux_loss, out.z_loss, out.router_stats, out.routings,
                                 out.lm_loss, recorder.records, modality_ids)
 
