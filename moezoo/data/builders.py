@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from moezoo.data.shards import INDEX_FILE, DatasetIndex
+from moezoo.data.shards import INDEX_FILE, SHARD_FORMAT, DatasetIndex
 from moezoo.utils.io import temporary_dir
 
 # dataset -> the module that builds it: its ``DEFAULT_CONFIG`` and its builder function.
@@ -73,7 +73,8 @@ def cached_build(name: str, **fields: Any) -> Path:
         >>> _ = os.environ.pop("MOEZOO_CACHE") if before is None else os.environ.update(MOEZOO_CACHE=before)
     """
     config = build_config(name, **fields)
-    key = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+    keyed = {**dataclasses.asdict(config), "shard_format": SHARD_FORMAT}  # a new format is a new build
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_root() / f"{name}-{key}"
     if (path / INDEX_FILE).is_file():
         return path

@@ -59,8 +59,8 @@ class ProcessedSample:
     """
 
     key: str
-    input_ids: torch.Tensor  # (T,)
-    labels: torch.Tensor  # (T,)
+    input_ids: list[int]  # (T,): lists, made one tensor per batch by the collate
+    labels: list[int]  # (T,)
     media: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict | None = None
 
@@ -142,14 +142,14 @@ class SampleProcessor:
                 items = [sample[n] if isinstance(n, str) else [sample[f] for f in n] for n in members[modality]]
                 media[f"{modality}s"] = [getattr(self, f"_{modality}")(item) for item in items]
         try:
-            enc = self.processor.encode_example(self._conversation(conversation), **media)
+            enc = self.processor.encode_example(self._conversation(conversation), **media, return_tensors=None)
         except ConversationError as err:
             raise SampleError("bad_json", str(err)[:300]) from None
-        if enc["input_ids"].shape[1] > self.max_length:
-            raise SampleError("too_long", f"{enc['input_ids'].shape[1]} tokens > max_length={self.max_length}")
+        if len(enc["input_ids"]) > self.max_length:
+            raise SampleError("too_long", f"{len(enc['input_ids'])} tokens > max_length={self.max_length}")
         tensors = {k: enc[k] for k in INPUT_KEYS.values() if k in enc}
         meta = {k: body[k] for k in META_KEYS if k in body}
-        return [ProcessedSample(key, enc["input_ids"][0], enc["labels"][0], tensors, meta)]
+        return [ProcessedSample(key, enc["input_ids"], enc["labels"], tensors, meta)]
 
     def _conversation(self, turns: list) -> list:
         """The sample's turns behind the system prompt, with the data's placeholders renamed to the model's."""
@@ -218,8 +218,7 @@ class SampleProcessor:
 
     @staticmethod
     def _tensors(key: str, enc: Encoded) -> ProcessedSample:
-        ids = torch.tensor(enc.input_ids, dtype=torch.long)
-        return ProcessedSample(key, ids, torch.tensor(enc.labels, dtype=torch.long))
+        return ProcessedSample(key, list(enc.input_ids), list(enc.labels))
 
 
 def _turn_text(turn: Any) -> str:

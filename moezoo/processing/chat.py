@@ -283,7 +283,8 @@ class ChatEncoding:
         return self(text=text, **media, add_special_tokens=self.adds_special_tokens(text))
 
     def encode_example(self, conversation: list[dict[str, Any]], images: Sequence | None = None,
-                       audios: Sequence | None = None, videos: Sequence | None = None) -> Any:
+                       audios: Sequence | None = None, videos: Sequence | None = None,
+                       return_tensors: str | None = "pt") -> Any:
         """A training example: the answered conversation as model inputs, with labels on the answers.
 
         Rendered with the template :meth:`apply_chat_template` uses (the checkpoint's own for an
@@ -299,6 +300,9 @@ class ChatEncoding:
             images / audios / videos: the media, in placeholder order over the conversation; or
                 leave them out and put them in the parts (``{"type": "image", "image": PIL image or
                 path}``, ``"audio"``, ``"video"``; a ``"path"`` key also works).
+            return_tensors: ``"pt"``, or ``None`` for ``input_ids``, ``attention_mask`` and ``labels``
+                as flat lists (the media stay tensors), as ``__call__`` gives one prompt; the training
+                pipeline takes lists and makes one tensor per batch.
 
         Returns:
             a ``BatchFeature`` with the keys of ``__call__`` (``input_ids``, ``attention_mask``,
@@ -325,9 +329,10 @@ class ChatEncoding:
             >>> proc.decode(enc["labels"][0][enc["labels"][0] != -100], False)
             'red<|end|>'
         """
-        import torch
         from transformers import BatchFeature
 
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"return_tensors={return_tensors!r}; encode_example gives 'pt' tensors or None (lists)")
         messages = self._messages(conversation)
         text = self._render(messages, False)
         placeholders = [self.placeholders[m] for m in self.num_tokens]
@@ -335,24 +340,40 @@ class ChatEncoding:
         spans = assistant_spans(messages, self._render, text, placeholders)
         media = self._conversation_media(conversation, images, audios, videos)
         data = self.media_inputs([text], **media)
-        fast = bool(getattr(self.tokenizer, "is_fast", False))  # offsets: one tokenisation for everything
-        # What __call__ gives for one prompt, as lists and made tensors once (this runs for every training
-        # sample, where __call__'s batch machinery would cost as much as the tokenisation itself).
-        tokens = self.tokenizer(self.expand_placeholders(text), add_special_tokens=self.adds_special_tokens(text),
-                                **({"return_offsets_mapping": True} if fast else {}))
-        input_ids = tokens["input_ids"]
+        input_ids, starts = self._tokenize(text)
         self._check_expansion([input_ids], [text])
-        if fast:
-            starts = [s for s, _ in tokens["offset_mapping"]]
+        if starts is not None:
             expanded = [(len(self.expand_placeholders(text[:a])), len(self.expand_placeholders(text[:b])))
                         for a, b in spans]
             token_spans = token_spans_by_offsets(starts, expanded)
         else:
             token_spans = token_spans_by_prefix(self._ids_of, text, input_ids, spans)
         labels = span_labels(input_ids, token_spans, frozenset(self.placeholder_ids().values()))
-        return BatchFeature({**data, "input_ids": torch.tensor([input_ids]),
-                             "attention_mask": torch.tensor([tokens["attention_mask"]]),
-                             "labels": torch.tensor([labels], dtype=torch.long)})
+        text_data = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+        if return_tensors == "pt":
+            import torch
+
+            text_data = {k: torch.tensor([v], dtype=torch.long) for k, v in text_data.items()}
+        return BatchFeature({**data, **text_data})
+
+    def _tokenize(self, rendered: str) -> tuple[list[int], list[int] | None]:
+        """The ids ``__call__`` gives one rendered chat (placeholders expanded) and, from a fast tokenizer,
+        each token's start offset in the expanded text (else ``None``).
+
+        This runs for every training sample, where ``__call__``'s batch machinery costs as much as the
+        tokenisation itself: a fast tokenizer whose backend holds no truncation or padding (what
+        ``__call__`` sets for one unpadded prompt) is asked directly, giving the same ids
+        (``tests/processing/test_same_prompt.py`` pins them against ``apply_chat_template``).
+        """
+        expanded, special = self.expand_placeholders(rendered), self.adds_special_tokens(rendered)
+        backend = getattr(self.tokenizer, "_tokenizer", None) if getattr(self.tokenizer, "is_fast", False) else None
+        if backend is not None and backend.truncation is None and backend.padding is None:
+            encoding = backend.encode(expanded, add_special_tokens=special)
+            return encoding.ids, [start for start, _ in encoding.offsets]
+        if backend is not None:
+            tokens = self.tokenizer(expanded, add_special_tokens=special, return_offsets_mapping=True)
+            return tokens["input_ids"], [start for start, _ in tokens["offset_mapping"]]
+        return self.tokenizer(expanded, add_special_tokens=special)["input_ids"], None
 
     def _messages(self, conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(conversation, (list, tuple)) or not conversation:

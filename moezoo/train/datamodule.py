@@ -70,9 +70,8 @@ def pad_collate(samples: list[ProcessedSample], pad_id: int) -> dict[str, Any]:
     """Right-pad a list of samples into a batch dict (see the module docstring).
 
     Example:
-        >>> a = ProcessedSample("a", torch.tensor([5, 6, 7]), torch.tensor([-100, 6, 7]),
-        ...                     {"pixel_values": torch.zeros(2, 3, 4, 4)})
-        >>> b = ProcessedSample("b", torch.tensor([8]), torch.tensor([8]), {"pixel_values": torch.ones(1, 3, 4, 4)})
+        >>> a = ProcessedSample("a", [5, 6, 7], [-100, 6, 7], {"pixel_values": torch.zeros(2, 3, 4, 4)})
+        >>> b = ProcessedSample("b", [8], [8], {"pixel_values": torch.ones(1, 3, 4, 4)})
         >>> batch = pad_collate([a, b], pad_id=0)
         >>> batch["input_ids"].tolist(), batch["labels"][1].tolist(), batch["attention_mask"][1].tolist()
         ([[5, 6, 7], [8, 0, 0]], [8, -100, -100], [1, 0, 0])
@@ -82,13 +81,12 @@ def pad_collate(samples: list[ProcessedSample], pad_id: int) -> dict[str, Any]:
     if not samples:
         raise ValueError("pad_collate got an empty batch")
     length = max(len(s.input_ids) for s in samples)
-    ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(samples), length), dtype=torch.long)
-    for i, s in enumerate(samples):
-        n = len(s.input_ids)
-        ids[i, :n], labels[i, :n], mask[i, :n] = s.input_ids, s.labels, 1
-    batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    pads = [length - len(s.input_ids) for s in samples]  # the rows as lists, each made a tensor once
+    batch: dict[str, Any] = {
+        "input_ids": torch.tensor([list(s.input_ids) + [pad_id] * p for s, p in zip(samples, pads)]),
+        "attention_mask": torch.tensor([[1] * (length - p) + [0] * p for p in pads]),
+        "labels": torch.tensor([list(s.labels) + [IGNORE_INDEX] * p for s, p in zip(samples, pads)]),
+    }
     for key in INPUT_KEYS.values():  # in batch order, each sample's items in placeholder order: the model's order
         parts = [s.media[key] for s in samples if key in s.media]
         if parts:

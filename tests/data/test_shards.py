@@ -49,6 +49,7 @@ def test_tar_members_are_pinned():
         members = tar.getmembers()
     assert [m.name for m in members] == ["b.json", "b.png", "a.txt"]  # fields sorted, samples in given order
     assert {(m.mtime, m.uname, m.gname, m.mode) for m in members} == {(0, "moezoo", "moezoo", 0o444)}
+    assert not any(m.pax_headers for m in members)  # plain ustar headers: a PAX one per member doubles reading
 
 
 def test_write_split_and_index_roundtrip(tmp_path):

@@ -180,3 +180,24 @@ def test_tokenizers_without_offsets_get_the_same_labels(tokenizer, template):
     by_prefix = span_labels(input_ids, token_spans_by_prefix(ids_of, text, input_ids, spans),
                             frozenset(proc.placeholder_ids().values()))
     assert by_prefix == example["labels"][0].tolist()
+
+
+def test_lists_for_the_pipeline_equal_the_tensors(tokenizer):
+    proc = Processor(tokenizer, {"image": 4}, image=SPEC)
+    tensors, lists = (proc.encode_example(CONV, images=_image(), return_tensors=rt) for rt in ("pt", None))
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert lists[key] == tensors[key][0].tolist()
+    assert torch.equal(lists["pixel_values"], tensors["pixel_values"])
+    with pytest.raises(ValueError, match="return_tensors='np'"):
+        proc.encode_example(CONV, images=_image(), return_tensors="np")
+
+
+def test_truncation_set_on_the_tokenizer_never_truncates_an_example(tokenizer):
+    """The fast path asks the tokenizer's backend directly; truncation left on it must not cut an example."""
+    proc = Processor(tokenizer, {"image": 4}, image=SPEC)
+    want = proc.encode_example(CONV, images=_image())["input_ids"][0].tolist()
+    tokenizer._tokenizer.enable_truncation(max_length=5)
+    try:
+        assert proc.encode_example(CONV, images=_image())["input_ids"][0].tolist() == want
+    finally:
+        tokenizer._tokenizer.no_truncation()
