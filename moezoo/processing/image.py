@@ -231,13 +231,12 @@ def _build_simple(spec: dict) -> ImageProcessor:
     height, width = spec["size"]
     mean_C11 = torch.tensor(spec["mean"], dtype=torch.float32).view(3, 1, 1)
     std_C11 = torch.tensor(spec["std"], dtype=torch.float32).view(3, 1, 1)
-    scale_C11, shift_C11 = 1.0 / (255.0 * std_C11), mean_C11 / std_C11  # (x / 255 - mean) / std in two in-place ops
 
     def transform(image) -> torch.Tensor:
         if image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR)
-        pixels_HWC = torch.from_numpy(np.array(image, dtype=np.uint8))
-        return pixels_HWC.permute(2, 0, 1).float().mul_(scale_C11).sub_(shift_C11)
+        pixels_HWC = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+        return (pixels_HWC.permute(2, 0, 1) - mean_C11) / std_C11
 
     return ImageProcessor(spec, _stack(transform), (height, width))
 
