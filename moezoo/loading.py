@@ -5,12 +5,14 @@ It recognises a moezoo checkpoint (``moezoo_config.json``), a transformers
 checkpoint of a supported family (``config.json``), so users can bring the MoE
 models they already have (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE), a dense Llama /
 Qwen2 to upcycle, or a LLaVA built on any of them, and a registered pretrained name
-(``arch.tag``).
+(``arch.tag``): a shipped model (its files checked by sha256 first, computed in fp32) or a
+hub / URL entry (downloaded and verified by :mod:`moezoo.hub`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,9 +29,18 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu",
 
     Args:
         name_or_path: a moezoo checkpoint dir, a transformers checkpoint dir of a supported
-            family, or a registered pretrained name (``moezoo.list_models(pretrained=True)``).
+            family, or a pretrained name (``moezoo.list_models(pretrained=True)``). A shipped
+            model's files are checked (size and sha256) before a byte of weights is read; a hub
+            or URL entry is downloaded (and verified) first.
         device: where to put the weights.
-        dtype: e.g. ``torch.bfloat16`` or ``"bfloat16"``; ``None`` keeps the checkpoint's.
+        dtype: e.g. ``torch.bfloat16`` or ``"bfloat16"``; ``None`` keeps a dir's or a downloaded
+            checkpoint's dtype, and computes a shipped model in fp32 (bf16-stored weights upcast).
+
+    Raises:
+        FileNotFoundError: a path (it has a ``/`` or starts with ``.``) that does not exist, or a dir
+            that is no checkpoint.
+        ValueError: an unknown pretrained name (the closest names are given).
+        moezoo.utils.digest.DigestMismatch: a shipped file is not the one its manifest records.
 
     Example:
         >>> import tempfile
@@ -49,12 +60,41 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu",
     if path.exists():
         raise FileNotFoundError(f"{path} holds neither {CONFIG_NAME} (a moezoo checkpoint) nor config.json "
                                 "(a transformers checkpoint)")
-    if isinstance(name_or_path, str) and "/" not in name_or_path:
-        from moezoo.registry.core import check_pretrained
+    if looks_like_path(name_or_path):
+        raise FileNotFoundError(f"no such directory: {path}; moezoo.load takes a moezoo or transformers "
+                                "checkpoint dir, or a pretrained name from moezoo.list_models(pretrained=True)")
+    return load_pretrained(str(name_or_path), device=device, dtype=dtype)
 
-        check_pretrained(name_or_path)  # raises, naming the closest registered names
-    raise FileNotFoundError(f"no checkpoint dir at {path}; moezoo.load takes a moezoo or transformers "
-                            "checkpoint dir, or a pretrained name from moezoo.list_models(pretrained=True)")
+
+def looks_like_path(name: str | Path) -> bool:
+    """Whether ``name`` is meant as a path rather than a pretrained name: a ``Path``, or a string with a
+    ``/`` (or the OS separator), or one starting with ``.`` or ``~``.
+
+    Example:
+        >>> looks_like_path("runs/model"), looks_like_path("./m"), looks_like_path("film_cnn_moe_small.v1")
+        (True, True, False)
+    """
+    if isinstance(name, Path):
+        return True
+    return any(sep in name for sep in {"/", os.sep}) or name.startswith((".", "~"))
+
+
+def load_pretrained(name: str, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | str | None = None) -> nn.Module:
+    """The pretrained model ``name`` (an ``arch.tag``, or an architecture with one tag); see :func:`load`.
+
+    A shipped model is read from ``checkpoints/`` after its files are checked; a hub or URL entry is
+    fetched (or found in a cache) and verified by :func:`moezoo.hub.fetch_pretrained`, then read as the
+    checkpoint dir it is.
+    """
+    from moezoo.registry.create import default_pretrained, load_shipped
+
+    cfg = default_pretrained(name)
+    if cfg.source == "shipped":
+        return load_shipped(cfg, device=device, dtype=dtype)
+    from moezoo.hub import fetch_pretrained
+
+    return load(fetch_pretrained(cfg), device=device, dtype=dtype)
 
 
 def hf_importer(config_file: Path) -> Callable[..., Any]:

@@ -35,6 +35,11 @@ def _copy_tracked(dest: Path) -> None:
             shutil.copy2(src, out)
 
 
+def _tracked(folder: str) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", folder], cwd=ROOT, capture_output=True, check=True).stdout
+    return [name for name in out.decode().split("\0") if name and (ROOT / name).exists()]
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("installed")
@@ -56,6 +61,9 @@ def test_the_wheel_carries_every_config_and_shipped_file(installed):
     for file in (ROOT / "data").glob("*/*"):
         assert f"moezoo/shipped/data/{file.relative_to(ROOT / 'data').as_posix()}" in names
     assert "moezoo/assets/tokenizer/tokenizer.json" in names
+    for file in _tracked("checkpoints"):  # the shipped zoo: the README and every model's files
+        assert f"moezoo/shipped/{file}" in names
+    assert "moezoo/shipped/checkpoints/README.md" in names
 
 
 def test_the_quickstart_runs_from_the_installed_package(installed, tmp_path):
@@ -82,3 +90,20 @@ def test_the_quickstart_runs_from_the_installed_package(installed, tmp_path):
     assert "vqa_accuracy" in report["results"]["shapes_vqa"]
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     assert not (tmp_path / "configs").exists() and not (tmp_path / "data").exists()
+
+
+def test_the_shipped_zoo_loads_by_name_from_the_installed_package(installed, tmp_path):
+    """Offline, from another directory: the registry finds the wheel's checkpoints and loads a model by name."""
+    site = installed / "site"
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("MOEZOO_CHECKPOINTS", None)
+    probe = ("import json, moezoo; from moezoo.shipped import checkpoints_root; "
+             "names = [n for n in moezoo.list_models(pretrained=True) if moezoo.registry.pretrained_cfg(n).source "
+             "== 'shipped']; loaded = [type(moezoo.load(n)).__name__ for n in names[:1]]; "
+             "print(json.dumps([str(checkpoints_root()), names, loaded]))")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    root, names, loaded = json.loads(run.stdout.splitlines()[-1])
+    assert Path(root).resolve().is_relative_to(site.resolve()) and Path(root, "README.md").is_file()
+    assert names == sorted(Path(f).parent.name for f in _tracked("checkpoints") if f.endswith("/pretrained.json"))
+    assert len(loaded) == min(1, len(names))

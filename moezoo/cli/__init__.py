@@ -26,6 +26,7 @@ COMMANDS = {
     "export": "moezoo.cli.export",
     "data": "moezoo.cli.data",
     "bench": "moezoo.cli.bench",
+    "zoo": "moezoo.cli.zoo",
 }
 
 

@@ -1,7 +1,10 @@
-"""``moezoo list [PATTERN]`` and ``moezoo info NAME``: the registered architectures.
+"""``moezoo list [PATTERN] [--pretrained]`` and ``moezoo info NAME``: architectures and pretrained models.
 
-``info`` builds the architecture on the meta device (no memory, no weights), so even
-the real-size reference architectures answer instantly.
+``info`` on an architecture builds it on the meta device (no memory, no weights), so even
+the real-size reference architectures answer instantly. On a pretrained name it shows the
+card's facts from the registry entry (nothing is loaded): parameters, experts, router,
+metrics, licence and files for a shipped model; for a hub entry also the download size, the
+memory it needs and whether that fits this machine.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ def register(sub) -> None:
     lister.add_argument("pattern", nargs="?", default="*", help="shell wildcards, e.g. '*tiny*'")
     lister.add_argument("--pretrained", action="store_true", help="list the names that have weights")
     lister.set_defaults(func=_list)
-    info = sub.add_parser("info", help="describe a registered architecture")
+    info = sub.add_parser("info", help="describe a registered architecture or pretrained model")
     info.add_argument("name")
     info.set_defaults(func=_info)
 
@@ -22,40 +25,57 @@ def register(sub) -> None:
 def _list(args: argparse.Namespace) -> int:
     import moezoo
 
-    names = moezoo.list_models(args.pattern, pretrained=args.pretrained)
-    print("\n".join(names) if names else f"no {'pretrained models' if args.pretrained else 'architectures'} "
-          f"match {args.pattern!r}")
+    if args.pretrained:
+        return _list_pretrained(args.pattern)
+    names = moezoo.list_models(args.pattern)
+    print("\n".join(names) if names else f"no architectures match {args.pattern!r}")
+    return 0
+
+
+def _list_pretrained(pattern: str) -> int:
+    import fnmatch
+
+    from moezoo.registry.pretrained import pretrained_entries
+    from moezoo.zoo.results import headline
+    from moezoo.zoo.table import human_count
+
+    entries = [c for n, c in sorted(pretrained_entries().items()) if fnmatch.fnmatchcase(n, pattern)]
+    if not entries:
+        print(f"no pretrained models match {pattern!r}")
+        return 0
+    rows = [("name", "source", "modalities", "params", "headline")]
+    for cfg in sorted(entries, key=lambda c: (c.source != "shipped", c.name)):
+        top = headline(cfg)
+        rows.append((cfg.name, cfg.source, ",".join(cfg.modalities), human_count(cfg.params_total),
+                     f"{top[0]} {top[1]} {top[2]:.3f}" if top else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows))
     return 0
 
 
 def describe(name: str) -> dict:
     """Facts about architecture ``name``: class, parameters (total and active per token), modalities, MoE sites."""
     import moezoo
-    from moezoo.registry import model_config
+    from moezoo.zoo.facts import model_facts
 
-    config = model_config(name)
-    model = moezoo.create_model(name, device="meta")
-    llm = model.spec.language_config(config)
-    total = sum(p.numel() for p in model.parameters())
-    moe = llm.moe
-    # The LLM's routed experts: each token uses top_k of num_experts of them.
-    experts = sum(p.numel() for n, p in model.named_parameters() if ".mlp.experts." in n)
-    active = total - experts + (experts * moe.top_k // moe.num_experts if moe is not None else 0)
-    facts = {"name": name, "architecture": model.spec.name, "parameters": total,
-             "active_parameters_per_token": active, "llm_layers": llm.num_layers, "llm_dim": llm.dim,
-             "moe_layers": llm.sparse_layers(), "vocab_size": llm.vocab_size,
-             "context": llm.max_position_embeddings}
-    if moe is not None:
-        facts.update(num_experts=moe.num_experts, top_k=moe.top_k, router=moe.router)
-    if model.encoders():  # a multimodal model: what each input becomes
-        facts["tokens_per_input"] = dict(model.num_tokens)
-        facts["encoders"] = {name: type(encoder).__name__ for name, encoder in model.encoders().items()}
-        facts["connectors"] = {m: model.connector_for(m).__class__.__name__ for m in model.num_tokens}
-    facts["moe_sites"] = len(model.moe_sites())
-    return facts
+    return {"name": name, **model_facts(moezoo.create_model(name, device="meta"))}
+
+
+def _print_facts(facts: dict) -> None:
+    for key, value in facts.items():
+        print(f"{key:<28} {value:,}" if isinstance(value, int) else f"{key:<28} {value}")
 
 
 def _info(args: argparse.Namespace) -> int:
-    for key, value in describe(args.name).items():
-        print(f"{key:<28} {value:,}" if isinstance(value, int) else f"{key:<28} {value}")
+    from moezoo.registry.core import split_name
+    from moezoo.registry.pretrained import pretrained_entries
+
+    entries = pretrained_entries()
+    if args.name in entries or split_name(args.name)[1]:
+        from moezoo.registry.pretrained import pretrained_cfg
+        from moezoo.zoo.info import pretrained_facts
+
+        _print_facts(pretrained_facts(pretrained_cfg(args.name)))
+        return 0
+    _print_facts(describe(args.name))
     return 0

@@ -8,6 +8,7 @@ Modules:
     shards: deterministic shard writing and the ``index.json`` of a dataset dir.
     scenes: the shapes-vqa scene generator (PIL drawing, exact answers).
     digits: digits-vqa over scikit-learn's bundled handwritten digits.
+    phrasing: VQA questions worded as people type them (train/val variety, the typed test).
     text: a text corpus from the docstrings of the Python standard library.
     llava: conversion of LLaVA instruction JSON into shards.
     tokenizer: training the byte-level BPE tokenizer with ``tokenizers``.

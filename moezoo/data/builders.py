@@ -74,6 +74,9 @@ def cached_build(name: str, **fields: Any) -> Path:
     """
     config = build_config(name, **fields)
     keyed = {**dataclasses.asdict(config), "shard_format": SHARD_FORMAT}  # a new format is a new build
+    generator = getattr(importlib.import_module(DATASETS[name][0]), "GENERATOR_VERSION", 1)
+    if generator > 1:  # so is a generator that writes other samples for the same config
+        keyed["generator"] = generator
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_root() / f"{name}-{key}"
     if (path / INDEX_FILE).is_file():

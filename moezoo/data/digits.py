@@ -5,25 +5,52 @@ The images are the UCI optical-recognition digits (Alpaydin & Kaynak 1998) that
 download). Each is upscaled to a square greyscale PNG. The train/val/test splits
 partition a seeded permutation of the images, so no test image is seen in training.
 Question types: ``digit`` (which digit), ``parity`` (odd/even), ``greater`` (> N).
+
+As in :mod:`moezoo.data.scenes`, the test split asks the template (the first phrasing of
+each form in :data:`TRAIN_PHRASINGS`), train and val ask as people type, and the typed test
+asks the test questions with :data:`TYPED_PHRASINGS` (see :mod:`moezoo.data.phrasing`).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
+from moezoo.data.phrasing import Posed, check_tables, qa_record, render, typed_records
 from moezoo.data.shards import DatasetIndex, encode_png
-from moezoo.data.vqa import VQABuildConfig, build_vqa_dataset, caption_record, vqa_record
+from moezoo.data.vqa import VQABuildConfig, build_vqa_dataset, caption_record
 
 QUESTION_TYPES = ("digit", "parity", "greater")
 # The source digits are 8x8 pixels: 32x32 keeps them sharp without wasting pixels.
 DEFAULT_CONFIG = VQABuildConfig(image_size=32)
 # Splits draw disjoint images in this order; captions reuse the training images.
 _SPLIT_ORDER = ("train", "val", "test")
+# Bumped whenever the same config writes different samples (2: typed questions), so cached builds rebuild.
+GENERATOR_VERSION = 2
 
-
+# How each question type is worded in train and val; the first is the template the test split asks.
+TRAIN_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "digit": ("Which digit is this?", "What digit is this?", "What number is shown?", "Which digit is written here?",
+              "What digit does the image show?", "Name the digit.", "Tell me which digit this is."),
+    "parity": ("Is the digit odd or even?", "Is this digit even or odd?", "Is the number odd or even?", "Odd or even?",
+               "Tell me whether the digit is odd or even.", "Is the digit in the image odd or even?"),
+    "greater": ("Is the digit greater than {n}?", "Is the digit bigger than {n}?", "Is this number larger than {n}?",
+                "Is the digit more than {n}?", "Is the number greater than {n}?",
+                "Is the digit in the picture greater than {n}?"),
+}
+# The typed test's phrasings: never in train or val (checked below, case and punctuation aside).
+TYPED_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "digit": ("Which digit do you see?", "What's the handwritten digit?", "What number is written in the picture?",
+              "Read the digit for me."),
+    "parity": ("Would you say the digit is odd or even?", "Is the number shown even or odd?",
+               "Is it an odd or an even digit?", "Even or odd: which is this number?"),
+    "greater": ("Would you say the digit is bigger than {n}?", "Is the number shown larger than {n}?",
+                "Is it more than {n}?", "Is this digit greater than {n} or not?"),
+}
+check_tables(TRAIN_PHRASINGS, TYPED_PHRASINGS)
 @lru_cache(maxsize=1)
 def _digits():
     from sklearn.datasets import load_digits
@@ -47,21 +74,32 @@ def digit_image(index: int, size: int = 32):
     return Image.fromarray(pixels, mode="L").resize((size, size), Image.BILINEAR)
 
 
+def pose(label: int, qtype: str, rng: random.Random) -> Posed:
+    """A question about a digit with true ``label``, before it is worded.
+
+    Example:
+        >>> pose(7, "parity", random.Random(0))
+        Posed(form='parity', slots={}, answer='odd')
+    """
+    if qtype == "digit":
+        return Posed("digit", {}, str(label))
+    if qtype == "parity":
+        return Posed("parity", {}, "odd" if label % 2 else "even")
+    if qtype == "greater":
+        n = rng.randint(0, 8)
+        return Posed("greater", {"n": str(n)}, "yes" if label > n else "no")
+    raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
+
+
 def ask(label: int, qtype: str, rng: random.Random) -> tuple[str, str]:
-    """A (question, answer) about a digit with true ``label``.
+    """A (question, answer) about a digit with true ``label``, in the template's words.
 
     Example:
         >>> ask(7, "parity", random.Random(0))
         ('Is the digit odd or even?', 'odd')
     """
-    if qtype == "digit":
-        return "Which digit is this?", str(label)
-    if qtype == "parity":
-        return "Is the digit odd or even?", "odd" if label % 2 else "even"
-    if qtype == "greater":
-        n = rng.randint(0, 8)
-        return f"Is the digit greater than {n}?", "yes" if label > n else "no"
-    raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
+    posed = pose(label, qtype, rng)
+    return render(TRAIN_PHRASINGS[posed.form][0], posed.slots), posed.answer
 
 
 def split_indices(seed: int, sizes: dict[str, int]) -> dict[str, list[int]]:
@@ -92,24 +130,47 @@ def split_indices(seed: int, sizes: dict[str, int]) -> dict[str, list[int]]:
     return parts
 
 
-def generate_split(split: str, indices: list[int], seed: int = 0, size: int = 32) -> Iterator[dict[str, Any]]:
-    """Yield the shard samples of ``split`` over the given scikit-learn image indices."""
+def posed_split(split: str, indices: list[int], seed: int = 0) -> Iterator[tuple[int, str, Posed]]:
+    """``(image index, question type, posed question)`` of ``split``'s QA samples, types in turn."""
     rng = random.Random(f"digits-vqa/{seed}/{split}")
     _, labels = _digits()
     for i, index in enumerate(indices):
-        key, label = f"{split}-{i:06d}", int(labels[index])
-        png = encode_png(digit_image(index, size))
-        scene = {"digit": label, "source_index": int(index), "width": size, "height": size}
-        if split == "captions":
-            yield caption_record(key, png, f"A handwritten digit {label}.", i, scene=scene)
-            continue
         qtype = QUESTION_TYPES[i % len(QUESTION_TYPES)]
-        question, answer = ask(label, qtype, rng)
-        yield vqa_record(key, png, question, answer, qtype, i, scene=scene)
+        yield index, qtype, pose(int(labels[index]), qtype, rng)
+
+
+def generate_split(split: str, indices: list[int], seed: int = 0, size: int = 32) -> Iterator[dict[str, Any]]:
+    """Yield the shard samples of ``split`` over the given scikit-learn image indices.
+
+    The test split asks the template with the short-answer instruction; train and val ask as
+    people type (their JSON says how), from a wording RNG of their own.
+    """
+    _, labels = _digits()
+    if split == "captions":
+        for i, index in enumerate(indices):
+            label = int(labels[index])
+            yield caption_record(f"{split}-{i:06d}", encode_png(digit_image(index, size)),
+                                 f"A handwritten digit {label}.", i, scene=_scene(index, label, size))
+        return
+    wording = random.Random(f"digits-vqa/{seed}/{split}/wording")
+    for i, (index, qtype, posed) in enumerate(posed_split(split, indices, seed)):
+        yield qa_record(split, f"{split}-{i:06d}", encode_png(digit_image(index, size)), posed, qtype, i,
+                        _scene(index, labels[index], size), TRAIN_PHRASINGS, wording)
+
+
+def _scene(index: int, label: int, size: int) -> dict[str, Any]:
+    return {"digit": int(label), "source_index": int(index), "width": size, "height": size}
+
+
+def typed_test(test_records: list[dict[str, Any]], indices: list[int], seed: int = 0) -> list[dict[str, Any]]:
+    """The typed test: the test split's questions (re-posed from the same RNG) worded with :data:`TYPED_PHRASINGS`."""
+    bodies = [json.loads(rec["json"]) for rec in test_records]
+    posed = (p for _, _, p in posed_split("test", indices, seed))
+    return typed_records(zip(bodies, posed), TYPED_PHRASINGS, random.Random(f"digits-vqa/{seed}/test_typed"))
 
 
 def build_digits_vqa(out_dir: str | Path, cfg: VQABuildConfig | None = None) -> DatasetIndex:
-    """Build digits-vqa into ``out_dir`` (shards, VQAv2 test JSON, index).
+    """Build digits-vqa into ``out_dir`` (shards, VQAv2 test JSON templated and typed, index).
 
     Example:
         >>> import tempfile
@@ -125,4 +186,5 @@ def build_digits_vqa(out_dir: str | Path, cfg: VQABuildConfig | None = None) -> 
         cfg,
         lambda split, n: generate_split(split, parts[split], cfg.seed, cfg.image_size),
         {"question_types": list(QUESTION_TYPES), "source": "sklearn.datasets.load_digits"},
+        typed=lambda records: typed_test(records, parts["test"], cfg.seed),
     )

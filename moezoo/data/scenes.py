@@ -6,16 +6,24 @@ PIL from a *scene* (shapes, colours, centres, sizes) that is stored in the sampl
 JSON, so every answer can be checked against what was drawn. Within a scene every
 (colour, shape) pair is unique and objects never overlap, which keeps each question
 unambiguous. Question types: ``color``, ``shape``, ``count``, ``position``, ``exists``.
+
+Each question is posed once and worded by :mod:`moezoo.data.phrasing`: the test split asks
+the template (the first phrasing of each form in :data:`TRAIN_PHRASINGS`) with the
+short-answer instruction, as every figure so far was measured; train and val ask as people
+type (:data:`TRAIN_PHRASINGS`, both spellings, with or without the instruction); the typed
+test asks the test questions with :data:`TYPED_PHRASINGS`, which training never uses.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any, Iterator
 
+from moezoo.data.phrasing import Posed, check_tables, qa_record, render, typed_records
 from moezoo.data.shards import DatasetIndex, encode_png
-from moezoo.data.vqa import VQABuildConfig, build_vqa_dataset, caption_record, vqa_record
+from moezoo.data.vqa import VQABuildConfig, build_vqa_dataset, caption_record
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -33,6 +41,61 @@ DEFAULT_CONFIG = VQABuildConfig()
 # A relative-position answer is only asked when the main axis wins by this many pixels,
 # so "left" never hinges on a one-pixel difference a downscaled image cannot show.
 POSITION_MARGIN = 4
+# Bumped whenever the same config writes different samples (2: typed questions), so cached builds rebuild.
+GENERATOR_VERSION = 2
+
+# How each question form is worded in train and val; the first is the template the test split asks.
+# Slots: {shape}, {color}, {a} / {b} ("red circle"), {article} ("a" / "an"); {colour} is spelt
+# "colour" or "color". The count type has three forms (all objects, of a colour, of a shape).
+TRAIN_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "color": ("What {colour} is the {shape}?", "Which {colour} is the {shape}?", "The {shape} is what {colour}?",
+              "Tell me the {colour} of the {shape}.", "What is the {colour} of the {shape}?",
+              "What {colour} is the {shape} in the picture?", "Name the {colour} of the {shape}."),
+    "shape": ("What shape is the {color} object?", "Which shape is the {color} object?",
+              "The {color} object is what shape?", "Tell me the shape of the {color} object.",
+              "What is the shape of the {color} object?", "What shape is the {color} one?",
+              "What kind of shape is the {color} thing in the image?"),
+    "count_all": ("How many objects are there?", "How many objects are in the image?", "Count the objects.",
+                  "How many shapes are there?", "What is the number of objects?", "How many things can you see?"),
+    "count_color": ("How many {color} objects are there?", "How many {color} objects are in the image?",
+                    "Count the {color} objects.", "How many {color} shapes are there?",
+                    "What is the number of {color} objects?", "How many {color} things can you see?"),
+    "count_shape": ("How many {shape}s are there?", "How many {shape}s are in the picture?", "Count the {shape}s.",
+                    "What is the number of {shape}s?", "How many {shape}s can you see?",
+                    "How many {shape}s does the image have?"),
+    "position": ("Where is the {a} relative to the {b}?", "Where is the {a} in relation to the {b}?",
+                 "Is the {a} left of, right of, above or below the {b}?", "Where's the {a} compared to the {b}?",
+                 "What is the position of the {a} relative to the {b}?", "Relative to the {b}, where is the {a}?",
+                 "Where is the {a} with respect to the {b}?"),
+    # The template keeps "a" before every colour ("a orange"), as the test split has always asked.
+    "exists": ("Is there a {color} {shape}?", "Is there {article} {color} {shape} in the image?",
+               "Does the image contain {article} {color} {shape}?", "Can you see {article} {color} {shape}?",
+               "Is {article} {color} {shape} present?", "Is there any {color} {shape}?",
+               "Do you see {article} {color} {shape} in the picture?"),
+}
+# The typed test's phrasings: never in train or val (checked below, case and punctuation aside).
+TYPED_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "color": ("What {colour} does the {shape} have?", "Can you tell me what {colour} the {shape} is?",
+              "What's the {colour} of the {shape} in the image?", "In what {colour} is the {shape} drawn?",
+              "{shape} {colour}?"),
+    "shape": ("What shape does the {color} object have?", "Can you tell me what shape the {color} object is?",
+              "What's the shape of the {color} thing in the picture?", "Which shape is drawn in {color}?",
+              "{color} object shape?"),
+    "count_all": ("How many objects do you see?", "Can you count the objects in the picture?",
+                  "What's the total number of shapes?", "Number of objects?"),
+    "count_color": ("How many {color} objects do you see?", "Can you count the {color} objects in the picture?",
+                    "What's the total number of {color} shapes?", "Number of {color} objects?"),
+    "count_shape": ("How many {shape}s do you see?", "Can you count the {shape}s in the image?",
+                    "What's the total number of {shape}s?", "Number of {shape}s?"),
+    "position": ("Where is the {a} located relative to the {b}?",
+                 "Is the {a} to the left of, to the right of, above or below the {b}?",
+                 "How is the {a} positioned compared to the {b}?", "Compared to the {b}, where is the {a}?",
+                 "Where can the {a} be found in relation to the {b}?"),
+    "exists": ("Does the picture have {article} {color} {shape} in it?", "Are there any {color} {shape}s?",
+               "Is {article} {color} {shape} visible in the image?", "Can {article} {color} {shape} be seen?",
+               "Tell me if there is {article} {color} {shape}."),
+}
+check_tables(TRAIN_PHRASINGS, TYPED_PHRASINGS)
 
 
 def random_scene(rng: random.Random, size: int = 64) -> dict[str, Any]:
@@ -107,44 +170,58 @@ def relative_position(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     return None
 
 
-def ask(scene: dict[str, Any], qtype: str, rng: random.Random) -> tuple[str, str] | None:
-    """A (question, answer) of type ``qtype`` about ``scene``, or None if the scene cannot pose one.
+def pose(scene: dict[str, Any], qtype: str, rng: random.Random) -> Posed | None:
+    """A question of type ``qtype`` about ``scene`` before it is worded, or None if the scene cannot pose one.
 
     Example:
-        >>> scene = {"objects": [{"color": "red", "shape": "circle", "x": 10, "y": 10, "size": 5}]}
-        >>> ask(scene, "color", random.Random(0))
-        ('What colour is the circle?', 'red')
+        >>> scene = {"objects": [{"color": "orange", "shape": "circle", "x": 10, "y": 10, "size": 5}]}
+        >>> pose(scene, "color", random.Random(0))
+        Posed(form='color', slots={'shape': 'circle'}, answer='orange')
     """
     objs = scene["objects"]
     if qtype == "color":
         unique = [o for o in objs if sum(p["shape"] == o["shape"] for p in objs) == 1]
-        return (f"What colour is the {(o := rng.choice(unique))['shape']}?", o["color"]) if unique else None
+        return Posed("color", {"shape": (o := rng.choice(unique))["shape"]}, o["color"]) if unique else None
     if qtype == "shape":
         unique = [o for o in objs if sum(p["color"] == o["color"] for p in objs) == 1]
-        return (f"What shape is the {(o := rng.choice(unique))['color']} object?", o["shape"]) if unique else None
+        return Posed("shape", {"color": (o := rng.choice(unique))["color"]}, o["shape"]) if unique else None
     if qtype == "count":
         form = rng.choice(("all", "color", "shape"))
         if form == "all":
-            return "How many objects are there?", str(len(objs))
+            return Posed("count_all", {}, str(len(objs)))
         if form == "color":
             c = rng.choice(list(COLORS))
-            return f"How many {c} objects are there?", str(sum(o["color"] == c for o in objs))
+            return Posed("count_color", {"color": c}, str(sum(o["color"] == c for o in objs)))
         s = rng.choice(SHAPES)
-        return f"How many {s}s are there?", str(sum(o["shape"] == s for o in objs))
+        return Posed("count_shape", {"shape": s}, str(sum(o["shape"] == s for o in objs)))
     if qtype == "position":
         pairs = [(a, b) for a in objs for b in objs if a is not b and relative_position(a, b)]
         if not pairs:
             return None
         a, b = rng.choice(pairs)
-        return f"Where is the {_name(a)} relative to the {_name(b)}?", relative_position(a, b)
+        return Posed("position", {"a": _name(a), "b": _name(b)}, relative_position(a, b))
     if qtype == "exists":
         present = {(o["color"], o["shape"]) for o in objs}
         if rng.random() < 0.5:  # balanced yes/no, so the prior alone scores 50%
             color, shape = rng.choice(sorted(present))
         else:
             color, shape = rng.choice(sorted((c, s) for c in COLORS for s in SHAPES if (c, s) not in present))
-        return f"Is there a {color} {shape}?", "yes" if (color, shape) in present else "no"
+        article = "an" if color[0] in "aeiou" else "a"
+        return Posed("exists", {"color": color, "shape": shape, "article": article},
+                     "yes" if (color, shape) in present else "no")
     raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
+
+
+def ask(scene: dict[str, Any], qtype: str, rng: random.Random) -> tuple[str, str] | None:
+    """A (question, answer) of type ``qtype`` about ``scene`` in the template's words, or None.
+
+    Example:
+        >>> scene = {"objects": [{"color": "red", "shape": "circle", "x": 10, "y": 10, "size": 5}]}
+        >>> ask(scene, "color", random.Random(0))
+        ('What colour is the circle?', 'red')
+    """
+    posed = pose(scene, qtype, rng)
+    return None if posed is None else (render(TRAIN_PHRASINGS[posed.form][0], posed.slots), posed.answer)
 
 
 def caption(scene: dict[str, Any]) -> str:
@@ -161,35 +238,55 @@ def caption(scene: dict[str, Any]) -> str:
     return f"{text}, from left to right." if len(names) > 1 else f"{text}."
 
 
-def generate_split(split: str, n: int, seed: int = 0, size: int = 64) -> Iterator[dict[str, Any]]:
-    """Yield ``n`` shard samples of ``split``; the captions split holds captions, the others QA.
+def posed_split(split: str, n: int, seed: int = 0, size: int = 64) -> Iterator[tuple[dict[str, Any], str, Posed]]:
+    """``(scene, question type, posed question)`` of the ``n`` QA samples of ``split``, in order.
 
     Question types cycle so every split is balanced across them. Each split draws from
     its own RNG (seeded by dataset, seed and split), so growing one split leaves the
-    others unchanged.
+    others unchanged; the wording draws from another, so it never moves a scene or an answer.
     """
     rng = random.Random(f"shapes-vqa/{seed}/{split}")
     for i in range(n):
-        key = f"{split}-{i:06d}"
-        if split == "captions":
-            scene = random_scene(rng, size)
-            yield caption_record(key, encode_png(draw_scene(scene)), caption(scene), i, scene=scene)
-            continue
         qtype = QUESTION_TYPES[i % len(QUESTION_TYPES)]
-        while (qa := ask(scene := random_scene(rng, size), qtype, rng)) is None:
+        while (posed := pose(scene := random_scene(rng, size), qtype, rng)) is None:
             pass  # this scene cannot pose the question type (e.g. no unique shape): draw another
-        yield vqa_record(key, encode_png(draw_scene(scene)), qa[0], qa[1], qtype, i, scene=scene)
+        yield scene, qtype, posed
+
+
+def generate_split(split: str, n: int, seed: int = 0, size: int = 64) -> Iterator[dict[str, Any]]:
+    """Yield ``n`` shard samples of ``split``; the captions split holds captions, the others QA.
+
+    The test split asks the template with the short-answer instruction; the other QA splits
+    ask as people type, and their JSON says how (``phrasing``, ``instruction``, ``spelling``, ``casing``).
+    """
+    if split == "captions":
+        rng = random.Random(f"shapes-vqa/{seed}/{split}")
+        for i in range(n):
+            scene = random_scene(rng, size)
+            yield caption_record(f"{split}-{i:06d}", encode_png(draw_scene(scene)), caption(scene), i, scene=scene)
+        return
+    wording = random.Random(f"shapes-vqa/{seed}/{split}/wording")
+    for i, (scene, qtype, posed) in enumerate(posed_split(split, n, seed, size)):
+        yield qa_record(split, f"{split}-{i:06d}", encode_png(draw_scene(scene)), posed, qtype, i, scene,
+                        TRAIN_PHRASINGS, wording)
+
+
+def typed_test(test_records: list[dict[str, Any]], seed: int = 0, size: int = 64) -> list[dict[str, Any]]:
+    """The typed test: the test split's questions (re-posed from the same RNG) worded with :data:`TYPED_PHRASINGS`."""
+    bodies = [json.loads(rec["json"]) for rec in test_records]
+    posed = (p for _, _, p in posed_split("test", len(bodies), seed, size))
+    return typed_records(zip(bodies, posed), TYPED_PHRASINGS, random.Random(f"shapes-vqa/{seed}/test_typed"))
 
 
 def build_shapes_vqa(out_dir: str | Path, cfg: VQABuildConfig | None = None) -> DatasetIndex:
-    """Build shapes-vqa into ``out_dir``: train/val/test/captions shards, VQAv2 test JSON, index.
+    """Build shapes-vqa into ``out_dir``: train/val/test/captions shards, VQAv2 test JSON (templated and typed), index.
 
     Example:
         >>> import tempfile
         >>> cfg = VQABuildConfig(n_train=5, n_val=0, n_test=2, n_captions=0)
-        >>> index = build_shapes_vqa(tempfile.mkdtemp(), cfg)
-        >>> {k: v.samples for k, v in index.splits.items()}
-        {'train': 5, 'test': 2}
+        >>> index = build_shapes_vqa(out := tempfile.mkdtemp(), cfg)
+        >>> {k: v.samples for k, v in index.splits.items()}, (Path(out) / "test_typed_questions.json").is_file()
+        ({'train': 5, 'test': 2}, True)
     """
     cfg = cfg or DEFAULT_CONFIG
     return build_vqa_dataset(
@@ -198,4 +295,5 @@ def build_shapes_vqa(out_dir: str | Path, cfg: VQABuildConfig | None = None) -> 
         cfg,
         lambda split, n: generate_split(split, n, cfg.seed, cfg.image_size),
         {"question_types": list(QUESTION_TYPES), "colors": list(COLORS), "shapes": list(SHAPES)},
+        typed=lambda records: typed_test(records, cfg.seed, cfg.image_size),
     )

@@ -4,7 +4,8 @@ Every sample is a LLaVA-style conversation (``{"from": "human"|"gpt", "value": .
 with an ``<image>`` placeholder), so generated data, converted LLaVA data and the
 training pipeline speak one format. The test split is also written as the VQAv2
 question and annotation files (Antol et al. 2015; Goyal et al. 2017) so the usual
-VQA accuracy code runs on it unchanged.
+VQA accuracy code runs on it unchanged, and so is the typed test (``test_typed_*.json``:
+the test questions worded as people type them, see :mod:`moezoo.data.phrasing`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ VQA_ANSWERS_PER_QUESTION = 10
 # LLaVA-1.5's prompt for short-answer VQA (its VQAv2 / GQA training mix and evaluation both
 # append it): the generated data asks the way the field's models are trained and evaluated.
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
+# The typed test: the test questions asked as people type them (written beside the test shards).
+TYPED_SPLIT = "test_typed"
+# How a question was worded (moezoo.data.phrasing), kept in its sample JSON and VQAv2 question entry.
+WORDING_FIELDS = ("prompt", "phrasing", "instruction", "spelling", "casing")
 
 
 @dataclass
@@ -78,16 +83,19 @@ def vqa_prompt(question: str) -> str:
 
 
 def vqa_record(
-    key: str, png: bytes, question: str, answer: str, question_type: str, image_id: int, **meta: Any
+    key: str, png: bytes, question: str, answer: str, question_type: str, image_id: int, prompt: str | None = None,
+    **meta: Any,
 ) -> dict[str, Any]:
     """A shard sample: the PNG plus JSON with the conversation, the QA pair and ``meta``.
 
-    ``meta`` holds what the image was drawn from (``scene``), so a test can check the
-    answer against it.
+    The human turn asks ``prompt`` (default: :func:`vqa_prompt` of ``question``, the template's
+    form); ``question`` is the question as asked, without the instruction. ``meta`` holds what
+    the image was drawn from (``scene``), so a test can check the answer against it, and how the
+    question was worded (:mod:`moezoo.data.phrasing`).
     """
     body = {
         "id": key,
-        "conversations": conversation(vqa_prompt(question), answer),
+        "conversations": conversation(vqa_prompt(question) if prompt is None else prompt, answer),
         "question": question,
         "answer": answer,
         "question_type": question_type,
@@ -116,13 +124,20 @@ def answer_type(answer: str) -> str:
     return "number" if answer.isdigit() else "other"
 
 
-def write_vqav2_json(out_dir: str | Path, dataset: str, split: str, records: list[dict[str, Any]]) -> None:
-    """Write ``{split}_questions.json`` and ``{split}_annotations.json`` in the VQAv2 layout."""
+def write_vqav2_json(out_dir: str | Path, dataset: str, split: str, records: list[dict[str, Any]],
+                     annotations_file: bool = True) -> None:
+    """Write ``{split}_questions.json`` and (unless ``annotations_file`` is False) ``{split}_annotations.json``
+    in the VQAv2 layout.
+
+    A question entry also carries whichever of :data:`WORDING_FIELDS` the sample's JSON has
+    (the typed test's prompt and how it was worded); the template's test questions have none.
+    """
     questions, annotations = [], []
     for rec in records:
         body = json.loads(rec["json"])
         qid, image_id, answer = body["question_id"], body["image_id"], body["answer"]
-        questions.append({"image_id": image_id, "question": body["question"], "question_id": qid})
+        wording = {k: body[k] for k in WORDING_FIELDS if k in body}
+        questions.append({"image_id": image_id, "question": body["question"], "question_id": qid, **wording})
         annotations.append(
             {
                 "question_id": qid,
@@ -141,7 +156,8 @@ def write_vqav2_json(out_dir: str | Path, dataset: str, split: str, records: lis
     out_dir = Path(out_dir)
     q_body = {**common, "task_type": "Open-Ended", "questions": questions}
     a_body = {**common, "annotations": annotations}
-    for name, body in (("questions", q_body), ("annotations", a_body)):  # compact, like the VQAv2 release
+    files = [("questions", q_body)] + ([("annotations", a_body)] if annotations_file else [])
+    for name, body in files:  # compact, like the VQAv2 release
         atomic_write_text(out_dir / f"{split}_{name}.json", encode_json(body).decode("utf-8") + "\n")
 
 
@@ -151,11 +167,25 @@ def build_vqa_dataset(
     cfg: VQABuildConfig,
     make_split: Callable[[str, int], Iterator[dict[str, Any]]],
     extra: dict[str, Any] | None = None,
+    typed: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
 ) -> DatasetIndex:
-    """Write every split of ``cfg`` with ``make_split(split, n)``, the VQAv2 test JSON and ``index.json``."""
+    """Write every split of ``cfg`` with ``make_split(split, n)``, the VQAv2 test JSON and ``index.json``.
+
+    With ``typed``, ``typed(test_records)`` gives the typed test: the test questions asked with
+    held-out phrasings (records with ``json`` only; see :func:`moezoo.data.phrasing.typed_records`).
+    They are written as ``test_typed_questions.json`` beside the test shards, whose images they
+    ask about; their question ids are the test questions', so ``test_annotations.json`` scores
+    both. They are never shards: no tokenizer or training run reads them.
+    """
 
     def vqav2_json(split: str, records: list[dict[str, Any]]) -> None:
         if split == "test":
             write_vqav2_json(out_dir, name, split, records)
+            if typed is not None:
+                write_vqav2_json(out_dir, name, TYPED_SPLIT, typed(records), annotations_file=False)
 
+    if typed is not None and "test" in cfg.split_sizes():
+        typed_test = {"images": "test", "questions": f"{TYPED_SPLIT}_questions.json",
+                      "annotations": "test_annotations.json"}
+        extra = {**(extra or {}), "typed_test": typed_test}
     return build_dataset(out_dir, name, cfg, make_split, extra, after_split=vqav2_json)

@@ -8,6 +8,11 @@
   most frequent answer of that type). With ``blank_images`` every image is also replaced by a
   uniform grey one and the accuracies are reported again (``blank_*``): a model that really
   reads the image loses accuracy.
+- ``shapes_vqa_typed`` / ``digits_vqa_typed``: the same test questions (same images, answers and
+  question ids) asked as people type them: phrasings that the training data never uses (the
+  builders' ``TYPED_PHRASINGS``), British and American spellings, half of them without the
+  short-answer instruction, some lower-case or without a question mark. Same metrics, so a
+  model's figures on the two sit side by side: how much it loses to the way a question is typed.
 - ``tones_qa``: the same on the audio QA test split (beeps: how many, higher or lower,
   which is longer), with silence as the blank input.
 - ``text_ppl``: perplexity on the held-out text corpus (``data/text``, split ``val``).
@@ -19,7 +24,7 @@ Any other name is an lm-evaluation-harness task (see :mod:`moezoo.eval.runner`).
 
 Example:
     >>> sorted(TASKS)
-    ['digits_vqa', 'shapes_vqa', 'text_mc', 'text_ppl', 'tones_qa']
+    ['digits_vqa', 'digits_vqa_typed', 'shapes_vqa', 'shapes_vqa_typed', 'text_mc', 'text_ppl', 'tones_qa']
     >>> TASKS["shapes_vqa"].modality
     'image'
 """
@@ -37,7 +42,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from moezoo.data.shards import read_split, shipped_dataset
-from moezoo.data.vqa import vqa_prompt
+from moezoo.data.vqa import TYPED_SPLIT, WORDING_FIELDS, vqa_prompt
 
 
 @dataclass
@@ -128,7 +133,7 @@ class VQATask(ShippedTask):
 
     def answer(self, model: nn.Module, items: list[dict[str, Any]], batch_size: int = 32, max_new_tokens: int = 16,
                progress: bool = False, blank: bool = False, fixed_steps: bool = False) -> list[str]:
-        """The model's answers to ``items``, asked with the short-answer prompt (the shared VQA loop)."""
+        """The model's answers to ``items``, each asked with :meth:`prompt` after the medium (the shared VQA loop)."""
         from moezoo.eval.generation import generate_answers
 
         if self.modality not in model_modalities(model):
@@ -136,10 +141,14 @@ class VQATask(ShippedTask):
                              f"encoder (it reads: {', '.join(model_modalities(model)) or 'text only'}); evaluate it "
                              f"on text tasks (text_ppl, text_mc, lm-eval tasks) instead")
         placeholder = model.processor.placeholders[self.modality]
-        prompts = [f"{placeholder}\n{vqa_prompt(it['question'])}" for it in items]
+        prompts = [f"{placeholder}\n{self.prompt(it)}" for it in items]
         media = {f"{self.modality}s": [[it[self.modality]] for it in items]}
         return generate_answers(model, prompts, **media, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                 progress=progress, blank_images=blank, fixed_steps=fixed_steps)
+
+    def prompt(self, item: dict[str, Any]) -> str:
+        """What follows the medium placeholder: the question with LLaVA-1.5's short-answer instruction."""
+        return vqa_prompt(item["question"])
 
     @staticmethod
     def row(item: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +176,56 @@ class AudioQATask(VQATask):
 
         wave, rate = load_audio(sample["wav"])
         return wave.mean(axis=0), rate
+
+
+@dataclass(frozen=True)
+class TypedVQATask(VQATask):
+    """A VQA test split's questions asked as people type them: the same images, answers and question ids.
+
+    The questions are the typed test the data builder writes beside the test shards
+    (``{questions}_questions.json``, VQAv2 layout, scored by the test split's annotations; see
+    :mod:`moezoo.data.phrasing`): every test question worded with a phrasing that training never
+    uses, in British or American spelling, half with the short-answer instruction and half
+    without. Each is asked exactly as its ``prompt`` says (no normalising) and scored as
+    :class:`VQATask` scores, so the metrics have the same keys and sit beside the templated
+    task's; the rows also say how each question was worded.
+    """
+
+    questions: str = TYPED_SPLIT
+
+    def items(self, limit: int | None = None, root: Path | None = None) -> list[dict[str, Any]]:
+        """One item per test sample (the first ``limit``): :meth:`VQATask.items`' keys plus ``prompt``, ``phrasing``,
+        ``instruction``, ``spelling`` and ``casing``. The answers are the test split's annotations (same ids)."""
+        root = root or shipped_dataset(self.dataset)
+        path = root / f"{self.questions}_questions.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: task {self.name!r} asks the typed questions that "
+                                    f"`moezoo data build {self.dataset}` writes beside the {self.split} shards; "
+                                    "rebuild the dataset with it")
+        typed = {q["image_id"]: q for q in json.loads(path.read_text())["questions"]}
+        annotations = json.loads((root / f"{self.split}_annotations.json").read_text())["annotations"]
+        annotations = {a["question_id"]: a for a in annotations}
+        items = []
+        for sample in read_split(root, self.split, limit=limit):
+            body = json.loads(sample["json"])
+            if body["image_id"] not in typed:
+                raise ValueError(f"{path} has no question about {self.split} image {body['image_id']} "
+                                 f"({sample['__key__']}): the typed test must ask every test question; rebuild it")
+            q = typed[body["image_id"]]
+            a = annotations[q["question_id"]]
+            items.append({"question_id": q["question_id"], "question": q["question"],
+                          "question_type": a["question_type"], self.modality: self.decode(sample),
+                          "answers": [x["answer"] for x in a["answers"]]} | {k: q.get(k) for k in WORDING_FIELDS})
+        return items
+
+    def prompt(self, item: dict[str, Any]) -> str:
+        """The question exactly as typed, with the instruction only where the typed test put one."""
+        return item["prompt"]
+
+    @staticmethod
+    def row(item: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`VQATask.row` plus how the question was worded (phrasing, instruction, spelling, casing)."""
+        return VQATask.row(item) | {k: item[k] for k in WORDING_FIELDS if k != "prompt"}
 
 
 def _mean(values: list[float]) -> float:
@@ -259,6 +318,10 @@ TASKS: dict[str, ShippedTask] = {
         VQATask("shapes_vqa", "shapes-vqa", "shapes-vqa test (500): colour, shape, count, position, existence"),
         VQATask("digits_vqa", "digits-vqa", "digits-vqa test (400): which digit, odd/even, greater than N"),
         AudioQATask("tones_qa", "tones-qa", "tones-qa test (300): how many beeps, higher or lower, which is longer"),
+        TypedVQATask("shapes_vqa_typed", "shapes-vqa", "shapes_vqa's 500 questions as people type them (held-out "
+                     "phrasings, colour/color, half without the instruction)"),
+        TypedVQATask("digits_vqa_typed", "digits-vqa", "digits_vqa's 400 questions as people type them (held-out "
+                     "phrasings, half without the instruction)"),
         PerplexityTask("text_ppl", "text", "perplexity on the held-out text corpus (100 docstrings)"),
         ContinuationChoiceTask("text_mc", "text", "the true 8-word continuation among 4 (acc, acc_norm)"),
     )

@@ -6,9 +6,16 @@ placeholder's newline, "Answer the question using a single word or phrase.", the
 header), the same in every sample, and a mean dilutes the few words that change what the image
 features should show. On shapes-VQA, a classifier probe FiLM-conditioned on the question's words
 alone learned shape questions where one conditioned on the mean of the whole prompt had not yet.
+
+Both are bags of words: "Where is the red circle relative to the blue square?" and "Where is the
+blue square relative to the red circle?" pool to the same vector, though their answers are
+opposite. :class:`ContextualPooling` reads the prompt in order first (a transformer layer over
+its tokens with their positions among them), so each word's vector knows its role before the pool.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -51,3 +58,54 @@ class AttentionPooling(nn.Module):
         scores_NP = scores_NP.masked_fill(~mask.bool(), float("-inf"))
         weights_NP = torch.softmax(scores_NP, dim=-1).nan_to_num(0.0).to(prompt.dtype)  # a row with no prompt: 0
         return torch.einsum("np,npd->nd", weights_NP, prompt)
+
+
+def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(...)`` integer positions -> ``(..., dim)`` sine / cosine encodings (Vaswani et al. 2017).
+
+    Example:
+        >>> sinusoidal_positions(torch.tensor([0, 3]), 4).shape
+        torch.Size([2, 4])
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angles = positions.float()[..., None] * freqs
+    out = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return torch.nn.functional.pad(out, (0, dim - 2 * half))
+
+
+class ContextualPooling(nn.Module):
+    """An order-aware pool: a pre-norm transformer layer over the prompt's tokens, then :class:`AttentionPooling`.
+
+    The embeddings are layer-normalised and given the sinusoidal encoding of their position among
+    the prompt's tokens (the masked-out ones, such as image placeholders, do not count), so the
+    layer can tell the first object a question names from the second; the pool then weighs the
+    contextual vectors. The layer attends only between the prompt's tokens.
+
+    Example:
+        >>> pool = ContextualPooling(8, num_heads=2)
+        >>> prompt, mask = torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+        >>> pool(prompt, mask).shape
+        torch.Size([2, 8])
+        >>> swapped = prompt[:, [1, 0, 2, 3, 4]]  # the same words in another order pool differently
+        >>> bool(torch.allclose(pool(prompt, mask), pool(swapped, mask)))
+        False
+    """
+
+    def __init__(self, dim: int, num_heads: int = 4):
+        super().__init__()
+        self.dim = dim
+        self.input_norm = nn.LayerNorm(dim)
+        self.layer = nn.TransformerEncoderLayer(dim, num_heads, 2 * dim, dropout=0.0, activation="gelu",
+                                                batch_first=True, norm_first=True)
+        self.pool = AttentionPooling(dim)
+
+    def forward(self, prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``prompt (N, P, D)``, ``mask (N, P)`` (True on the prompt's tokens) -> ``(N, D)``."""
+        mask = mask.bool()
+        rank_NP = (mask.long().cumsum(1) - 1).clamp_min(0)
+        x = self.input_norm(prompt) + sinusoidal_positions(rank_NP, self.dim).to(prompt.dtype)
+        empty_N = ~mask.any(1)  # a row with no prompt attends to its first token (its pool weights stay 0)
+        attend = mask | (empty_N[:, None] & (torch.arange(mask.shape[1], device=mask.device) == 0))
+        x = self.layer(x, src_key_padding_mask=~attend)
+        return self.pool(x, mask)

@@ -7,10 +7,11 @@ architecture's name, as in timm. ``create_model(name, **overrides)`` builds that
 config with the overrides applied (nested configs take dicts) and the model class
 that takes it, with its tokenizer and processor attached.
 
-Pretrained weights will be tags of an architecture, ``arch.tag`` (timm's naming); none
-are registered yet (they come with the model zoo), so ``list_models(pretrained=True)``
-is empty. This module holds only the machinery; the architectures live in
-:mod:`moezoo.registry.text` and :mod:`moezoo.registry.multimodal`.
+Pretrained weights are tags of an architecture, ``arch.tag`` (timm's naming), each a
+:class:`~moezoo.registry.pretrained.PretrainedCfg`: the shipped zoo under ``checkpoints/``
+(:mod:`moezoo.registry.shipped`) and the hub entries (:mod:`moezoo.registry.hub_models`),
+looked up by :mod:`moezoo.registry.pretrained`. This module holds only the architectures'
+machinery; they live in :mod:`moezoo.registry.text` and :mod:`moezoo.registry.multimodal`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-from pathlib import Path
 from typing import Any, Callable
 
 _ENTRYPOINTS: dict[str, Callable[..., Any]] = {}
-_PRETRAINED: dict[str, Any] = {}  # "arch.tag" -> where its weights are; filled by the model zoo
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,19 +49,15 @@ def unregister_model(name: str) -> None:
     _ENTRYPOINTS.pop(name, None)
 
 
-def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
-    """Registered architecture names matching ``pattern`` (shell wildcards), sorted.
-
-    Args:
-        pattern: e.g. ``"*tiny*"``.
-        pretrained: list the ``arch.tag`` names that have weights instead of architectures.
+def architecture_names(pattern: str = "*") -> list[str]:
+    """Registered architecture names matching ``pattern`` (shell wildcards), sorted (``moezoo.list_models``
+    lists these and, with ``pretrained=True``, the pretrained names instead).
 
     Example:
-        >>> list_models("no_such_*")
+        >>> architecture_names("no_such_*")
         []
     """
-    names = _PRETRAINED if pretrained else _ENTRYPOINTS
-    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+    return sorted(n for n in _ENTRYPOINTS if fnmatch.fnmatchcase(n, pattern))
 
 
 def split_name(name: str) -> tuple[str, str | None]:
@@ -86,25 +81,8 @@ def model_config(name: str, **overrides: Any) -> Any:
     """
     arch, _ = split_name(name)
     if arch not in _ENTRYPOINTS:
-        raise _unknown(arch, list_models(), "architecture")
+        raise _unknown(arch, architecture_names(), "architecture")
     return apply_overrides(_ENTRYPOINTS[arch](), overrides)
-
-
-def check_pretrained(name: str) -> None:
-    """Raise a ValueError unless ``name`` has pretrained weights, naming the closest that do."""
-    if name not in _PRETRAINED:
-        known = list_models(pretrained=True)
-        if known:
-            raise _unknown(name, known, "pretrained model")
-        arch = split_name(name)[0]
-        hint = f" `moezoo.create_model({arch!r})` builds it untrained." if arch in _ENTRYPOINTS else ""
-        raise ValueError(f"no pretrained model named {name!r}: no pretrained weights are registered yet.{hint}")
-
-
-def pretrained_dir(name: str) -> Path:
-    """The checkpoint dir of pretrained model ``name``; a ValueError naming the closest names otherwise."""
-    check_pretrained(name)
-    return Path(_PRETRAINED[name])
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:

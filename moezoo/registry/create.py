@@ -16,7 +16,10 @@ from torch import nn
 from moezoo.checkpoint.reader import load as read_checkpoint
 from moezoo.models.spec import spec_for
 from moezoo.processing.tokenizer import ZOO_VOCAB_SIZE, zoo_tokenizer
-from moezoo.registry.core import model_config, pretrained_dir, split_name
+from moezoo.registry.core import model_config, split_name
+from moezoo.registry.entry import PretrainedCfg
+from moezoo.registry.pretrained import pretrained_cfg, pretrained_entries
+from moezoo.registry.shipped import verify_shipped
 
 
 def create_model(name: str, pretrained: bool = False, device: str | torch.device | None = None,
@@ -24,8 +27,10 @@ def create_model(name: str, pretrained: bool = False, device: str | torch.device
     """Build architecture ``name`` with random weights (timm's ``create_model``).
 
     Args:
-        name: a registered architecture (``moezoo.list_models()``).
-        pretrained: load the weights of ``name`` (an ``arch.tag`` with weights) instead.
+        name: a registered architecture (``moezoo.list_models()``), or an ``arch.tag`` with weights.
+        pretrained: load the weights of ``name`` (an ``arch.tag``, or an architecture with one tag) instead;
+            a shipped model is checked (sha256) and computes in fp32 unless ``dtype`` says otherwise.
+            Downloaded models load with ``moezoo.load(name)``.
         device: where to build it; ``"meta"`` builds the shape only (no memory), which is
             how the real-size reference architectures are checked without weights.
         dtype: floating dtype of the weights.
@@ -41,7 +46,11 @@ def create_model(name: str, pretrained: bool = False, device: str | torch.device
     if pretrained or tag:
         if overrides:
             raise ValueError(f"overrides {sorted(overrides)} cannot change a pretrained model's architecture")
-        return read_checkpoint(pretrained_dir(name), device=device or "cpu", dtype=dtype).eval()
+        cfg = default_pretrained(name)
+        if cfg.source != "shipped":
+            raise ValueError(f"{cfg.name} is downloaded ({cfg.source}: {cfg.location}): load it with "
+                             f"`moezoo.load({cfg.name!r})`")
+        return load_shipped(cfg, device=device, dtype=dtype)
     config = model_config(arch, **overrides)
     with torch.device(device or "cpu"):
         model = spec_for(config).model_class(config)
@@ -49,6 +58,36 @@ def create_model(name: str, pretrained: bool = False, device: str | torch.device
         model = model.to(dtype)
     attach_processing(model)
     return model
+
+
+def default_pretrained(name: str) -> PretrainedCfg:
+    """The entry of ``arch.tag``, or of a bare architecture that has exactly one pretrained tag (timm's default).
+
+    Raises:
+        ValueError: an unknown name (the closest are named), or an architecture with several tags (listed).
+    """
+    if split_name(name)[1] is None:
+        tags = sorted(n for n, cfg in pretrained_entries().items() if cfg.arch == name)
+        if len(tags) > 1:
+            raise ValueError(f"{name} has several pretrained tags: {tags}; name one")
+        if tags:
+            return pretrained_cfg(tags[0])
+    return pretrained_cfg(name)
+
+
+def load_shipped(cfg: PretrainedCfg, device: str | torch.device | None = None,
+                 dtype: torch.dtype | str | None = None, root: Any = None) -> nn.Module:
+    """Shipped model ``cfg`` in eval mode: every file checked (size, sha256) before its weights are read,
+    computed in fp32 unless ``dtype`` is given (weights stored in bf16 are upcast).
+
+    Args:
+        cfg: a shipped entry.
+        device: where to put the weights.
+        dtype: floating dtype of the weights (default ``torch.float32``).
+        root: the checkpoints folder (default :func:`moezoo.shipped.checkpoints_root`).
+    """
+    model_dir = verify_shipped(cfg, root)
+    return read_checkpoint(model_dir, device=device or "cpu", dtype=dtype or torch.float32).eval()
 
 
 def attach_processing(model: nn.Module) -> nn.Module:

@@ -1,12 +1,12 @@
-"""What moezoo ships beside its code: the YAML configs and the small datasets.
+"""What moezoo ships beside its code: the YAML configs, the small datasets and the pretrained zoo.
 
-In the repository they are the top-level ``configs/`` and ``data/``. This package reaches them
-through two relative symbolic links (``moezoo/shipped/configs -> ../../configs``, and ``data``
-likewise), which git stores as links; a wheel built by ``pip install .`` copies the files behind
-the links into the package (``[tool.setuptools.package-data]`` in ``pyproject.toml``). So the same
+In the repository they are the top-level ``configs/``, ``data/`` and ``checkpoints/``. This package
+reaches them through three relative symbolic links (``moezoo/shipped/configs -> ../../configs``, and
+``data`` and ``checkpoints`` likewise), which git stores as links; a wheel built by ``pip install .``
+copies the files behind the links into the package (``[tool.setuptools.package-data]`` in ``pyproject.toml``). So the same
 lookup works cloned, editable or installed: ``moezoo fit -c configs/quickstart.yaml`` run from any
 directory finds the shipped config, and ``data_dir: data/shapes-vqa`` the shipped shards.
-``$MOEZOO_DATA`` points the datasets elsewhere.
+``$MOEZOO_DATA`` points the datasets elsewhere, ``$MOEZOO_CHECKPOINTS`` the pretrained models.
 
 Example:
     >>> shipped_config("quickstart").name
@@ -33,6 +33,12 @@ def configs_root() -> Path:
 def data_root() -> Path:
     """The folder of the shipped datasets: ``$MOEZOO_DATA`` if set, else the package's."""
     return Path(os.environ.get("MOEZOO_DATA") or ROOT / "data")
+
+
+def checkpoints_root() -> Path:
+    """The folder of the shipped pretrained models (one ``ARCH.TAG/`` each): ``$MOEZOO_CHECKPOINTS`` if set,
+    else the package's."""
+    return Path(os.environ.get("MOEZOO_CHECKPOINTS") or ROOT / "checkpoints")
 
 
 def shipped_configs() -> list[str]:

@@ -39,7 +39,8 @@ def architecture_processor(name: str, overrides: dict[str, Any] | None = None) -
             (its tokenizer comes with its weights: train from a checkpoint dir instead).
     """
     from moezoo.processing.tokenizer import ZOO_VOCAB_SIZE, zoo_tokenizer
-    from moezoo.registry.core import model_config, pretrained_dir, split_name
+    from moezoo.registry.core import model_config, split_name
+    from moezoo.registry.pretrained import pretrained_dir
 
     if split_name(name)[1]:
         return checkpoint_processor(pretrained_dir(name))

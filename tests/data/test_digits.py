@@ -15,6 +15,22 @@ from moezoo.data.digits import build_digits_vqa, split_indices
 from moezoo.data.vqa import VQABuildConfig
 
 
+# The test split's questions, as always.
+TEMPLATES = r"Which digit is this\?|Is the digit odd or even\?|Is the digit greater than \d\?"
+
+
+def oracle(question: str, label: int) -> tuple[str, str]:
+    """(question type, answer) from the question's content words and the true label, whatever the wording."""
+    text = question.lower()
+    if m := re.search(r"\b(\d)\b", text):
+        assert re.search(r"greater|bigger|larger|more", text), question
+        return "greater", "yes" if label > int(m[1]) else "no"
+    if "odd" in text and "even" in text:
+        return "parity", "odd" if label % 2 else "even"
+    assert re.search(r"\b(digit|number)\b", text), question
+    return "digit", str(label)
+
+
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
@@ -39,14 +55,9 @@ def test_answers_match_the_real_labels(digits_dir, read_split):
             if split == "captions":
                 assert body["caption"] == f"A handwritten digit {label}."
                 continue
-            q, a = body["question"], body["answer"]
-            if q == "Which digit is this?":
-                assert a == str(label)
-            elif q == "Is the digit odd or even?":
-                assert a == ("odd" if label % 2 else "even")
-            else:
-                n = int(re.fullmatch(r"Is the digit greater than (\d)\?", q)[1])
-                assert a == ("yes" if label > n else "no")
+            assert oracle(body["question"], label) == (body["question_type"], body["answer"]), body["question"]
+            if split == "test":  # the template, as every digits_vqa figure so far was measured on
+                assert re.fullmatch(TEMPLATES, body["question"]) and "instruction" not in body
     assert not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"]) and not (seen["train"] & seen["val"])
     assert seen["captions"] <= seen["train"]
 
@@ -54,3 +65,21 @@ def test_answers_match_the_real_labels(digits_dir, read_split):
 def test_too_many_images_is_a_clear_error():
     with pytest.raises(ValueError, match="1797 images"):
         split_indices(0, {"train": 1700, "val": 100, "test": 100})
+
+
+def test_typed_test_asks_the_test_questions_in_other_words(digits_dir, read_split):
+    digits = load_digits()
+    test = {b["question_id"]: b for b in (json.loads(f["json"]) for f in read_split(digits_dir, "test").values())}
+    questions = json.loads((digits_dir / "test_typed_questions.json").read_text())["questions"]
+    annotations = json.loads((digits_dir / "test_annotations.json").read_text())["annotations"]  # same ids
+    assert [q["question_id"] for q in questions] == [a["question_id"] for a in annotations] == sorted(test)
+    for q, a in zip(questions, annotations):
+        t = test[q["question_id"]]
+        label = int(digits.target[t["scene"]["source_index"]])
+        assert oracle(q["question"], label) == (t["question_type"], t["answer"]) == (a["question_type"],
+                                                                                       a["multiple_choice_answer"])
+        assert not re.fullmatch(TEMPLATES, q["question"])
+        short = "\nAnswer the question using a single word or phrase."
+        expected = {"after": q["question"] + short, "none": q["question"]}
+        assert q["prompt"] == expected[q["instruction"]]
+    assert [q["instruction"] for q in questions] == ["after", "none"] * 4 + ["after"]  # 9 test questions

@@ -42,3 +42,4 @@ def test_every_split_loads(name, tokenizer):
         assert sum(dm.skipped().values()) == 0
     if name != "text":
         assert (DATA / name / "test_questions.json").is_file() and (DATA / name / "test_annotations.json").is_file()
+        assert (DATA / name / "test_typed_questions.json").is_file()  # the typed test (shapes_vqa_typed, ...)

@@ -105,7 +105,8 @@ def test_evaluate_report_json_is_the_design_contract(tmp_path):
 
 
 def test_bad_task_requests_say_what_is_known(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="shipped tasks: shapes_vqa, digits_vqa, tones_qa, text_ppl, text_mc"):
+    shipped = "shapes_vqa, digits_vqa, tones_qa, shapes_vqa_typed, digits_vqa_typed, text_ppl, text_mc"
+    with pytest.raises(ValueError, match=f"shipped tasks: {shipped}"):
         split_tasks([" "])
     with pytest.raises(FileNotFoundError, match="no such directory"):
         split_tasks(["text_ppl"], include_path=tmp_path / "missing")

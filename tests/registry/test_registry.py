@@ -55,7 +55,7 @@ def test_overrides_nested_and_by_kind():
 
 def test_names_and_pretrained():
     assert moezoo.list_models("mm_tiny_c*") == ["mm_tiny_clip", "mm_tiny_cnn"]
-    assert moezoo.list_models("*", pretrained=True) == []  # no weights are registered yet (the model zoo)
+    assert moezoo.list_models("mm_tiny_*", pretrained=True) == []  # the tiny test architectures have no weights
     with pytest.raises(ValueError, match=r"unknown architecture 'mm_tiny_clp'\. Did you mean \['mm_tiny_clip'"):
         moezoo.create_model("mm_tiny_clp")
     with pytest.raises(ValueError, match=r"no pretrained model named 'mm_tiny_clip.v1'.*create_model\('mm_tiny_clip'\)"):

@@ -26,12 +26,12 @@ import torch
 from torch import nn
 
 from moezoo.models.encoders.base import ENCODERS, Encoder
-from moezoo.models.prompt_pooling import AttentionPooling
+from moezoo.models.prompt_pooling import AttentionPooling, ContextualPooling
 from moezoo.utils.checks import check_min, require
 from moezoo.utils.config import Config
 
 NORMS = ("batch", "group", "none")
-POOLINGS = ("attention", "mean")
+POOLINGS = ("attention", "mean", "contextual")
 # Mean / std 0.5: pixels land in [-1, 1], centred; ImageNet statistics mean nothing to a trunk
 # trained from scratch on synthetic scenes.
 PIXEL_MEAN = PIXEL_STD = (0.5, 0.5, 0.5)
@@ -99,8 +99,9 @@ class CNNEncoder(Encoder):
         # the first step, whatever the embeddings' scale, then or later in training (eps 1e-6:
         # the default 1e-5 is close to that ~0.004**2 variance and would still shrink it).
         self.condition_norm = nn.LayerNorm(config.condition_dim, eps=1e-6) if config.film else None
-        self.condition_pool = (AttentionPooling(config.condition_dim)
-                               if config.film and config.condition_pooling == "attention" else None)
+        pools = {"attention": AttentionPooling, "contextual": ContextualPooling}
+        self.condition_pool = (pools[config.condition_pooling](config.condition_dim)
+                               if config.film and config.condition_pooling in pools else None)
         film_stages = config.film_stages if config.film_stages is not None else range(2, len(config.channels) + 1)
         in_channels = 3 + 2 * config.coord_channels
         widths = [in_channels, *config.channels]
@@ -165,7 +166,10 @@ class CNNEncoderConfig(Config):
             already keep the colour it names (0.60 against 0.57 after 6 minutes, one run each).
         condition_pooling: how the prompt's embeddings become the condition: ``"attention"``
             (default: a learned attention pool, which can weigh the question's words above the
-            chat template's) or ``"mean"``. Either is layer-normalised before FiLM reads it.
+            chat template's), ``"mean"``, or ``"contextual"`` (a transformer layer reads the
+            prompt in order before the attention pool, so "the X relative to the Y" and "the Y
+            relative to the X" differ: the two pools above are bags of words). Each is
+            layer-normalised before FiLM reads it.
         coord_channels: append x / y coordinate channels to the input (CoordConv); the probe
             found them neutral (0.80 vs 0.83), so off by default.
         norm: ``"batch"`` (default: the FiLM paper's choice, and the fastest from-scratch

@@ -3,7 +3,7 @@
 import torch
 
 from moezoo.models.encoders.cnn import CNNEncoder, CNNEncoderConfig
-from moezoo.models.prompt_pooling import AttentionPooling, masked_mean
+from moezoo.models.prompt_pooling import AttentionPooling, ContextualPooling, masked_mean
 
 
 def test_attention_pooling_ignores_masked_tokens_and_learns_where_to_look():
@@ -41,3 +41,26 @@ def test_cnn_pools_the_prompt_as_configured_and_normalises_the_condition():
     mean_cnn.stages[1].film.gamma.register_forward_hook(lambda m, args, out: seen.update(condition=args[0]))
     mean_cnn(torch.randn(2, 3, 16, 16), mean_cnn.pool_condition(prompt, mask))
     torch.testing.assert_close(seen["condition"].std(-1), torch.ones(2), atol=0.05, rtol=0)
+
+
+def test_contextual_pooling_tells_the_two_objects_of_a_question_apart():
+    """A bag-of-words pool gives "X relative to Y" and "Y relative to X" one condition; the contextual one
+    does not, and what the placeholders (masked out) hold never reaches it."""
+    torch.manual_seed(0)
+    pool = ContextualPooling(16, num_heads=2)
+    words = torch.randn(6, 16)  # where is the | red circle | relative to the | blue square
+    x_then_y = torch.stack([words[0], words[1], words[2], words[3], words[4], words[5]])[None]
+    y_then_x = torch.stack([words[0], words[4], words[5], words[3], words[1], words[2]])[None]
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    torch.testing.assert_close(masked_mean(x_then_y, mask), masked_mean(y_then_x, mask))  # the bag of words
+    assert (pool(x_then_y, mask) - pool(y_then_x, mask)).abs().max() > 1e-3
+    # masked-out tokens (image placeholders) change nothing, wherever they sit; an empty prompt pools to 0
+    padded = torch.cat([x_then_y[:, :2], torch.randn(1, 3, 16) * 100, x_then_y[:, 2:]], dim=1)
+    padded_mask = torch.tensor([[1, 1, 0, 0, 0, 1, 1, 1, 1]]).bool()
+    torch.testing.assert_close(pool(padded, padded_mask), pool(x_then_y, mask), atol=1e-5, rtol=1e-5)
+    assert torch.equal(pool(padded, torch.zeros_like(padded_mask)), torch.zeros(1, 16))
+    cnn = CNNEncoder(CNNEncoderConfig(channels=[8, 16], image_size=16, condition_dim=16,
+                                      condition_pooling="contextual"))
+    assert isinstance(cnn.condition_pool, ContextualPooling)
+    cnn.pool_condition(x_then_y, mask).sum().backward()
+    assert cnn.condition_pool.layer.self_attn.in_proj_weight.grad.abs().sum() > 0

@@ -1,0 +1,85 @@
+"""The hub entries: real MoE models (and an upcycling base) too big to ship, at pinned commits.
+
+``moezoo.load(NAME)`` fetches each through :func:`moezoo.hub.fetch_pretrained`: the repo's
+safetensors, JSON and tokenizer files at the pinned commit, checked once against the hub's
+digests (so ``sha256`` is ``None`` here: it is recorded from the hub's metadata at download),
+then imported as a transformers checkpoint of its family. Offline, a snapshot already in the
+hub cache is used; otherwise the error prints ``python -m moezoo.hub REPO --revision COMMIT``.
+
+Names are ``ARCH.TAG`` with the registered reference architecture (:mod:`moezoo.registry.text`,
+:mod:`moezoo.registry.multimodal`) and a tag for the release: Mixtral ``v0_1``, OLMoE ``0924``
+(its release date, as allenai names it), Qwen1.5-MoE ``qwen1_5`` (``qwen2_moe`` is its
+transformers family), Qwen3-30B-A3B ``2504`` (the April 2025 post-trained release; ``-Base`` or
+``-Instruct-2507`` would take their own tags), LLaVA-1.5 ``hf`` (the llava-hf conversion).
+
+Parameter counts are those of the registered architecture (``moezoo info ARCH``; a test checks
+they agree); active counts take each token's top-k experts plus everything outside the routed
+experts. Download sizes are exact where the shard sizes are recorded (OLMoE) and otherwise
+``params_total`` x 2 bytes (``architecture["weights_dtype"]``, see :mod:`moezoo.hub.memory`).
+
+The pinned commits are ones public projects pin or cache these repos at (snapshot paths and
+pinned config links found in several independent repositories); none was made up.
+"""
+
+from __future__ import annotations
+
+from moezoo.registry.pretrained import PretrainedCfg, PretrainedFile, register_pretrained
+
+_CHECKPOINT = (PretrainedFile("config.json"), PretrainedFile("model.safetensors.index.json"))
+
+HUB_ENTRIES = (
+    # https://huggingface.co/mistralai/Mixtral-8x7B-v0.1 ; 19 bf16 shards, ~93.4 GB.
+    PretrainedCfg(
+        name="mixtral_8x7b.v0_1", source="hf", location="mistralai/Mixtral-8x7B-v0.1",
+        revision="fc7ac94680e38d7348cfa806e51218e6273104b0",
+        files=_CHECKPOINT + (PretrainedFile("tokenizer.json"),),
+        license="apache-2.0", modalities=("text",),
+        params_total=46_702_792_704, params_active=12_879_925_248,
+        architecture={"num_experts": 8, "top_k": 2, "router": "softmax", "weights_dtype": "bfloat16"},
+        description="Mixtral 8x7B base (Jiang et al. 2024): 8 experts, top-2, in all 32 layers"),
+    # https://huggingface.co/allenai/OLMoE-1B-7B-0924 ; the shard sizes are those of this commit.
+    PretrainedCfg(
+        name="olmoe_1b_7b.0924", source="hf", location="allenai/OLMoE-1B-7B-0924",
+        revision="6d84c48581ece794365f2b8e9cfb043c68ade9c5",
+        files=_CHECKPOINT + (PretrainedFile("tokenizer.json"),
+                             PretrainedFile("model-00001-of-00003.safetensors", size=4_997_744_872),
+                             PretrainedFile("model-00002-of-00003.safetensors", size=4_997_235_176),
+                             PretrainedFile("model-00003-of-00003.safetensors", size=3_843_741_912)),
+        license="apache-2.0", modalities=("text",),
+        params_total=6_919_161_856, params_active=1_282_017_280,
+        architecture={"num_experts": 64, "top_k": 8, "router": "softmax", "weights_dtype": "bfloat16"},
+        description="OLMoE-1B-7B (Muennighoff et al. 2024), September 2024 release: 64 experts, top-8"),
+    # https://huggingface.co/Qwen/Qwen1.5-MoE-A2.7B ; licence: Tongyi Qianwen (the repo's LICENSE).
+    PretrainedCfg(
+        name="qwen2_moe_a2_7b.qwen1_5", source="hf", location="Qwen/Qwen1.5-MoE-A2.7B",
+        revision="1a758c50ecb6350748b9ce0a99d2352fd9fc11c9",
+        files=_CHECKPOINT + (PretrainedFile("tokenizer.json"),),
+        license="other (tongyi-qianwen)", modalities=("text",),
+        params_total=14_315_784_192, params_active=2_689_173_504,
+        architecture={"num_experts": 60, "top_k": 4, "num_shared_experts": 1, "router": "softmax",
+                      "weights_dtype": "bfloat16"},
+        description="Qwen1.5-MoE-A2.7B base: 60 experts, top-4, plus one gated shared expert"),
+    # https://huggingface.co/Qwen/Qwen3-30B-A3B ; 16 bf16 shards, ~61 GB.
+    PretrainedCfg(
+        name="qwen3_moe_30b_a3b.2504", source="hf", location="Qwen/Qwen3-30B-A3B",
+        revision="ad44e777bcd18fa416d9da3bd8f70d33ebb85d39",
+        files=_CHECKPOINT + (PretrainedFile("tokenizer.json"),),
+        license="apache-2.0", modalities=("text",),
+        params_total=30_532_122_624, params_active=3_353_032_704,
+        architecture={"num_experts": 128, "top_k": 8, "router": "softmax", "weights_dtype": "bfloat16"},
+        description="Qwen3-30B-A3B (April 2025, post-trained, thinking and non-thinking modes): 128 experts, top-8"),
+    # https://huggingface.co/llava-hf/llava-1.5-7b-hf ; fp16, ~14.1 GB. A dense model: the base
+    # that moezoo.upcycle turns into an MoE-LLaVA (LibMoE / MoE-LLaVA's starting point).
+    PretrainedCfg(
+        name="llava_1_5_7b.hf", source="hf", location="llava-hf/llava-1.5-7b-hf",
+        revision="b234b804b114d9e37bb655e11cbbb5f5e971b7a9",
+        files=_CHECKPOINT + (PretrainedFile("preprocessor_config.json"),),
+        license="llama2", modalities=("image", "text"),
+        params_total=7_063_427_072, params_active=7_063_427_072,
+        architecture={"weights_dtype": "float16"},
+        description="LLaVA-1.5-7B (Liu et al. 2023), llava-hf conversion: CLIP-L/336 + MLP + Vicuna-7B; "
+                    "a dense base to upcycle"),
+)
+
+for _cfg in HUB_ENTRIES:
+    register_pretrained(_cfg)

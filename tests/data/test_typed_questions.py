@@ -1,0 +1,130 @@
+"""Questions as people type them: the builders' variety, and a typed test that training never sees.
+
+The counts are taken from the built shards' text, with this file's own normalising and
+pattern matching, not from the phrasing module's helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from moezoo.data import digits, scenes
+from moezoo.data.digits import build_digits_vqa
+from moezoo.data.phrasing import Posed, typed_wording
+from moezoo.data.scenes import build_shapes_vqa
+from moezoo.data.vqa import VQABuildConfig
+
+INSTRUCTION = "Answer the question using a single word or phrase."
+MODULES = {"shapes-vqa": scenes, "digits-vqa": digits}
+
+
+def norm(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9{}' ]+", " ", text.lower()).split())
+
+
+# What may fill each slot (the closed vocabulary); {colour} is either spelling.
+SLOTS = {"colour": "colou?r", "color": "|".join(scenes.COLORS), "shape": "|".join(scenes.SHAPES), "article": "an?",
+         "n": r"\d"}
+SLOTS["a"] = SLOTS["b"] = f"(?:{SLOTS['color']}) (?:{SLOTS['shape']})"
+
+
+def pattern(template: str) -> re.Pattern:
+    """A phrasing as a regex over normalised questions: each slot matches the words that may fill it."""
+    parts = re.split(r"\{(\w+)\}", norm(template))  # odd parts are slot names
+    return re.compile("".join(f"(?:{SLOTS[p]})" if i % 2 else re.escape(p) for i, p in enumerate(parts)))
+
+
+def split_bodies(root, split, read_split) -> list[dict]:
+    return [json.loads(files["json"]) for files in read_split(root, split).values()]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """shapes-vqa with 1,000 training questions and digits-vqa with 600: enough to meet every phrasing."""
+    root = tmp_path_factory.mktemp("typed")
+    build_shapes_vqa(root / "shapes-vqa", VQABuildConfig(seed=0, n_train=1000, n_val=100, n_test=40, n_captions=0))
+    build_digits_vqa(root / "digits-vqa", VQABuildConfig(seed=0, n_train=600, n_val=60, n_test=30, n_captions=0,
+                                                         image_size=32))
+    return root
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_tables_are_disjoint_once_case_and_punctuation_go(name):
+    module = MODULES[name]
+    assert set(module.TRAIN_PHRASINGS) == set(module.TYPED_PHRASINGS)
+    train = {norm(p) for ps in module.TRAIN_PHRASINGS.values() for p in ps}
+    typed = {norm(p) for ps in module.TYPED_PHRASINGS.values() for p in ps}
+    assert not train & typed
+    assert all(len(ps) >= 6 for ps in module.TRAIN_PHRASINGS.values())  # several phrasings per form
+    assert all(len(ps) >= 4 for ps in module.TYPED_PHRASINGS.values())
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_held_out_phrasings_never_appear_in_train_or_val(built, read_split, name):
+    module = MODULES[name]
+    asked = [norm(b["question"]) for split in ("train", "val") for b in split_bodies(built / name, split, read_split)]
+    for form, phrasings in module.TYPED_PHRASINGS.items():
+        for phrasing in phrasings:
+            regex = pattern(phrasing)
+            assert not [q for q in asked if regex.fullmatch(q)], (form, phrasing)
+    # ...while the patterns do recognise the typed test's own questions, so the check above can fail.
+    typed = json.loads((built / name / "test_typed_questions.json").read_text())["questions"]
+    patterns = [pattern(p) for ps in module.TYPED_PHRASINGS.values() for p in ps]
+    assert all(any(r.fullmatch(norm(q["question"])) for r in patterns) for q in typed)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_training_questions_come_in_every_phrasing_spelling_and_placement(built, read_split, name):
+    module = MODULES[name]
+    bodies = split_bodies(built / name, "train", read_split)
+    used: Counter = Counter()
+    for body in bodies:
+        question = norm(body["question"])
+        (match,) = [(form, i) for form, ps in module.TRAIN_PHRASINGS.items() for i, p in enumerate(ps)
+                    if pattern(p).fullmatch(question)]  # exactly one phrasing says it
+        used[match] += 1
+    every = {(form, i) for form, ps in module.TRAIN_PHRASINGS.items() for i in range(len(ps))}
+    assert set(used) == every, every - set(used)
+    # A quarter of the questions ask the template (the test split's wording), the rest the other phrasings.
+    assert 0.2 < sum(used[form, 0] for form in module.TRAIN_PHRASINGS) / len(bodies) < 0.3
+    human = [b["conversations"][0]["value"].removeprefix("<image>\n") for b in bodies]
+    placements = Counter("after" if h.endswith("\n" + INSTRUCTION) else "before" if h.startswith(INSTRUCTION + "\n")
+                         else "inline" if h.endswith(" " + INSTRUCTION) else "none" for h in human)
+    assert set(placements) == {"after", "before", "inline", "none"}
+    assert 0.3 < placements["none"] / len(bodies) < 0.45 and 0.35 < placements["after"] / len(bodies) < 0.55
+    questions = [b["question"] for b in bodies]
+    assert any(q[0].islower() for q in questions) and any(q[0].isupper() for q in questions)
+    assert any(q.endswith("?") for q in questions) and any(q[-1].isalnum() for q in questions)
+    if name == "shapes-vqa":
+        words = Counter(w for q in questions for w in re.findall(r"\bcolou?r\b", q.lower()))
+        assert words["colour"] > 50 and words["color"] > 50
+
+
+def test_the_test_split_keeps_the_template_and_the_wording_moves_no_scene(built, read_split, tmp_path):
+    """The test split asks the template with the instruction after it, and its samples hold nothing new; growing a
+    split re-words nothing already in it."""
+    root = built / "shapes-vqa"
+    for body in split_bodies(root, "test", read_split):
+        assert body["conversations"][0]["value"] == f"<image>\n{body['question']}\n{INSTRUCTION}"
+        assert set(body) == {"id", "conversations", "question", "answer", "question_type", "question_id",
+                             "image_id", "scene"}  # no wording fields: the shipped test bytes stay as they were
+    # Growing val re-draws nothing already there, wording included.
+    build_shapes_vqa(tmp_path, VQABuildConfig(seed=0, n_train=0, n_val=150, n_test=0, n_captions=0))
+    assert split_bodies(tmp_path, "val", read_split)[:100] == split_bodies(root, "val", read_split)
+
+
+def test_typed_wording_takes_the_instruction_and_spelling_it_is_given():
+    import random
+
+    posed = Posed("color", {"shape": "square"}, "blue")
+    seen = Counter()
+    rng = random.Random(0)
+    for _ in range(200):
+        w = typed_wording(posed, scenes.TYPED_PHRASINGS, rng, instruction="none", spelling="american")
+        assert w.prompt == w.question and "colour" not in w.question.lower() and "color" in w.question.lower()
+        seen[w.phrasing] += 1
+    assert len(seen) == len(scenes.TYPED_PHRASINGS["color"])  # all held-out phrasings, evenly drawn
