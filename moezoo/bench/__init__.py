@@ -1,8 +1,9 @@
 """Benchmarks behind ``moezoo bench NAME``.
 
 Each module in :data:`BENCHMARKS` provides ``add_arguments(parser)`` and
-``run(args) -> dict``; every figure it prints is a median over repeats, and every
-target is a ratio against a baseline timed in the same run.
+``run(args) -> dict``; every figure the timing benchmarks print is a median over repeats,
+and every target is a ratio against a baseline timed in the same run (``routers`` reads
+the shipped model cards instead).
 """
 
 BENCHMARKS = {
@@ -11,4 +12,5 @@ BENCHMARKS = {
     "generate": "moezoo.bench.generate",
     "mm-model": "moezoo.bench.mm_model",
     "data": "moezoo.bench.data",
+    "routers": "moezoo.bench.routers",
 }

@@ -119,6 +119,8 @@ def _recipe(cfg: PretrainedCfg) -> str:
     rows = [("config", f"`{config}`"), ("seed", _fmt(r.get("seed"))), ("steps", _fmt(r.get("steps"))),
             ("wall time", f"{_duration(wall)} ({r.get('machine') or 'this machine'})" if wall else "—"),
             ("final training loss", _fmt(r.get("final_train_loss")))]
+    if r.get("load_entropy") is not None:  # expert-load balance at the answer positions (moezoo.analysis)
+        rows.append(("load entropy (answer positions)", _fmt(r.get("load_entropy"))))
     limit = f" --limit {cfg.eval_limit}" if cfg.eval_limit else ""
     dtype = " --bf16" if r.get("weights_dtype") == "bfloat16" else ""
     train = r.get("command") or f"moezoo fit -c {config}"

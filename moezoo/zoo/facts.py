@@ -26,9 +26,11 @@ def model_facts(model: nn.Module) -> dict[str, Any]:
     llm = spec.language_config(model.config)
     total = sum(p.numel() for p in model.parameters())
     moe = llm.moe
-    # The LLM's routed experts: each token uses top_k of num_experts of them.
+    # The LLM's routed experts: each token uses top_k of num_experts of them; an MH-MoE token's num_heads
+    # sub-tokens each use top_k, so up to top_k * num_heads distinct experts hold weights it uses.
     experts = sum(p.numel() for n, p in model.named_parameters() if ".mlp.experts." in n)
-    active = total - experts + (experts * moe.top_k // moe.num_experts if moe is not None else 0)
+    used = min(moe.top_k * moe.num_heads, moe.num_experts) if moe is not None else 0
+    active = total - experts + (experts * used // moe.num_experts if moe is not None else 0)
     facts: dict[str, Any] = {"architecture": spec.name, "parameters": total, "active_parameters_per_token": active,
                              "llm_layers": llm.num_layers, "llm_dim": llm.dim, "moe_layers": llm.sparse_layers(),
                              "vocab_size": llm.vocab_size, "context": llm.max_position_embeddings}

@@ -32,7 +32,8 @@ from moezoo.utils.io import atomic_write_text, temporary_dir
 from moezoo.zoo.card import CARD_NAME, render_card
 from moezoo.zoo.datasets import config_datasets
 
-TRAIN_FACTS = ("seed", "steps", "wall_time_s", "final_train_loss", "machine", "command", "datasets", "seeds", "notes")
+TRAIN_FACTS = ("seed", "steps", "wall_time_s", "final_train_loss", "machine", "command", "datasets", "seeds", "notes",
+               "load_entropy")
 
 
 def read_train_facts(facts: str | Path | dict | None) -> dict[str, Any]:
@@ -41,7 +42,10 @@ def read_train_facts(facts: str | Path | dict | None) -> dict[str, Any]:
     Keys (all optional): ``seed``, ``steps``, ``wall_time_s``, ``final_train_loss``, ``machine``,
     ``command`` (how it was trained, default ``moezoo fit -c CONFIG``), ``datasets`` (default: the
     config's), ``seeds`` (a list of ``{"seed": S, "metrics": {task: {metric: value}}, ...}``: every
-    seed's figures, for the router recipes), ``notes`` (a paragraph for the card: a stated shortfall).
+    seed's figures, for the router recipes; a seed may also give its ``load_entropy`` and ``wall_time_s``),
+    ``notes`` (a paragraph for the card: a stated shortfall), ``load_entropy`` (the expert-load balance at the
+    answer positions of the test split, :func:`moezoo.analysis.answer_load_entropy`; ``moezoo bench routers``
+    reads it).
 
     Raises:
         ValueError: an unknown key (the known ones are listed) or a malformed ``seeds`` list.
