@@ -11,8 +11,9 @@ summed over resumed attempts) is kept in ``DIR/train_time.json``.
 
 When every seed of a variant is complete, ``runs/zoo/NAME/FACTS.json`` gets what the card records
 (:func:`moezoo.zoo.publish.read_train_facts`): seed 0's ``seed``, ``steps``, ``wall_time_s``,
-``machine``, ``command`` and ``load_entropy``, and ``seeds``: per seed ``{"seed", "metrics"`` (its
-final evaluation), ``"load_entropy"``, ``"load_entropy_questions"``, ``"wall_time_s"``, ``"steps"}``.
+``machine``, ``command``, ``final_train_loss`` and ``load_entropy``, and ``seeds``: per seed ``{"seed",
+"metrics"`` (its final evaluation), ``"final_train_loss"`` (its final evaluation's mean LM loss of the last
+training steps), ``"load_entropy"``, ``"load_entropy_questions"``, ``"wall_time_s"``, ``"steps"}``.
 ``load_entropy`` is :func:`moezoo.analysis.answer_load_entropy` of the trained model over the test
 split's answer positions. A ``FACTS.json`` newer than its runs is kept as it is.
 """
@@ -140,8 +141,10 @@ def seed_facts(variant: str, seed: int, runs: str | Path = RUNS, limit: int | No
     from moezoo.zoo.results import split_results
 
     where = run_dir(variant, seed, runs)
-    results = json.loads((where / "final_eval.json").read_text())["results"]
-    entry: dict[str, Any] = {"seed": seed, "metrics": {t: split_results(m)[0] for t, m in results.items()}}
+    final = json.loads((where / "final_eval.json").read_text())
+    entry: dict[str, Any] = {"seed": seed, "metrics": {t: split_results(m)[0] for t, m in final["results"].items()}}
+    if (final.get("train") or {}).get("final_lm_loss") is not None:
+        entry["final_train_loss"] = round(final["train"]["final_lm_loss"], 4)
     report = answer_load_entropy(load(where / "model"), TASK, limit=limit)
     entry["load_entropy"], entry["load_entropy_questions"] = report["load_entropy"], report["num_positions"]
     last = where / "checkpoints" / "last.ckpt"
@@ -172,7 +175,7 @@ def write_facts(variant: str, seeds: tuple[int, ...] = SEEDS, runs: str | Path =
     facts: dict[str, Any] = {"seed": first["seed"], "machine": machine(),
                              "command": f"moezoo fit -c {config_path(variant)} --seed_everything {first['seed']}",
                              "load_entropy": first["load_entropy"], "seeds": entries}
-    facts.update({k: first[k] for k in ("steps", "wall_time_s") if k in first})
+    facts.update({k: first[k] for k in ("steps", "wall_time_s", "final_train_loss") if k in first})
     path = run_dir(variant, 0, runs) / FACTS
     atomic_write_text(path, json.dumps(facts, indent=2) + "\n")
     return path

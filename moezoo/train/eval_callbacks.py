@@ -19,6 +19,7 @@ Both log their metrics (``eval/{task}/{metric}``), log a table to the logger tha
 from __future__ import annotations
 
 import json
+from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -171,7 +172,10 @@ class FinalEvaluation(Callback):
     log its metrics as ``final/{task}/{metric}`` and write ``{out}`` (the ``moezoo eval --json`` layout).
 
     The quickstart's closing report: VQAv2 accuracy on the shipped test split, per question type
-    beside the majority-answer baseline, and the accuracy with blank images.
+    beside the majority-answer baseline, and the accuracy with blank images. The JSON also carries
+    ``"train": {"final_lm_loss", "steps_averaged", "global_step"}``: the LM loss (the answer tokens'
+    cross-entropy, router losses excluded) averaged over the last ``loss_window`` training steps of
+    this process, the final training loss a model card reports.
 
     Args:
         tasks: task names (shipped or lm-eval).
@@ -179,6 +183,7 @@ class FinalEvaluation(Callback):
         batch_size: prompts per batch.
         limit: the first N samples of each task.
         out: the JSON path (default ``{default_root_dir}/final_eval.json``).
+        loss_window: how many of the last training steps ``final_lm_loss`` averages.
 
     Example:
         >>> FinalEvaluation(["shapes_vqa"], blank_images=True).tasks
@@ -186,13 +191,26 @@ class FinalEvaluation(Callback):
     """
 
     def __init__(self, tasks: Sequence[str] = ("shapes_vqa",), blank_images: bool = True, batch_size: int = 64,
-                 limit: int | None = None, out: str | None = None):
+                 limit: int | None = None, out: str | None = None, loss_window: int = 50):
         from moezoo.eval.runner import split_tasks
 
         split_tasks(list(tasks))  # unknown names fail when the config is read
+        if loss_window < 1:
+            raise ValueError(f"FinalEvaluation(loss_window={loss_window}): average at least 1 step")
         self.tasks, self.blank_images, self.batch_size, self.limit, self.out = (
             list(tasks), blank_images, batch_size, limit, out)
         self.report = None
+        self.losses: deque[float] = deque(maxlen=loss_window)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/lm_loss")
+        if loss is not None:
+            self.losses.append(float(loss))
+
+    def train_facts(self, trainer) -> dict[str, Any]:
+        """What the run ended with: the mean LM loss of its last steps (None when it trained none here)."""
+        mean = sum(self.losses) / len(self.losses) if self.losses else None
+        return {"final_lm_loss": mean, "steps_averaged": len(self.losses), "global_step": trainer.global_step}
 
     def on_fit_end(self, trainer, pl_module) -> None:
         from lightning.pytorch.utilities import rank_zero_info
@@ -208,7 +226,8 @@ class FinalEvaluation(Callback):
         if not trainer.is_global_zero:
             return
         out = Path(self.out or Path(trainer.default_root_dir) / "final_eval.json")
-        self.report.save(out)
+        payload = {**self.report.to_dict(), "train": self.train_facts(trainer)}
+        atomic_write_text(out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
         flat = {f"final/{t}/{k}": v for t, m in self.report.results.items() for k, v in m.items()}
         for logger in trainer.loggers:
             logger.log_metrics(flat, step=trainer.global_step)

@@ -48,7 +48,8 @@ def _fake_fit(variant_of):
         torch.manual_seed(seed)
         moezoo.create_model("mm_tiny_cnn", llm={"moe": {"router": VARIANTS[variant]}}).save_pretrained(root / "model")
         (root / "final_eval.json").write_text(json.dumps({"model": "x", "results": {
-            "shapes_vqa": _final_eval(variant, seed)}}))
+            "shapes_vqa": _final_eval(variant, seed)}, "train": {"final_lm_loss": 0.4 + seed / 10, "steps_averaged": 50,
+                                                               "global_step": 1000}}))
         (root / "checkpoints").mkdir()
         torch.save({"global_step": 1000, "state_dict": {}, "hyper_parameters": {}}, root / "checkpoints" / "last.ckpt")
         return subprocess.CompletedProcess(cmd, 0)
@@ -91,8 +92,10 @@ def test_retrain_runs_both_seeds_resumably_and_writes_the_facts(zoo):
             assert entry["load_entropy"] == pytest.approx(expected, abs=1e-12) and 0 <= expected <= 1
             assert entry["load_entropy_questions"] == LIMIT
             assert entry["wall_time_s"] >= 0 and entry["steps"] == 1000
+            assert entry["final_train_loss"] == pytest.approx(0.4 + entry["seed"] / 10)  # the run's last steps' LM loss
             assert json.loads((where / "train_time.json").read_text())["attempts"] == 1
         assert facts["load_entropy"] == facts["seeds"][0]["load_entropy"]
+        assert facts["final_train_loss"] == facts["seeds"][0]["final_train_loss"]  # the card's, seed 0's
 
 
 def test_retrain_skips_finished_runs_and_prints_the_publish_commands(zoo, capsys, monkeypatch):

@@ -3,6 +3,7 @@ checkpoint that ``moezoo export`` turns into the same model, and resuming reads 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -84,9 +85,14 @@ def test_quickstart_config_runs_exports_and_evaluates(tmp_path, monkeypatch):
     _fit("quickstart.yaml", tmp_path, "--trainer.max_steps", "3", "--data.batch_size", "8",
          "--data.train_data.n_train", "64", "--trainer.limit_val_batches", "1",
          "--trainer.callbacks+=moezoo.train.eval_callbacks.FinalEvaluation",
-         "--trainer.callbacks.init_args.limit", "8")
+         "--trainer.callbacks.init_args.limit", "8", "--trainer.log_every_n_steps", "1")
     report = json.loads((tmp_path / "final_eval.json").read_text())
     assert {"vqa_accuracy", "blank_vqa_accuracy", "majority_baseline/position"} <= set(report["results"]["shapes_vqa"])
+    # The card's final training loss: the LM loss averaged over the run's last steps (all 3 here), as logged.
+    logged = [float(r["train/lm_loss"]) for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv"))))
+              if r.get("train/lm_loss")]
+    assert report["train"]["steps_averaged"] == 3 and report["train"]["global_step"] == 3
+    assert report["train"]["final_lm_loss"] == pytest.approx(sum(logged[-3:]) / 3, rel=1e-5)
     model = moezoo.load(tmp_path / "model")
     ckpt = sorted((tmp_path).rglob("*.ckpt"))[-1]
     assert load_checkpoint(ckpt)["global_step"] == 3
