@@ -37,6 +37,9 @@ class AttentionPooling(nn.Module):
 
     The score vector ``w`` starts at zero, so an untrained pool is the mean; the scores read
     normalised embeddings, so they learn at the same pace whatever the embeddings' scale.
+    With ``num_queries`` Q > 1, Q score vectors pool Q vectors, concatenated and projected back
+    to ``dim``: one softmax tends to settle on a few words, and a question such as "where is the
+    red circle relative to the blue square?" needs four of them kept apart.
 
     Example:
         >>> pool = AttentionPooling(8)
@@ -45,19 +48,25 @@ class AttentionPooling(nn.Module):
         True
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, num_queries: int = 1):
         super().__init__()
+        if num_queries < 1:
+            raise ValueError(f"AttentionPooling(num_queries={num_queries}): pool with at least one query")
         self.score_norm = nn.LayerNorm(dim)
-        self.score = nn.Linear(dim, 1)
+        self.score = nn.Linear(dim, num_queries)
         nn.init.zeros_(self.score.weight)
         nn.init.zeros_(self.score.bias)
+        self.proj = nn.Linear(num_queries * dim, dim) if num_queries > 1 else None
 
     def forward(self, prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``prompt (N, P, D)``, ``mask (N, P)`` (True on the prompt's tokens) -> ``(N, D)``."""
-        scores_NP = self.score(self.score_norm(prompt)).squeeze(-1).float()
-        scores_NP = scores_NP.masked_fill(~mask.bool(), float("-inf"))
-        weights_NP = torch.softmax(scores_NP, dim=-1).nan_to_num(0.0).to(prompt.dtype)  # a row with no prompt: 0
-        return torch.einsum("np,npd->nd", weights_NP, prompt)
+        scores_NPQ = self.score(self.score_norm(prompt)).float()
+        scores_NPQ = scores_NPQ.masked_fill(~mask.bool()[..., None], float("-inf"))
+        weights_NPQ = torch.softmax(scores_NPQ, dim=1).nan_to_num(0.0).to(prompt.dtype)  # a row with no prompt: 0
+        pooled_NQD = torch.einsum("npq,npd->nqd", weights_NPQ, prompt)
+        if self.proj is None:
+            return pooled_NQD[:, 0]
+        return self.proj(pooled_NQD.flatten(1))
 
 
 def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -72,6 +81,24 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
     angles = positions.float()[..., None] * freqs
     out = torch.cat([angles.sin(), angles.cos()], dim=-1)
     return torch.nn.functional.pad(out, (0, dim - 2 * half))
+
+
+def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """``(height * width, dim)`` fixed 2-D positions, row-major: half the channels encode the row, half the column.
+
+    MAE's 2-D sine-cosine embedding (He et al. 2022), over coordinates scaled to [0, 1] times the grid's
+    side, so a 4x4 and an 8x8 grid give each cell a distinct, smoothly varying code.
+
+    Example:
+        >>> pos = sincos_2d(4, 4, 8)
+        >>> pos.shape, bool(torch.equal(pos[1, :4], pos[0, :4])), bool(torch.equal(pos[4, 4:], pos[0, 4:]))
+        (torch.Size([16, 8]), True, True)
+    """
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    half = dim // 2
+    return torch.nn.functional.pad(
+        torch.cat([sinusoidal_positions(rows.flatten(), half), sinusoidal_positions(cols.flatten(), half)], -1),
+        (0, dim - 2 * half))
 
 
 class ContextualPooling(nn.Module):
@@ -92,13 +119,13 @@ class ContextualPooling(nn.Module):
         False
     """
 
-    def __init__(self, dim: int, num_heads: int = 4):
+    def __init__(self, dim: int, num_heads: int = 4, num_queries: int = 1):
         super().__init__()
         self.dim = dim
         self.input_norm = nn.LayerNorm(dim)
         self.layer = nn.TransformerEncoderLayer(dim, num_heads, 2 * dim, dropout=0.0, activation="gelu",
                                                 batch_first=True, norm_first=True)
-        self.pool = AttentionPooling(dim)
+        self.pool = AttentionPooling(dim, num_queries)
 
     def forward(self, prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``prompt (N, P, D)``, ``mask (N, P)`` (True on the prompt's tokens) -> ``(N, D)``."""

@@ -135,4 +135,4 @@ def test_the_three_stages_chain_through_their_exported_models():
     stages = ["three_stage_1_align", "three_stage_2_finetune", "three_stage_3_moe"]
     for before, after in itertools.pairwise(stages):
         assert _load(after)["model"]["checkpoint"] == f"runs/zoo/{before}/model"
-    assert _load(stages[0])["model"]["overrides"] == {"llm": {"moe": None}}  # dense until stage 3 upcycles it
+    assert _load(stages[0])["model"]["overrides"] == {"llm": {"moe": None, "tie_embeddings": True}}  # dense until stage 3

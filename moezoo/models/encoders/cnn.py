@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from moezoo.models.encoders.base import ENCODERS, Encoder
-from moezoo.models.prompt_pooling import AttentionPooling, ContextualPooling
+from moezoo.models.prompt_pooling import AttentionPooling, ContextualPooling, sincos_2d
 from moezoo.utils.checks import check_min, require
 from moezoo.utils.config import Config
 
@@ -100,7 +100,7 @@ class CNNEncoder(Encoder):
         # the default 1e-5 is close to that ~0.004**2 variance and would still shrink it).
         self.condition_norm = nn.LayerNorm(config.condition_dim, eps=1e-6) if config.film else None
         pools = {"attention": AttentionPooling, "contextual": ContextualPooling}
-        self.condition_pool = (pools[config.condition_pooling](config.condition_dim)
+        self.condition_pool = (pools[config.condition_pooling](config.condition_dim, num_queries=config.condition_queries)
                                if config.film and config.condition_pooling in pools else None)
         film_stages = config.film_stages if config.film_stages is not None else range(2, len(config.channels) + 1)
         in_channels = 3 + 2 * config.coord_channels
@@ -114,6 +114,8 @@ class CNNEncoder(Encoder):
             side = (side + 1) // 2  # a stride-2, padding-1 3x3 conv rounds up
         self.num_tokens = side * side
         self.out_dim = config.channels[-1]
+        if config.token_positions:  # a buffer, not a weight: rebuilt from the config, never saved
+            self.register_buffer("positions_TC", sincos_2d(side, side, self.out_dim), persistent=False)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``x (N, 3, S, S)``, ``condition (N, condition_dim)`` (required with FiLM) -> ``(N, T, C)``."""
@@ -135,7 +137,10 @@ class CNNEncoder(Encoder):
         h = x
         for stage in self.stages:
             h = stage(h, condition)
-        return h.flatten(2).transpose(1, 2)  # (N, C, h, w) -> (N, h*w, C)
+        tokens_NTC = h.flatten(2).transpose(1, 2)  # (N, C, h, w) -> (N, h*w, C)
+        if self.config.token_positions:
+            tokens_NTC = tokens_NTC + self.positions_TC.to(tokens_NTC.dtype)
+        return tokens_NTC
 
     def pool_condition(self, prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The prompt's embeddings pooled as ``condition_pooling`` says (see :mod:`moezoo.models.prompt_pooling`)."""
@@ -170,8 +175,13 @@ class CNNEncoderConfig(Config):
             prompt in order before the attention pool, so "the X relative to the Y" and "the Y
             relative to the X" differ: the two pools above are bags of words). Each is
             layer-normalised before FiLM reads it.
+        condition_queries: score vectors of the attention pool (``"attention"`` / ``"contextual"``): with
+            more than one, each pools its own vector and a linear layer merges them.
         coord_channels: append x / y coordinate channels to the input (CoordConv); the probe
             found them neutral (0.80 vs 0.83), so off by default.
+        token_positions: add fixed 2-D sine-cosine positions (:func:`~moezoo.models.prompt_pooling.sincos_2d`)
+            to the output tokens, so each token's value says which cell it is (a ViT's tokens carry
+            theirs; a CNN's carry only what padding and ``coord_channels`` leave in the features).
         norm: ``"batch"`` (default: the FiLM paper's choice, and the fastest from-scratch
             convergence at the quickstart's batch of 128), ``"group"`` (per sample, identical in
             training and eval: for small or varying batches) or ``"none"``.
@@ -193,14 +203,16 @@ class CNNEncoderConfig(Config):
     condition_dim: int | None = None
     film_stages: list[int] | None = None
     condition_pooling: str = "attention"
+    condition_queries: int = 1
     coord_channels: bool = False
+    token_positions: bool = False
     norm: str = "batch"
     convs_per_stage: int = 1
 
     def __post_init__(self) -> None:
         require(self, "channels", len(self.channels) >= 1 and all(c >= 1 for c in self.channels),
                 "must be a non-empty list of widths >= 1")
-        check_min(self, image_size=1, convs_per_stage=1)
+        check_min(self, image_size=1, convs_per_stage=1, condition_queries=1)
         if self.film_stages is not None:
             require(self, "film_stages", all(1 <= s <= len(self.channels) for s in self.film_stages),
                     f"must be stage numbers in [1, {len(self.channels)}]")

@@ -7,6 +7,7 @@ import torch
 
 from moezoo.models.encoders.base import build_encoder
 from moezoo.models.encoders.cnn import CNNEncoder, CNNEncoderConfig
+from moezoo.models.prompt_pooling import sincos_2d
 from moezoo.processing.image import build_image_processor
 
 
@@ -83,3 +84,20 @@ def test_builds_on_the_meta_device():
     with torch.device("meta"):  # FSDP's deferred init: no weights, shapes only
         enc = CNNEncoder(CNNEncoderConfig(condition_dim=16))
     assert next(enc.parameters()).is_meta and (enc.num_tokens, enc.out_dim) == (16, 128)
+
+
+def test_token_positions_add_each_cells_2d_code_and_save_nothing(pixels):
+    torch.manual_seed(0)
+    plain = CNNEncoder(CNNEncoderConfig(condition_dim=16)).eval()
+    placed = CNNEncoder(CNNEncoderConfig(condition_dim=16, token_positions=True)).eval()
+    assert placed.state_dict().keys() == plain.state_dict().keys()  # a buffer rebuilt from the config
+    placed.load_state_dict(plain.state_dict())
+    x, c = pixels(2, 64), _condition(2)
+    with torch.no_grad():
+        delta = placed(x, c) - plain(x, c)
+    torch.testing.assert_close(delta, sincos_2d(4, 4, 128).expand(2, -1, -1))
+    # Row-major cells: the code's row half changes down a column, its column half along a row.
+    code = sincos_2d(4, 4, 128)
+    assert torch.equal(code[1, :64], code[0, :64]) and not torch.equal(code[1, 64:], code[0, 64:])
+    assert torch.equal(code[4, 64:], code[0, 64:]) and not torch.equal(code[4, :64], code[0, :64])
+    assert len({tuple(row.tolist()) for row in code}) == 16  # every cell its own code
