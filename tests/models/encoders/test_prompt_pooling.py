@@ -1,5 +1,6 @@
 """The prompt pools a FiLM encoder reads: masked tokens never count, scores learn, the CNN's choice of pool."""
 
+import pytest
 import torch
 
 from moezoo.models.encoders.cnn import CNNEncoder, CNNEncoderConfig
@@ -64,3 +65,26 @@ def test_contextual_pooling_tells_the_two_objects_of_a_question_apart():
     assert isinstance(cnn.condition_pool, ContextualPooling)
     cnn.pool_condition(x_then_y, mask).sum().backward()
     assert cnn.condition_pool.layer.self_attn.in_proj_weight.grad.abs().sum() > 0
+
+
+def test_a_multi_query_pool_keeps_several_words_apart():
+    torch.manual_seed(0)
+    prompt, mask = torch.randn(2, 6, 8), torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]).bool()
+    pool = AttentionPooling(8, num_queries=3)
+    assert pool(prompt, mask).shape == (2, 8)
+    # Untrained, every query is the mean: the output is the projection of three copies of it.
+    mean = masked_mean(prompt, mask)
+    torch.testing.assert_close(pool(prompt, mask), pool.proj(mean.repeat(1, 3)))
+    # Trained apart, each query settles on its own word, and the projection sees the words side by side.
+    with torch.no_grad():
+        pool.score.weight.copy_(1000 * torch.eye(3, 8))
+    scores = pool.score_norm(prompt)[..., :3].masked_fill(~mask[..., None], float("-inf"))
+    picked = torch.stack([prompt[n, scores[n].argmax(0)] for n in range(2)])  # (2, 3 queries, 8)
+    torch.testing.assert_close(pool(prompt, mask), pool.proj(picked.flatten(1)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(pool(prompt, torch.zeros_like(mask)), pool.proj.bias.expand(2, 8))  # no prompt
+    # Saved single-query pools keep their layout: no projection.
+    assert AttentionPooling(8).proj is None and "proj.weight" not in AttentionPooling(8).state_dict()
+    with pytest.raises(ValueError, match="at least one query"):
+        AttentionPooling(8, num_queries=0)
+    cnn = CNNEncoder(CNNEncoderConfig(condition_dim=8, condition_pooling="contextual", condition_queries=2))
+    assert cnn.pool_condition(prompt, mask).shape == (2, 8)
