@@ -87,11 +87,15 @@ def is_complete(where: Path) -> bool:
 
 
 def _add_time(where: Path, seconds: float) -> None:
+    import torch
+
     from moezoo.utils.io import atomic_write_text
 
     record = json.loads((where / TIMES).read_text()) if (where / TIMES).is_file() else {"wall_time_s": 0.0,
                                                                                          "attempts": 0}
-    record = {"wall_time_s": record["wall_time_s"] + seconds, "attempts": record["attempts"] + 1}
+    # The run's threads (it inherits this process's environment, OMP_NUM_THREADS included): the card's machine.
+    record = {"wall_time_s": record["wall_time_s"] + seconds, "attempts": record["attempts"] + 1,
+              "torch_threads": torch.get_num_threads()}
     where.mkdir(parents=True, exist_ok=True)
     atomic_write_text(where / TIMES, json.dumps(record, indent=2) + "\n")
 
@@ -124,11 +128,12 @@ def train(variant: str, seed: int, runs: str | Path = RUNS, dry_run: bool = Fals
     return "trained"
 
 
-def machine() -> str:
-    """This machine in a few words, for the card's wall times."""
+def machine(threads: int | None = None) -> str:
+    """This machine in a few words, for the card's wall times (``threads``: the run's, default this process's)."""
     import torch
 
-    return (f"{os.cpu_count()} CPU cores ({platform.machine()}), {torch.get_num_threads()} torch threads, "
+    n = threads or torch.get_num_threads()
+    return (f"{os.cpu_count()} CPU cores ({platform.machine()}), {n} torch thread{'s' * (n != 1)}, "
             f"torch {torch.__version__}")
 
 
@@ -172,7 +177,9 @@ def write_facts(variant: str, seeds: tuple[int, ...] = SEEDS, runs: str | Path =
 
     entries = [seed_facts(variant, s, runs, limit) for s in seeds]
     first = entries[0]
-    facts: dict[str, Any] = {"seed": first["seed"], "machine": machine(),
+    times = run_dir(variant, seeds[0], runs) / TIMES
+    threads = json.loads(times.read_text()).get("torch_threads") if times.is_file() else None
+    facts: dict[str, Any] = {"seed": first["seed"], "machine": machine(threads),
                              "command": f"moezoo fit -c {config_path(variant)} --seed_everything {first['seed']}",
                              "load_entropy": first["load_entropy"], "seeds": entries}
     facts.update({k: first[k] for k in ("steps", "wall_time_s", "final_train_loss") if k in first})

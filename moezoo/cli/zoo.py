@@ -46,12 +46,12 @@ def _publish(args: argparse.Namespace) -> int:
                   bf16=args.bf16, new_revision=args.new_revision, train_facts=args.train_facts,
                   license=args.license, description=args.description, root=args.root,
                   batch_size=args.batch_size, progress=True)
-    root = Path(args.root) if args.root else checkpoints_root()
+    root = (Path(args.root) if args.root else checkpoints_root()).resolve()  # the real folder, not the package's link
     size = sum(f.size or 0 for f in cfg.files)
     top = headline(cfg)
     print(f"published {cfg.name} revision {cfg.revision} in {root / cfg.location} ({size / 1e6:.2f} MB)"
           + (f": {top[0]} {top[1]} {top[2]:.4f}" if top else ""))
-    readme = root.resolve().parent / "README.md"
+    readme = root.parent / "README.md"
     if args.root is None and readme.is_file():
         from moezoo.zoo.table import START, write_readme_table
 

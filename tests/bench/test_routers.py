@@ -93,9 +93,11 @@ def test_retrain_runs_both_seeds_resumably_and_writes_the_facts(zoo):
             assert entry["load_entropy_questions"] == LIMIT
             assert entry["wall_time_s"] >= 0 and entry["steps"] == 1000
             assert entry["final_train_loss"] == pytest.approx(0.4 + entry["seed"] / 10)  # the run's last steps' LM loss
-            assert json.loads((where / "train_time.json").read_text())["attempts"] == 1
+            times = json.loads((where / "train_time.json").read_text())
+            assert times["attempts"] == 1 and times["torch_threads"] == torch.get_num_threads()
         assert facts["load_entropy"] == facts["seeds"][0]["load_entropy"]
         assert facts["final_train_loss"] == facts["seeds"][0]["final_train_loss"]  # the card's, seed 0's
+        assert f", {torch.get_num_threads()} torch thread" in facts["machine"]  # the run's threads
 
 
 def test_retrain_skips_finished_runs_and_prints_the_publish_commands(zoo, capsys, monkeypatch):
