@@ -3,7 +3,7 @@
 Each module in :data:`BENCHMARKS` provides ``add_arguments(parser)`` and
 ``run(args) -> dict``; every figure the timing benchmarks print is a median over repeats,
 and every target is a ratio against a baseline timed in the same run (``routers`` reads
-the shipped model cards instead).
+the shipped model cards instead; ``probe`` measures how fast a design learns one question type).
 """
 
 BENCHMARKS = {
@@ -13,4 +13,5 @@ BENCHMARKS = {
     "mm-model": "moezoo.bench.mm_model",
     "data": "moezoo.bench.data",
     "routers": "moezoo.bench.routers",
+    "probe": "moezoo.bench.probe",
 }
