@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connector", default="{}", help="JSON overrides of the image connector's config")
     parser.add_argument("--question-type", default="position", choices=sorted(ANSWERS))
     parser.add_argument("--n-train", type=int, default=8000, help="training questions (default: 8000)")
+    parser.add_argument("--template-share", type=float, default=None,
+                        help="the share of training questions in the template's words (default: the builder's; "
+                             "1: all, the instruction's place and the casing still vary)")
     parser.add_argument("--n-eval", type=int, default=400, help="held-out questions per wording (default: 400)")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -66,8 +69,10 @@ def _questions(qtype: str, n: int, seed: int) -> list[tuple[dict, Any]]:
     return out
 
 
-def probe_data(model, qtype: str, n_train: int, n_eval: int, seed: int = 0) -> dict[str, list]:
-    """``{"train", "template", "typed"}``: encoded samples (train: the builder's training wording)."""
+def probe_data(model, qtype: str, n_train: int, n_eval: int, seed: int = 0,
+               template_share: float | None = None) -> dict[str, list]:
+    """``{"train", "template", "typed"}``: encoded samples (train: the builder's training wording, with
+    ``template_share`` of them in the template: the builder's ``TEMPLATE_SHARE`` by default)."""
     from moezoo.data.phrasing import TEMPLATE_SHARE, template_wording, typed_wording
     from moezoo.data.pipeline import ProcessedSample
     from moezoo.data.scenes import TRAIN_PHRASINGS, TYPED_PHRASINGS, draw_scene
@@ -78,8 +83,8 @@ def probe_data(model, qtype: str, n_train: int, n_eval: int, seed: int = 0) -> d
                                              return_tensors=None)
         return ProcessedSample("probe", enc["input_ids"], enc["labels"], {"pixel_values": enc["pixel_values"]})
 
-    words = random.Random(seed + 7)
-    train = [encode(s, typed_wording(p, TRAIN_PHRASINGS, words, template_share=TEMPLATE_SHARE).prompt, p.answer)
+    words, share = random.Random(seed + 7), TEMPLATE_SHARE if template_share is None else template_share
+    train = [encode(s, typed_wording(p, TRAIN_PHRASINGS, words, template_share=share).prompt, p.answer)
              for s, p in _questions(qtype, n_train, seed + 1)]
     held = _questions(qtype, n_eval, seed + 12345)
     typed = random.Random(seed + 3)
@@ -126,7 +131,8 @@ def train_probe(model, data: dict[str, list], candidates: torch.Tensor, steps: i
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     rng, losses, history, start = random.Random(seed), [], [], time.perf_counter()
-    evals = {"template": data["template"], "typed": data["typed"], "train": data["train"][:n_eval or len(data["typed"])]}
+    seen = data["train"][:n_eval or len(data["typed"])]
+    evals = {"template": data["template"], "typed": data["typed"], "train": seen}
     model.train()
     for step in range(1, steps + 1):
         batch = pad_collate(rng.sample(data["train"], batch_size), 0)
@@ -155,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {k: v for k, v in (("vision", json.loads(args.vision)), ("llm", json.loads(args.llm)),
                                    ("image_connector", json.loads(args.connector))) if v}
     model = moezoo.create_model(args.arch, **overrides)
-    data = probe_data(model, args.question_type, args.n_train, args.n_eval, args.seed)
+    data = probe_data(model, args.question_type, args.n_train, args.n_eval, args.seed, args.template_share)
     firsts = {}
     for sample in data["train"]:
         at = _first_label(sample)
@@ -171,5 +177,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     history = train_probe(model, data, candidates, args.steps, args.batch_size, args.lr, args.eval_every,
                           args.seed, args.n_eval)
     return {"arch": args.arch, "overrides": overrides, "question_type": args.question_type, "parameters": params,
+            "template_share": args.template_share,
             "n_train": args.n_train, "n_eval": args.n_eval, "batch_size": args.batch_size, "lr": args.lr,
             "history": history}

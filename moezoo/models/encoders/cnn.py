@@ -100,8 +100,8 @@ class CNNEncoder(Encoder):
         # the default 1e-5 is close to that ~0.004**2 variance and would still shrink it).
         self.condition_norm = nn.LayerNorm(config.condition_dim, eps=1e-6) if config.film else None
         pools = {"attention": AttentionPooling, "contextual": ContextualPooling}
-        self.condition_pool = (pools[config.condition_pooling](config.condition_dim, num_queries=config.condition_queries)
-                               if config.film and config.condition_pooling in pools else None)
+        pool = pools.get(config.condition_pooling) if config.film else None
+        self.condition_pool = pool(config.condition_dim, num_queries=config.condition_queries) if pool else None
         film_stages = config.film_stages if config.film_stages is not None else range(2, len(config.channels) + 1)
         in_channels = 3 + 2 * config.coord_channels
         widths = [in_channels, *config.channels]
