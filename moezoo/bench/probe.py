@@ -40,6 +40,8 @@ def answers_of(qtype: str) -> tuple[str, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="film_cnn_moe_small", help="the architecture (default: the quickstart's)")
+    parser.add_argument("--init", metavar="MODEL", help="start from a trained model (a name or a directory: "
+                                                        "moezoo.load) instead of --arch and its overrides")
     parser.add_argument("--vision", default="{}", help="JSON overrides of the vision encoder's config")
     parser.add_argument("--llm", default="{}", help="JSON overrides of the LLM's config")
     parser.add_argument("--connector", default="{}", help="JSON overrides of the image connector's config")
@@ -160,7 +162,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     overrides = {k: v for k, v in (("vision", json.loads(args.vision)), ("llm", json.loads(args.llm)),
                                    ("image_connector", json.loads(args.connector))) if v}
-    model = moezoo.create_model(args.arch, **overrides)
+    if args.init and overrides:
+        raise ValueError("--init loads a trained model as it is: drop --vision / --llm / --connector")
+    model = moezoo.load(args.init) if args.init else moezoo.create_model(args.arch, **overrides)
+    arch = f"{model.spec.name} from {args.init}" if args.init else args.arch
     data = probe_data(model, args.question_type, args.n_train, args.n_eval, args.seed, args.template_share)
     firsts = {}
     for sample in data["train"]:
@@ -172,11 +177,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"no training question answers {missing}: raise --n-train")
     candidates = torch.tensor([firsts[a] for a in answers])
     params = sum(p.numel() for p in model.parameters())
-    print(f"probe: {args.arch} {overrides or ''} ({params:,} parameters), {args.question_type} questions only, "
+    print(f"probe: {arch} {overrides or ''} ({params:,} parameters), {args.question_type} questions only, "
           f"{args.n_train} to train on, {args.n_eval} held out; chance {1 / len(answers):.2f}")
     history = train_probe(model, data, candidates, args.steps, args.batch_size, args.lr, args.eval_every,
                           args.seed, args.n_eval)
-    return {"arch": args.arch, "overrides": overrides, "question_type": args.question_type, "parameters": params,
+    return {"arch": args.arch, "init": args.init and str(args.init), "overrides": overrides, "question_type": args.question_type, "parameters": params,
             "template_share": args.template_share,
             "n_train": args.n_train, "n_eval": args.n_eval, "batch_size": args.batch_size, "lr": args.lr,
             "history": history}

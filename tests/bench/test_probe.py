@@ -67,3 +67,16 @@ def test_the_command_trains_and_reports_each_evaluation(tmp_path, capsys):
     assert "exists questions only" in capsys.readouterr().out
     with pytest.raises(ValueError, match="closed-answer types"):
         probe.answers_of("color")
+
+
+def test_a_probe_can_start_from_a_trained_model(tmp_path, capsys):
+    torch.manual_seed(1)
+    saved = moezoo.create_model("film_cnn_moe_small", vision={"coord_channels": True})
+    saved.save_pretrained(tmp_path / "model")
+    out = tmp_path / "probe.json"
+    assert main(["bench", "probe", "--init", str(tmp_path / "model"), "--n-train", "32", "--n-eval", "4",
+                 "--steps", "1", "--batch-size", "4", "--eval-every", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["init"] == str(tmp_path / "model")
+    assert f"from {tmp_path / 'model'}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="drop --vision"):
+        main(["bench", "probe", "--init", str(tmp_path / "model"), "--vision", '{"coord_channels": true}'])
