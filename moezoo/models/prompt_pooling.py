@@ -86,8 +86,8 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
 def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
     """``(height * width, dim)`` fixed 2-D positions, row-major: half the channels encode the row, half the column.
 
-    MAE's 2-D sine-cosine embedding (He et al. 2022), over coordinates scaled to [0, 1] times the grid's
-    side, so a 4x4 and an 8x8 grid give each cell a distinct, smoothly varying code.
+    MAE's 2-D sine-cosine embedding (He et al. 2022): the row index and the column index, each through
+    :func:`sinusoidal_positions`, so every cell of the grid gets its own code, and neighbours similar ones.
 
     Example:
         >>> pos = sincos_2d(4, 4, 8)

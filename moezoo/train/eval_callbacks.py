@@ -200,16 +200,16 @@ class FinalEvaluation(Callback):
         self.tasks, self.blank_images, self.batch_size, self.limit, self.out = (
             list(tasks), blank_images, batch_size, limit, out)
         self.report = None
-        self.losses: deque[float] = deque(maxlen=loss_window)
+        self.losses: deque[torch.Tensor] = deque(maxlen=loss_window)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = trainer.callback_metrics.get("train/lm_loss")
         if loss is not None:
-            self.losses.append(float(loss))
+            self.losses.append(loss.detach())  # kept as tensors: no device sync per step
 
     def train_facts(self, trainer) -> dict[str, Any]:
         """What the run ended with: the mean LM loss of its last steps (None when it trained none here)."""
-        mean = sum(self.losses) / len(self.losses) if self.losses else None
+        mean = float(torch.stack([x.float().cpu() for x in self.losses]).mean()) if self.losses else None
         return {"final_lm_loss": mean, "steps_averaged": len(self.losses), "global_step": trainer.global_step}
 
     def on_fit_end(self, trainer, pl_module) -> None:
