@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision", default="{}", help="JSON overrides of the vision encoder's config")
     parser.add_argument("--llm", default="{}", help="JSON overrides of the LLM's config")
     parser.add_argument("--connector", default="{}", help="JSON overrides of the image connector's config")
+    parser.add_argument("--overrides", default="{}",
+                        help='JSON overrides of the model config\'s own fields, e.g. {"modality_attention": "prefix"}')
     parser.add_argument("--question-type", default="position", choices=sorted(ANSWERS))
     parser.add_argument("--n-train", type=int, default=8000, help="training questions (default: 8000)")
     parser.add_argument("--template-share", type=float, default=None,
@@ -162,8 +164,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     overrides = {k: v for k, v in (("vision", json.loads(args.vision)), ("llm", json.loads(args.llm)),
                                    ("image_connector", json.loads(args.connector))) if v}
+    overrides.update(json.loads(args.overrides))
     if args.init and overrides:
-        raise ValueError("--init loads a trained model as it is: drop --vision / --llm / --connector")
+        raise ValueError("--init loads a trained model as it is: drop --vision / --llm / --connector / --overrides")
     model = moezoo.load(args.init) if args.init else moezoo.create_model(args.arch, **overrides)
     arch = f"{model.spec.name} from {args.init}" if args.init else args.arch
     data = probe_data(model, args.question_type, args.n_train, args.n_eval, args.seed, args.template_share)

@@ -23,7 +23,7 @@ from moezoo.processing.processor import MODALITIES
 from moezoo.utils.checks import require
 from moezoo.utils.config import Config, to_plain
 
-ATTENTION = ("causal", "bidirectional")
+ATTENTION = ("causal", "bidirectional", "prefix")
 
 
 @dataclass
@@ -41,9 +41,10 @@ class MultimodalConfig(Config):
         video_connector: ``None`` shares the image connector (Video-LLaVA).
         image_token_id / audio_token_id / video_token_id: the placeholder ids in the LLM's
             vocabulary (the zoo tokenizer's ``<image>``, ``<audio>``, ``<video>`` by default).
-        modality_attention: ``"causal"`` (LLaVA: every token attends causally) or
-            ``"bidirectional"`` (a prefix-LM mask: the tokens of one image, clip or video also
-            attend to each other, as in PaliGemma's prefix).
+        modality_attention: ``"causal"`` (LLaVA: every token attends causally),
+            ``"bidirectional"`` (the tokens of one image, clip or video also attend to each other)
+            or ``"prefix"`` (PaliGemma's prefix-LM: the whole prompt, media and text, attends both
+            ways, so image tokens read the question that follows them; the answer is causal).
 
     Example:
         >>> cfg = MultimodalConfig(

@@ -140,7 +140,8 @@ class MultimodalMoEForCausalLM(ZooModel):
 
         Returns:
             ``(embeds (B, T, D), spans (B, T) or None, modality_ids (B, T))``: ``spans`` numbers the
-            modality spans for the bidirectional mask (``None`` when attention is causal).
+            spans the LLM's mask lets attend both ways: each media item (``"bidirectional"``), or the
+            whole prompt as span 1 (``"prefix"``); ``None`` when attention is causal.
 
         Raises:
             ValueError: placeholder tokens and inputs disagree, an unknown input is given, or the
@@ -162,12 +163,16 @@ class MultimodalMoEForCausalLM(ZooModel):
                 mask = input_ids == self.token_id(modality)
                 modality_ids = torch.where(mask & real, i, modality_ids)
                 is_placeholder |= mask
+        before_answer = real if labels is None else real & ((labels != IGNORE_INDEX).cumsum(1) == 0)
         if prompt_mask is None:
-            prompt_mask = real & ~is_placeholder
-            if labels is not None:
-                prompt_mask &= (labels != IGNORE_INDEX).cumsum(1) == 0  # before the first answer token
+            prompt_mask = before_answer & ~is_placeholder
         prompt = embeds  # the text embeddings the instruction-aware parts read (placeholders masked out)
-        spans = torch.zeros_like(input_ids) if self.config.modality_attention == "bidirectional" else None
+        attention = self.config.modality_attention
+        # Span ids for the LLM's mask: one per media item ("bidirectional"), or the whole prompt as one
+        # span ("prefix": everything before the first answer token; all of the input when generating).
+        spans = None if attention == "causal" else torch.zeros_like(input_ids)
+        if attention == "prefix":
+            spans = before_answer.long()
         out, first_span = embeds, 1
         for modality in MODALITIES:
             inputs = media.get(INPUT_KEYS[modality])
@@ -176,7 +181,7 @@ class MultimodalMoEForCausalLM(ZooModel):
                 continue
             mask_BT = input_ids == self.token_id(modality)
             out = out.masked_scatter(mask_BT[..., None], features.to(out.dtype))
-            if spans is not None:
+            if attention == "bidirectional":
                 item = item_index(mask_BT, self.num_tokens[modality])
                 spans = torch.where(mask_BT, item + first_span, spans)
                 first_span += features.shape[0]

@@ -280,3 +280,42 @@ def test_every_connector_kind_trains_and_generates(connector):
     model.eval()
     ids = model.generate(**batch, max_new_tokens=3, do_sample=False, eos_token_id=[])
     assert ids.shape[1] == batch["input_ids"].shape[1] + 3
+
+
+def test_prefix_attention_lets_image_tokens_read_the_question_and_keeps_the_answer_causal(models):
+    base = models["mm_tiny_clip"]
+    prefix = type(base)(base.config.replace(modality_attention="prefix")).eval()
+    prefix.load_state_dict(base.state_dict())
+    proc = base.processor
+    chat = [{"role": "user", "content": f"{proc.placeholders['image']}\nWhat colour is it?"},
+            {"role": "assistant", "content": "red square"}]
+    enc = proc.encode_example(chat, images=[picture("red")])
+    ids, labels, pixels = enc["input_ids"], enc["labels"], enc["pixel_values"]
+    slots = (ids[0] == base.token_id("image")).nonzero()[:, 0]
+    first_answer = int((labels[0] != -100).nonzero()[0, 0])
+    with torch.no_grad():
+        _, spans, _ = prefix.embed_inputs(ids, labels=labels, pixel_values=pixels)
+        # One span: every token before the first answer token, image and text; the answer is causal.
+        assert spans[0, :first_answer].eq(1).all() and spans[0, first_answer:].eq(0).all()
+
+        def logits(model, input_ids):
+            return model(input_ids=input_ids, labels=labels, pixel_values=pixels).logits[0]
+
+        question = first_answer - 3  # a prompt token after the image
+        other = ids.clone()
+        other[0, question] = (other[0, question] + 1) % base.config.llm.vocab_size
+        # The image tokens read the question that follows them (prefix), never under the causal mask.
+        assert (logits(prefix, ids)[slots] - logits(prefix, other)[slots]).abs().max() > 1e-5
+        assert torch.equal(logits(base, ids)[slots], logits(base, other)[slots])
+        # An answer token never sees the ones after it.
+        later = ids.clone()
+        later[0, first_answer + 1] = (later[0, first_answer + 1] + 1) % base.config.llm.vocab_size
+        torch.testing.assert_close(logits(prefix, ids)[: first_answer + 1], logits(prefix, later)[: first_answer + 1],
+                                   rtol=0, atol=0)
+        # Generation reads the prompt the same way: the prefill's next-token logits are training's.
+        prompt = proc(text=proc.apply_chat_template(chat[:1], add_generation_prompt=True), images=[picture("red")])
+        assert torch.equal(prompt["input_ids"][0], ids[0, :first_answer])
+        alone = prefix(input_ids=prompt["input_ids"], pixel_values=prompt["pixel_values"]).logits[0, -1]
+        torch.testing.assert_close(alone, logits(prefix, ids)[first_answer - 1], rtol=1e-5, atol=1e-5)
+        out = prefix.generate(**prompt, max_new_tokens=3, do_sample=False)
+        assert out.shape[1] >= prompt["input_ids"].shape[1] + 1
