@@ -126,6 +126,7 @@ def train_probe(model, data: dict[str, list], candidates: torch.Tensor, steps: i
                 log=print) -> list[dict[str, Any]]:
     """AdamW (weight decay 0.01), 50 warm-up steps, cosine to 5% of ``lr``; returns the evaluations."""
     from moezoo.train.datamodule import pad_collate
+    from moezoo.train.module import model_inputs
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = 50
@@ -140,7 +141,7 @@ def train_probe(model, data: dict[str, list], candidates: torch.Tensor, steps: i
     model.train()
     for step in range(1, steps + 1):
         batch = pad_collate(rng.sample(data["train"], batch_size), 0)
-        out = model(**{k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, labelled_logits=True)
+        out = model(**model_inputs(batch), labelled_logits=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

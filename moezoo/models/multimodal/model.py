@@ -170,9 +170,8 @@ class MultimodalMoEForCausalLM(ZooModel):
         attention = self.config.modality_attention
         # Span ids for the LLM's mask: one per media item ("bidirectional"), or the whole prompt as one
         # span ("prefix": everything before the first answer token; all of the input when generating).
-        spans = None if attention == "causal" else torch.zeros_like(input_ids)
-        if attention == "prefix":
-            spans = before_answer.long()
+        spans = {"causal": None, "bidirectional": torch.zeros_like(input_ids),
+                 "prefix": before_answer.long()}[attention]
         out, first_span = embeds, 1
         for modality in MODALITIES:
             inputs = media.get(INPUT_KEYS[modality])
