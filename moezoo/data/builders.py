@@ -37,7 +37,7 @@ def build_config(name: str, **fields: Any) -> Any:
         >>> build_config("shapes-vqa", n_frames=3)
         Traceback (most recent call last):
         ...
-        ValueError: n_frames does not apply to dataset 'shapes-vqa'; its fields: seed, n_train, n_val, n_test, samples_per_shard, n_captions, image_size
+        ValueError: n_frames does not apply to dataset 'shapes-vqa'; its fields: seed, n_train, n_val, n_test, samples_per_shard, n_captions, image_size, phrasings
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

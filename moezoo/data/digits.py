@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from moezoo.data.phrasing import Posed, check_tables, qa_record, render, typed_records
+from moezoo.data.phrasing import Posed, check_tables, qa_record, render, training_table, typed_records
 from moezoo.data.shards import DatasetIndex, encode_png
 from moezoo.data.vqa import VQABuildConfig, build_vqa_dataset, caption_record
 
@@ -51,6 +51,8 @@ TYPED_PHRASINGS: dict[str, tuple[str, ...]] = {
                 "Is it more than {n}?", "Is this digit greater than {n} or not?"),
 }
 check_tables(TRAIN_PHRASINGS, TYPED_PHRASINGS)
+# VQABuildConfig.phrasings -> the training table (digits-vqa has one).
+PHRASING_TABLES = {"standard": TRAIN_PHRASINGS}
 @lru_cache(maxsize=1)
 def _digits():
     from sklearn.datasets import load_digits
@@ -179,6 +181,7 @@ def build_digits_vqa(out_dir: str | Path, cfg: VQABuildConfig | None = None) -> 
         2
     """
     cfg = cfg or DEFAULT_CONFIG
+    training_table(PHRASING_TABLES, cfg.phrasings, "digits-vqa")
     parts = split_indices(cfg.seed, cfg.split_sizes())
     return build_vqa_dataset(
         out_dir,

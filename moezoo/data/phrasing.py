@@ -199,6 +199,32 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
+def widen(table: PhrasingTable, more: PhrasingTable) -> dict[str, tuple[str, ...]]:
+    """``table`` with ``more`` phrasings appended per form (the template stays first).
+
+    Example:
+        >>> widen({"a": ("What is it?",)}, {"a": ("What's this?",)})
+        {'a': ('What is it?', "What's this?")}
+    """
+    if set(more) - set(table):
+        raise ValueError(f"forms {sorted(set(more) - set(table))} are not in the table ({', '.join(table)})")
+    return {form: (*phrasings, *more.get(form, ())) for form, phrasings in table.items()}
+
+
+def training_table(tables: Mapping[str, PhrasingTable], name: str, dataset: str) -> PhrasingTable:
+    """The training table called ``name`` (``VQABuildConfig.phrasings``) of ``dataset``'s ``tables``.
+
+    Example:
+        >>> training_table({"standard": {"a": ("What is it?",)}}, "wide", "digits-vqa")
+        Traceback (most recent call last):
+        ...
+        ValueError: digits-vqa has no 'wide' phrasing table; it has: standard
+    """
+    if name not in tables:
+        raise ValueError(f"{dataset} has no {name!r} phrasing table; it has: {', '.join(tables)}")
+    return tables[name]
+
+
 def check_tables(train: PhrasingTable, typed: PhrasingTable) -> None:
     """Raise ``ValueError`` unless both tables word the same forms and share no phrasing (once normalised).
 

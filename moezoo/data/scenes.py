@@ -21,7 +21,8 @@ import random
 from pathlib import Path
 from typing import Any, Iterator
 
-from moezoo.data.phrasing import Posed, check_tables, qa_record, render, typed_records
+from moezoo.data.phrasing import (PhrasingTable, Posed, check_tables, qa_record, render, training_table, typed_records,
+                                  widen)
 from moezoo.data.shards import DatasetIndex, encode_png
 from moezoo.data.vqa import VQABuildConfig, build_vqa_dataset, caption_record
 
@@ -96,6 +97,43 @@ TYPED_PHRASINGS: dict[str, tuple[str, ...]] = {
                "Tell me if there is {article} {color} {shape}."),
 }
 check_tables(TRAIN_PHRASINGS, TYPED_PHRASINGS)
+# More ways to ask each form, for the "wide" training table (VQABuildConfig(phrasings="wide")): other
+# verbs, short noun phrases, plurals, contractions, sentences that name the thing first. None of them
+# reuses a held-out phrasing's frame ("can you count", "total number of", "are there any", "tell me if",
+# "can ... be seen", "is ... visible", "drawn in", "can you tell me", "compared to", "positioned",
+# "located", "found in relation"), so the typed test still measures wordings never trained on.
+MORE_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "color": ("{colour} of the {shape}?", "What's the {shape}'s {colour}?", "Say the {colour} of the {shape}.",
+              "Identify the {colour} of the {shape}.", "The {shape}: what {colour} is it?",
+              "What {colour} has the {shape} got?", "I'd like to know the {colour} of the {shape}.",
+              "What {colour} is used for the {shape}?", "Which {colour} was the {shape} given?"),
+    "shape": ("Shape of the {color} object?", "What is the {color} object's shape?", "What is the {color} shape?",
+              "Identify the shape of the {color} object.", "The {color} one: what shape is it?",
+              "Name the shape of the {color} thing.", "What shape has the {color} object got?",
+              "Say which shape is {color}.", "I'd like to know the shape of the {color} object."),
+    "count_all": ("How many objects can you find?", "Count all the shapes.", "How many shapes are in the picture?",
+                  "How many objects does the image contain?", "Give the number of objects.",
+                  "How many items are there?", "How many shapes?", "What's the count of objects?"),
+    "count_color": ("How many {color} objects can you find?", "Count all the {color} shapes.",
+                    "How many {color} shapes are in the picture?", "How many {color} objects does the image contain?",
+                    "Give the number of {color} objects.", "How many {color} items are there?",
+                    "How many {color} shapes?", "What's the count of {color} objects?"),
+    "count_shape": ("How many {shape}s can you find?", "Count all the {shape}s.", "How many {shape}s are in the image?",
+                    "How many {shape}s does the picture contain?", "Give the number of {shape}s.",
+                    "How many {shape}s?", "What's the count of {shape}s?", "How many {shape}s are shown?"),
+    "position": ("Where is the {a} placed relative to the {b}?", "In relation to the {b}, where is the {a}?",
+                 "Where does the {a} sit relative to the {b}?", "Is the {a} left, right, above or below the {b}?",
+                 "Which side of the {b} is the {a} on?", "Where's the {a} with respect to the {b}?",
+                 "The {a} is where relative to the {b}?", "Position of the {a} relative to the {b}?"),
+    "exists": ("Is there {article} {color} {shape} in the picture?", "Can I see {article} {color} {shape} in the image?",
+               "Is there {article} {color} {shape} anywhere?", "Is there {article} {color} {shape} shown?",
+               "Does {article} {color} {shape} appear in the image?", "Do you see any {color} {shape}s?",
+               "Is there {article} {color} {shape} or not?", "Is one of the objects {article} {color} {shape}?"),
+}
+# VQABuildConfig.phrasings -> the training table ("standard": what data/ ships and the router recipes train on).
+PHRASING_TABLES: dict[str, PhrasingTable] = {"standard": TRAIN_PHRASINGS,
+                                             "wide": widen(TRAIN_PHRASINGS, MORE_PHRASINGS)}
+check_tables(PHRASING_TABLES["wide"], TYPED_PHRASINGS)
 
 
 def random_scene(rng: random.Random, size: int = 64) -> dict[str, Any]:
@@ -253,11 +291,13 @@ def posed_split(split: str, n: int, seed: int = 0, size: int = 64) -> Iterator[t
         yield scene, qtype, posed
 
 
-def generate_split(split: str, n: int, seed: int = 0, size: int = 64) -> Iterator[dict[str, Any]]:
+def generate_split(split: str, n: int, seed: int = 0, size: int = 64,
+                   table: PhrasingTable = TRAIN_PHRASINGS) -> Iterator[dict[str, Any]]:
     """Yield ``n`` shard samples of ``split``; the captions split holds captions, the others QA.
 
     The test split asks the template with the short-answer instruction; the other QA splits
-    ask as people type, and their JSON says how (``phrasing``, ``instruction``, ``spelling``, ``casing``).
+    ask as people type, worded from ``table`` (the template is the same in every table), and their
+    JSON says how (``phrasing``, ``instruction``, ``spelling``, ``casing``).
     """
     if split == "captions":
         rng = random.Random(f"shapes-vqa/{seed}/{split}")
@@ -268,7 +308,7 @@ def generate_split(split: str, n: int, seed: int = 0, size: int = 64) -> Iterato
     wording = random.Random(f"shapes-vqa/{seed}/{split}/wording")
     for i, (scene, qtype, posed) in enumerate(posed_split(split, n, seed, size)):
         yield qa_record(split, f"{split}-{i:06d}", encode_png(draw_scene(scene)), posed, qtype, i, scene,
-                        TRAIN_PHRASINGS, wording)
+                        table, wording)
 
 
 def typed_test(test_records: list[dict[str, Any]], seed: int = 0, size: int = 64) -> list[dict[str, Any]]:
@@ -289,11 +329,12 @@ def build_shapes_vqa(out_dir: str | Path, cfg: VQABuildConfig | None = None) -> 
         ({'train': 5, 'test': 2}, True)
     """
     cfg = cfg or DEFAULT_CONFIG
+    table = training_table(PHRASING_TABLES, cfg.phrasings, "shapes-vqa")
     return build_vqa_dataset(
         out_dir,
         "shapes-vqa",
         cfg,
-        lambda split, n: generate_split(split, n, cfg.seed, cfg.image_size),
+        lambda split, n: generate_split(split, n, cfg.seed, cfg.image_size, table),
         {"question_types": list(QUESTION_TYPES), "colors": list(COLORS), "shapes": list(SHAPES)},
         typed=lambda records: typed_test(records, cfg.seed, cfg.image_size),
     )

@@ -28,6 +28,8 @@ VQA_ANSWERS_PER_QUESTION = 10
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 # The typed test: the test questions asked as people type them (written beside the test shards).
 TYPED_SPLIT = "test_typed"
+# The training phrasing tables a VQA builder may offer (VQABuildConfig.phrasings): the shipped data's, and a wider one.
+PHRASING_SETS = ("standard", "wide")
 # How a question was worded (moezoo.data.phrasing), kept in its sample JSON and VQAv2 question entry.
 WORDING_FIELDS = ("prompt", "phrasing", "instruction", "spelling", "casing")
 
@@ -39,6 +41,8 @@ class VQABuildConfig(BuildConfig):
     Args:
         n_captions: image-caption samples (the alignment stage); 0 writes none.
         image_size: side of the square images, in pixels.
+        phrasings: the table train and val are worded from: ``"standard"`` (what ``data/`` ships) or, where the
+            dataset has one, ``"wide"`` (the standard phrasings and more; see ``PHRASING_TABLES`` in its builder).
 
     Example:
         >>> VQABuildConfig(n_train=10).split_sizes()
@@ -51,11 +55,13 @@ class VQABuildConfig(BuildConfig):
 
     n_captions: int = 200
     image_size: int = 64
+    phrasings: str = "standard"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_min(self, n_captions=0)
         require(self, "image_size", 16 <= self.image_size <= 512, "must be in [16, 512]")
+        require(self, "phrasings", self.phrasings in PHRASING_SETS, f"must be one of {', '.join(PHRASING_SETS)}")
 
     def split_sizes(self) -> dict[str, int]:
         return {**super().split_sizes(), **({"captions": self.n_captions} if self.n_captions else {})}

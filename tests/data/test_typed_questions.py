@@ -128,3 +128,26 @@ def test_typed_wording_takes_the_instruction_and_spelling_it_is_given():
         assert w.prompt == w.question and "colour" not in w.question.lower() and "color" in w.question.lower()
         seen[w.phrasing] += 1
     assert len(seen) == len(scenes.TYPED_PHRASINGS["color"])  # all held-out phrasings, evenly drawn
+
+
+def test_the_wide_table_adds_phrasings_and_changes_no_test_question(built, read_split, tmp_path):
+    """phrasings="wide" words train from more phrasings (never a held-out one); the test split and typed test stay."""
+    wide = tmp_path / "wide"
+    build_shapes_vqa(wide, VQABuildConfig(seed=0, n_train=1000, n_val=0, n_test=40, n_captions=0, phrasings="wide"))
+    table = scenes.PHRASING_TABLES["wide"]
+    assert {f: ps[:len(scenes.TRAIN_PHRASINGS[f])] for f, ps in table.items()} == scenes.TRAIN_PHRASINGS
+    questions = [norm(b["question"]) for b in split_bodies(wide, "train", read_split)]
+    held_out = [pattern(p) for ps in scenes.TYPED_PHRASINGS.values() for p in ps]
+    assert not [q for q in questions if any(r.fullmatch(q) for r in held_out)]
+    added = [pattern(p) for f, ps in table.items() for p in ps[len(scenes.TRAIN_PHRASINGS[f]):]]
+    assert all(any(r.fullmatch(q) for q in questions) for r in added)  # every new phrasing is asked
+    assert split_bodies(wide, "test", read_split) == split_bodies(built / "shapes-vqa", "test", read_split)
+    for name in ("test_questions.json", "test_typed_questions.json", "test_annotations.json"):
+        assert (wide / name).read_bytes() == (built / "shapes-vqa" / name).read_bytes()
+
+
+def test_a_phrasing_table_the_dataset_lacks_is_named():
+    with pytest.raises(ValueError, match="digits-vqa has no 'wide' phrasing table; it has: standard"):
+        build_digits_vqa("unused", VQABuildConfig(n_train=4, n_val=0, n_test=2, n_captions=0, phrasings="wide"))
+    with pytest.raises(ValueError, match="phrasings='many' must be one of standard, wide"):
+        VQABuildConfig(phrasings="many")
