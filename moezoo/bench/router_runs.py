@@ -21,14 +21,11 @@ split's answer positions. A ``FACTS.json`` newer than its runs is kept as it is.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from moezoo.zoo.runs import FACTS, is_complete, machine, run_facts, timed_fit
 
 # Variant -> its recipe, configs/zoo/NAME.yaml (the same NAME names its runs dir and its published tag).
 VARIANTS = {"softmax": "router_softmax", "cosine": "router_cosine", "sigmoid": "router_sigmoid",
@@ -39,8 +36,6 @@ TASK = "shapes_vqa"
 CARD_TASKS = ("shapes_vqa", "shapes_vqa_typed")  # what the recipes' FinalEvaluation runs and the cards report
 RUNS = Path("runs/zoo")
 SEEDS = (0, 1)
-TIMES = "train_time.json"
-FACTS = "FACTS.json"
 
 
 def config_path(variant: str) -> str:
@@ -81,25 +76,6 @@ def fit_args(variant: str, seed: int, runs: str | Path = RUNS) -> list[str]:
     return args + ["--ckpt_path", "last"]
 
 
-def is_complete(where: Path) -> bool:
-    """Whether the run in ``where`` finished: exported (``model/``) and evaluated (``final_eval.json``)."""
-    return (where / "final_eval.json").is_file() and (where / "model").is_dir()
-
-
-def _add_time(where: Path, seconds: float) -> None:
-    import torch
-
-    from moezoo.utils.io import atomic_write_text
-
-    record = json.loads((where / TIMES).read_text()) if (where / TIMES).is_file() else {"wall_time_s": 0.0,
-                                                                                         "attempts": 0}
-    # The run's threads (it inherits this process's environment, OMP_NUM_THREADS included): the card's machine.
-    record = {"wall_time_s": record["wall_time_s"] + seconds, "attempts": record["attempts"] + 1,
-              "torch_threads": torch.get_num_threads()}
-    where.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(where / TIMES, json.dumps(record, indent=2) + "\n")
-
-
 def train(variant: str, seed: int, runs: str | Path = RUNS, dry_run: bool = False) -> str:
     """Run (or resume) one recipe in a process of its own; ``"done"`` when it had finished already.
 
@@ -117,24 +93,11 @@ def train(variant: str, seed: int, runs: str | Path = RUNS, dry_run: bool = Fals
     print(f"[{variant} seed {seed}] moezoo {shlex.join(args)}", flush=True)
     if dry_run:
         return "dry-run"
-    start = time.perf_counter()
-    try:
-        code = subprocess.run([sys.executable, "-m", "moezoo", *args], check=False).returncode
-    finally:
-        _add_time(where, time.perf_counter() - start)
+    code = timed_fit(args, where)
     if code != 0 or not is_complete(where):
         raise RuntimeError(f"moezoo {shlex.join(args)} exited with {code} and left no finished run in {where}; "
                            "run the same command again: it resumes from the last checkpoint (--ckpt_path last)")
     return "trained"
-
-
-def machine(threads: int | None = None) -> str:
-    """This machine in a few words, for the card's wall times (``threads``: the run's, default this process's)."""
-    import torch
-
-    n = threads or torch.get_num_threads()
-    return (f"{os.cpu_count()} CPU cores ({platform.machine()}), {n} torch thread{'s' * (n != 1)}, "
-            f"torch {torch.__version__}")
 
 
 def seed_facts(variant: str, seed: int, runs: str | Path = RUNS, limit: int | None = None) -> dict[str, Any]:
@@ -142,21 +105,15 @@ def seed_facts(variant: str, seed: int, runs: str | Path = RUNS, limit: int | No
     questions; all by default), the questions behind it, steps and wall time."""
     from moezoo.analysis import answer_load_entropy
     from moezoo.loading import load
-    from moezoo.train.checkpoints import load_checkpoint
     from moezoo.zoo.results import split_results
 
     where = run_dir(variant, seed, runs)
     final = json.loads((where / "final_eval.json").read_text())
     entry: dict[str, Any] = {"seed": seed, "metrics": {t: split_results(m)[0] for t, m in final["results"].items()}}
-    if (final.get("train") or {}).get("final_lm_loss") is not None:
-        entry["final_train_loss"] = round(final["train"]["final_lm_loss"], 4)
     report = answer_load_entropy(load(where / "model"), TASK, limit=limit)
     entry["load_entropy"], entry["load_entropy_questions"] = report["load_entropy"], report["num_positions"]
-    last = where / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        entry["steps"] = int(load_checkpoint(last)["global_step"])
-    if (where / TIMES).is_file():
-        entry["wall_time_s"] = round(json.loads((where / TIMES).read_text())["wall_time_s"], 1)
+    facts = run_facts(where)
+    entry.update({k: facts[k] for k in ("final_train_loss", "steps", "wall_time_s") if k in facts})
     return entry
 
 
@@ -177,9 +134,8 @@ def write_facts(variant: str, seeds: tuple[int, ...] = SEEDS, runs: str | Path =
 
     entries = [seed_facts(variant, s, runs, limit) for s in seeds]
     first = entries[0]
-    times = run_dir(variant, seeds[0], runs) / TIMES
-    threads = json.loads(times.read_text()).get("torch_threads") if times.is_file() else None
-    facts: dict[str, Any] = {"seed": first["seed"], "machine": machine(threads),
+    facts: dict[str, Any] = {"seed": first["seed"], "machine": run_facts(run_dir(variant, seeds[0], runs)).get(
+                                 "machine", machine()),
                              "command": f"moezoo fit -c {config_path(variant)} --seed_everything {first['seed']}",
                              "load_entropy": first["load_entropy"], "seeds": entries}
     facts.update({k: first[k] for k in ("steps", "wall_time_s", "final_train_loss") if k in first})

@@ -1,4 +1,7 @@
-"""``moezoo zoo publish | verify | table``: the shipped model zoo's tooling.
+"""``moezoo zoo train | publish | verify | table``: the shipped model zoo's tooling.
+
+``moezoo zoo train configs/zoo/NAME.yaml [--notes TEXT]`` trains (or resumes) a recipe, timed, and writes
+its run's ``FACTS.json`` for ``publish --train-facts`` (:mod:`moezoo.zoo.runs`).
 
 ``moezoo zoo publish MODEL_DIR --name ARCH.TAG --tasks T1,T2 [--config CONFIG] [--limit N] [--bf16]
 [--new-revision] [--train-facts FACTS.json] [--license ID] [--description TEXT] [--root DIR]``
@@ -15,6 +18,10 @@ from pathlib import Path
 def register(sub) -> None:
     zoo = sub.add_parser("zoo", help="publish and verify the shipped pretrained models")
     cmds = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
+    train = cmds.add_parser("train", help="train or resume a zoo recipe, timed; write its FACTS.json for publish")
+    train.add_argument("config", help="the recipe, e.g. configs/zoo/digits_vqa.yaml")
+    train.add_argument("--notes", help="a paragraph for the card (e.g. a stated shortfall)")
+    train.set_defaults(func=_train)
     pub = cmds.add_parser("publish", help="a trained model dir -> checkpoints/ARCH.TAG (evaluated, with its card)")
     pub.add_argument("model_dir", help="the trained model (what moezoo fit exports, e.g. runs/quickstart/model)")
     pub.add_argument("--name", required=True, help="ARCH.TAG, e.g. film_cnn_moe_small.quickstart")
@@ -35,6 +42,15 @@ def register(sub) -> None:
     tab = cmds.add_parser("table", help="print the README's zoo table (--write updates README.md)")
     tab.add_argument("--write", metavar="README", help="rewrite the table between the markers in this file")
     tab.set_defaults(func=_table)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from moezoo.zoo.runs import recipe_run_dir, train_recipe
+
+    facts = train_recipe(args.config, notes=args.notes)
+    print(f"wrote {facts}; publish it with:\n  moezoo zoo publish {recipe_run_dir(args.config) / 'model'} "
+          f"--name ARCH.TAG --config {args.config} --tasks TASKS --bf16 --train-facts {facts}")
+    return 0
 
 
 def _publish(args: argparse.Namespace) -> int:

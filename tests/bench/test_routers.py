@@ -17,6 +17,7 @@ from moezoo.analysis import answer_load_entropy
 from moezoo.bench import router_runs
 from moezoo.cli import main
 from moezoo.registry.shipped import shipped_entries
+from moezoo.zoo import runs as zoo_runs
 from moezoo.zoo.publish import publish
 
 VARIANTS = {"softmax": "softmax", "cosine": "cosine"}  # variant -> the tiny model's router
@@ -64,7 +65,7 @@ def zoo(tmp_path_factory):
     runs, root = tmp / "runs", tmp / "checkpoints"
     fake, calls = _fake_fit({router_runs.config_path(v): v for v in VARIANTS})
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(router_runs.subprocess, "run", fake)
+        mp.setattr(zoo_runs.subprocess, "run", fake)
         assert main(["bench", "routers", "--retrain", "--variants", ",".join(VARIANTS), "--runs-dir", str(runs),
                      "--root", str(root), "--limit", str(LIMIT)]) == 0
     facts = {}
@@ -101,7 +102,7 @@ def test_retrain_runs_both_seeds_resumably_and_writes_the_facts(zoo):
 
 
 def test_retrain_skips_finished_runs_and_prints_the_publish_commands(zoo, capsys, monkeypatch):
-    monkeypatch.setattr(router_runs.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was rerun"))
+    monkeypatch.setattr(zoo_runs.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was rerun"))
     result = router_runs.retrain(["cosine"], runs=zoo["runs"])
     assert [r["status"] for r in result["runs"]] == ["done", "done"]
     out = capsys.readouterr().out
