@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template-share", type=float, default=None,
                         help="the share of training questions in the template's words (default: the builder's; "
                              "1: all, the instruction's place and the casing still vary)")
+    parser.add_argument("--centre-share", type=float, default=0.0,
+                        help="position: the share of training questions asking where one object is relative to the "
+                             "image's middle (the held-out questions always relate two objects)")
     parser.add_argument("--n-eval", type=int, default=400, help="held-out questions per wording (default: 400)")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -61,22 +64,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _questions(qtype: str, n: int, seed: int) -> list[tuple[dict, Any]]:
-    from moezoo.data.scenes import pose, random_scene
+MIDDLE = "middle of the image"  # the reference of --centre-share's questions ("relative to the middle of the image")
+
+
+def _questions(qtype: str, n: int, seed: int, centre_share: float = 0.0) -> list[tuple[dict, Any]]:
+    from moezoo.data.phrasing import Posed
+    from moezoo.data.scenes import pose, random_scene, relative_position
 
     rng, out = random.Random(seed), []
     while len(out) < n:
         scene = random_scene(rng, 64)
-        posed = pose(scene, qtype, rng)
+        if qtype == "position" and rng.random() < centre_share:  # one object, placed against the image's middle
+            obj = rng.choice(scene["objects"])
+            answer = relative_position(obj, {"x": scene["width"] // 2, "y": scene["height"] // 2})
+            posed = answer and Posed("position", {"a": f"{obj['color']} {obj['shape']}", "b": MIDDLE}, answer)
+        else:
+            posed = pose(scene, qtype, rng)
         if posed is not None:
             out.append((scene, posed))
     return out
 
 
 def probe_data(model, qtype: str, n_train: int, n_eval: int, seed: int = 0,
-               template_share: float | None = None) -> dict[str, list]:
+               template_share: float | None = None, centre_share: float = 0.0) -> dict[str, list]:
     """``{"train", "template", "typed"}``: encoded samples (train: the builder's training wording, with
-    ``template_share`` of them in the template: the builder's ``TEMPLATE_SHARE`` by default)."""
+    ``template_share`` of them in the template: the builder's ``TEMPLATE_SHARE`` by default; ``centre_share``
+    of the position questions relate one object to the image's middle)."""
     from moezoo.data.phrasing import TEMPLATE_SHARE, template_wording, typed_wording
     from moezoo.data.pipeline import ProcessedSample
     from moezoo.data.scenes import TRAIN_PHRASINGS, TYPED_PHRASINGS, draw_scene
@@ -89,7 +102,7 @@ def probe_data(model, qtype: str, n_train: int, n_eval: int, seed: int = 0,
 
     words, share = random.Random(seed + 7), TEMPLATE_SHARE if template_share is None else template_share
     train = [encode(s, typed_wording(p, TRAIN_PHRASINGS, words, template_share=share).prompt, p.answer)
-             for s, p in _questions(qtype, n_train, seed + 1)]
+             for s, p in _questions(qtype, n_train, seed + 1, centre_share)]
     held = _questions(qtype, n_eval, seed + 12345)
     typed = random.Random(seed + 3)
     return {"train": train,
@@ -170,7 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--init loads a trained model as it is: drop --vision / --llm / --connector / --overrides")
     model = moezoo.load(args.init) if args.init else moezoo.create_model(args.arch, **overrides)
     arch = f"{model.spec.name} from {args.init}" if args.init else args.arch
-    data = probe_data(model, args.question_type, args.n_train, args.n_eval, args.seed, args.template_share)
+    data = probe_data(model, args.question_type, args.n_train, args.n_eval, args.seed, args.template_share,
+                      args.centre_share)
     firsts = {}
     for sample in data["train"]:
         at = _first_label(sample)
@@ -186,6 +200,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     history = train_probe(model, data, candidates, args.steps, args.batch_size, args.lr, args.eval_every,
                           args.seed, args.n_eval)
     return {"arch": args.arch, "init": args.init and str(args.init), "overrides": overrides, "question_type": args.question_type, "parameters": params,
-            "template_share": args.template_share,
+            "template_share": args.template_share, "centre_share": args.centre_share,
             "n_train": args.n_train, "n_eval": args.n_eval, "batch_size": args.batch_size, "lr": args.lr,
             "history": history}

@@ -80,3 +80,15 @@ def test_a_probe_can_start_from_a_trained_model(tmp_path, capsys):
     assert f"from {tmp_path / 'model'}" in capsys.readouterr().out
     assert main(["bench", "probe", "--init", str(tmp_path / "model"), "--vision", '{"coord_channels": true}']) != 0
     assert "drop --vision" in capsys.readouterr().err
+
+
+def test_centre_questions_place_one_object_against_the_middle_and_only_in_training():
+    from moezoo.data.scenes import relative_position
+
+    questions = probe._questions("position", 200, seed=0, centre_share=0.5)
+    centre = [(scene, posed) for scene, posed in questions if posed.slots["b"] == probe.MIDDLE]
+    assert 70 < len(centre) < 130
+    for scene, posed in centre:
+        (obj,) = [o for o in scene["objects"] if f"{o['color']} {o['shape']}" == posed.slots["a"]]
+        assert posed.answer == relative_position(obj, {"x": 32, "y": 32})
+    assert not [p for _, p in probe._questions("position", 200, seed=0) if p.slots["b"] == probe.MIDDLE]
