@@ -134,8 +134,8 @@ def write_facts(variant: str, seeds: tuple[int, ...] = SEEDS, runs: str | Path =
 
     entries = [seed_facts(variant, s, runs, limit) for s in seeds]
     first = entries[0]
-    facts: dict[str, Any] = {"seed": first["seed"], "machine": run_facts(run_dir(variant, seeds[0], runs)).get(
-                                 "machine", machine()),
+    ran_on = run_facts(run_dir(variant, seeds[0], runs)).get("machine") or machine()  # the run's threads
+    facts: dict[str, Any] = {"seed": first["seed"], "machine": ran_on,
                              "command": f"moezoo fit -c {config_path(variant)} --seed_everything {first['seed']}",
                              "load_entropy": first["load_entropy"], "seeds": entries}
     facts.update({k: first[k] for k in ("steps", "wall_time_s", "final_train_loss") if k in first})
