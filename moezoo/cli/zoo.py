@@ -1,7 +1,7 @@
 """``moezoo zoo train | publish | verify | table``: the shipped model zoo's tooling.
 
-``moezoo zoo train configs/zoo/NAME.yaml [--notes TEXT]`` trains (or resumes) a recipe, timed, and writes
-its run's ``FACTS.json`` for ``publish --train-facts`` (:mod:`moezoo.zoo.runs`).
+``moezoo zoo train configs/zoo/NAME.yaml [MORE.yaml ...] [--notes TEXT]`` trains (or resumes) a recipe (or its
+stages, in order), timed, and writes its run's ``FACTS.json`` for ``publish --train-facts`` (:mod:`moezoo.zoo.runs`).
 
 ``moezoo zoo publish MODEL_DIR --name ARCH.TAG --tasks T1,T2 [--config CONFIG] [--limit N] [--bf16]
 [--new-revision] [--train-facts FACTS.json] [--license ID] [--description TEXT] [--root DIR]``
@@ -19,7 +19,8 @@ def register(sub) -> None:
     zoo = sub.add_parser("zoo", help="publish and verify the shipped pretrained models")
     cmds = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
     train = cmds.add_parser("train", help="train or resume a zoo recipe, timed; write its FACTS.json for publish")
-    train.add_argument("config", help="the recipe, e.g. configs/zoo/digits_vqa.yaml")
+    train.add_argument("config", nargs="+", help="the recipe, e.g. configs/zoo/digits_vqa.yaml (several: its stages, "
+                                                 "in order; the facts are the last one's)")
     train.add_argument("--notes", help="a paragraph for the card (e.g. a stated shortfall)")
     train.set_defaults(func=_train)
     pub = cmds.add_parser("publish", help="a trained model dir -> checkpoints/ARCH.TAG (evaluated, with its card)")
@@ -48,8 +49,8 @@ def _train(args: argparse.Namespace) -> int:
     from moezoo.zoo.runs import recipe_run_dir, train_recipe
 
     facts = train_recipe(args.config, notes=args.notes)
-    print(f"wrote {facts}; publish it with:\n  moezoo zoo publish {recipe_run_dir(args.config) / 'model'} "
-          f"--name ARCH.TAG --config {args.config} --tasks TASKS --bf16 --train-facts {facts}")
+    print(f"wrote {facts}; publish it with:\n  moezoo zoo publish {recipe_run_dir(args.config[-1]) / 'model'} "
+          f"--name ARCH.TAG --config {args.config[-1]} --tasks TASKS --bf16 --train-facts {facts}")
     return 0
 
 

@@ -97,32 +97,48 @@ def recipe_run_dir(config: str | Path) -> Path:
     return Path(root)
 
 
-def train_recipe(config: str | Path, notes: str | None = None) -> Path:
+def _train_one(config: str | Path) -> Path:
+    """Train (or resume) one recipe unless its run is complete; returns its run dir."""
+    where = recipe_run_dir(config)
+    args = ["fit", "-c", Path(config).as_posix(), "--ckpt_path", "last"]
+    evaluates = "FinalEvaluation" in Path(config).read_text()
+    if is_complete(where, evaluates):
+        print(f"{where} holds a finished run (remove it to train again)")
+        return where
+    print(f"moezoo {shlex.join(args)}", flush=True)
+    code = timed_fit(args, where)
+    if code != 0 or not is_complete(where, evaluates):
+        raise RuntimeError(f"moezoo {shlex.join(args)} exited with {code} and left no finished run in {where}; "
+                           "run the same command again: it resumes from the last checkpoint")
+    return where
+
+
+def train_recipe(config: str | Path | Sequence[str | Path], notes: str | None = None) -> Path:
     """Train (or resume) the recipe ``config`` and write its run's ``FACTS.json``; returns that path.
 
-    A run already complete is not trained again (remove its dir to retrain); its facts are rewritten.
+    ``config`` may be a list: the stages of one recipe, trained in order (each reads the model the one
+    before exported, as the three-stage recipe's do). The facts are the last stage's, with the wall time
+    summed over every stage and the command chaining them. A stage already complete is not trained
+    again (remove its dir to retrain); the facts are rewritten.
 
     Raises:
         RuntimeError: ``moezoo fit`` failed or left no finished run (the same call resumes it).
     """
     import yaml
 
-    where = recipe_run_dir(config)
-    args = ["fit", "-c", Path(config).as_posix(), "--ckpt_path", "last"]
-    evaluates = "FinalEvaluation" in Path(config).read_text()
-    if is_complete(where, evaluates):
-        print(f"{where} holds a finished run (remove it to train again)")
-    else:
-        print(f"moezoo {shlex.join(args)}", flush=True)
-        code = timed_fit(args, where)
-        if code != 0 or not is_complete(where, evaluates):
-            raise RuntimeError(f"moezoo {shlex.join(args)} exited with {code} and left no finished run in {where}; "
-                               "run the same command again: it resumes from the last checkpoint")
-    seed = (yaml.safe_load(Path(config).read_text()) or {}).get("seed_everything")
-    facts = {"seed": seed, "command": f"moezoo fit -c {Path(config).as_posix()}", **run_facts(where)}
-    if notes:
-        facts["notes"] = notes
     from moezoo.utils.io import atomic_write_text
 
-    atomic_write_text(where / FACTS, json.dumps(facts, indent=2) + "\n")
-    return where / FACTS
+    stages = [config] if isinstance(config, (str, Path)) else list(config)
+    dirs = [_train_one(stage) for stage in stages]
+    last = Path(stages[-1])
+    facts = {"seed": (yaml.safe_load(last.read_text()) or {}).get("seed_everything"),
+             "command": " && ".join(f"moezoo fit -c {Path(c).as_posix()}" for c in stages), **run_facts(dirs[-1])}
+    times = [json.loads((d / TIMES).read_text())["wall_time_s"] for d in dirs if (d / TIMES).is_file()]
+    if len(stages) > 1 and len(times) == len(stages):
+        facts["wall_time_s"] = round(sum(times), 1)
+    elif len(stages) > 1:
+        facts.pop("wall_time_s", None)  # a stage's time is unknown: no sum to give
+    if notes:
+        facts["notes"] = notes
+    atomic_write_text(dirs[-1] / FACTS, json.dumps(facts, indent=2) + "\n")
+    return dirs[-1] / FACTS

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +27,7 @@ def _fake_fit(calls: list, finish: bool = True):
     def run(cmd, *args, **kwargs):
         argv = cmd[3:]  # python -m moezoo fit ...
         calls.append(argv)
-        root = Path(argv[argv.index("-c") + 1]).parent / "run"
+        root = runs.recipe_run_dir(argv[argv.index("-c") + 1])
         (root / "checkpoints").mkdir(parents=True, exist_ok=True)
         torch.save({"global_step": 7, "state_dict": {}, "hyper_parameters": {}}, root / "checkpoints" / "last.ckpt")
         if not finish:
@@ -72,3 +71,20 @@ def test_a_recipe_without_a_run_dir_is_refused(tmp_path):
     path.write_text("trainer:\n  max_steps: 3\n")
     with pytest.raises(ValueError, match="names its run dir"):
         runs.train_recipe(path)
+
+
+def test_a_recipe_in_stages_trains_them_in_order_and_sums_their_time(tmp_path, monkeypatch):
+    stages = []
+    for i, evaluates in enumerate((False, True)):
+        path = tmp_path / f"stage{i}.yaml"
+        text = RECIPE.format(root=(tmp_path / f"run{i}").as_posix())
+        path.write_text(text if evaluates else text.split("  callbacks:")[0])
+        stages.append(path)
+    calls: list = []
+    monkeypatch.setattr(runs.subprocess, "run", _fake_fit(calls))
+    facts = json.loads(runs.train_recipe(stages).read_text())
+    assert [c[2] for c in calls] == [s.as_posix() for s in stages]
+    assert facts["command"] == " && ".join(f"moezoo fit -c {s.as_posix()}" for s in stages)
+    times = [json.loads((tmp_path / f"run{i}" / "train_time.json").read_text())["wall_time_s"] for i in (0, 1)]
+    assert facts["wall_time_s"] == round(sum(times), 1) and facts["steps"] == 7
+    assert (tmp_path / "run1" / "FACTS.json").is_file() and not (tmp_path / "run0" / "FACTS.json").exists()
