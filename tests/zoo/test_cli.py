@@ -49,7 +49,7 @@ def test_info_on_a_hub_entry_says_whether_it_fits(hub_entry, capsys):
     assert re.search(r"download size +6\.0 GB", out) and re.search(r"memory needed +6\.0 GB", out)
     assert "this machine" in out and "fit" in out
     assert main(["info", "moe_lm_tiny.zoo_cli_tst"]) == 2
-    assert "Did you mean ['moe_lm_tiny.zoo_cli_test']" in capsys.readouterr().err
+    assert "Did you mean ['moe_lm_tiny.zoo_cli_test'" in capsys.readouterr().err  # the closest name first
 
 
 def test_zoo_publish_verify_and_table_commands(trained_dir, tmp_path, monkeypatch, capsys):
