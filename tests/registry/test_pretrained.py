@@ -40,7 +40,7 @@ def test_registering_listing_and_looking_up(hub_entry):
     with pytest.raises(ValueError, match="registered twice with different entries"):
         register_pretrained(PretrainedCfg(hub_entry.name, "hf", "example/other"))
     with pytest.raises(ValueError, match=r"no pretrained model named 'moe_lm_tiny.registry_tst'\. Did you mean "
-                                         r"\['moe_lm_tiny.registry_test'\]"):
+                                         r"\['moe_lm_tiny.registry_test'"):  # the closest name first
         pretrained_cfg("moe_lm_tiny.registry_tst")
     with pytest.raises(ValueError, match=r"moezoo\.load\('moe_lm_tiny.registry_test'\)"):
         moezoo.create_model(hub_entry.name, pretrained=True)  # downloads go through moezoo.load
