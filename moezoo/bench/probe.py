@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"{args.n_train} to train on, {args.n_eval} held out; chance {1 / len(answers):.2f}")
     history = train_probe(model, data, candidates, args.steps, args.batch_size, args.lr, args.eval_every,
                           args.seed, args.n_eval)
-    return {"arch": args.arch, "init": args.init and str(args.init), "overrides": overrides, "question_type": args.question_type, "parameters": params,
-            "template_share": args.template_share, "centre_share": args.centre_share,
-            "n_train": args.n_train, "n_eval": args.n_eval, "batch_size": args.batch_size, "lr": args.lr,
-            "history": history}
+    return {"arch": args.arch, "init": args.init and str(args.init), "overrides": overrides,
+            "question_type": args.question_type, "parameters": params, "template_share": args.template_share,
+            "centre_share": args.centre_share, "n_train": args.n_train, "n_eval": args.n_eval,
+            "batch_size": args.batch_size, "lr": args.lr, "history": history}

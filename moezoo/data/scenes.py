@@ -126,7 +126,8 @@ MORE_PHRASINGS: dict[str, tuple[str, ...]] = {
                  "Which side of the {b} is the {a} on?", "Where's the {a} with respect to the {b}?",
                  "The {a} is where relative to the {b}?", "Position of the {a} relative to the {b}?"),
     "exists": ("Is there {article} {color} {shape} in the picture?",
-               "Can I see {article} {color} {shape} in the image?", "Is there {article} {color} {shape} anywhere?", "Is there {article} {color} {shape} shown?",
+               "Can I see {article} {color} {shape} in the image?", "Is there {article} {color} {shape} anywhere?",
+               "Is there {article} {color} {shape} shown?",
                "Does {article} {color} {shape} appear in the image?", "Do you see any {color} {shape}s?",
                "Is there {article} {color} {shape} or not?", "Is one of the objects {article} {color} {shape}?"),
 }
