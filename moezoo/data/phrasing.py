@@ -211,6 +211,42 @@ def widen(table: PhrasingTable, more: PhrasingTable) -> dict[str, tuple[str, ...
     return {form: (*phrasings, *more.get(form, ())) for form, phrasings in table.items()}
 
 
+# The words a keyword query drops (:func:`keyword_forms`): question words, articles, auxiliaries, the
+# polite frame ("can you tell me", "I'd like to know") and words naming the image itself. "How many",
+# "where", "number", "count", "shape", "colour", "relative", "left" ... stay: they say what is asked.
+KEYWORD_STOPWORDS = frozenset({
+    "what", "what's", "which", "is", "are", "was", "the", "a", "an", "of", "in", "on", "at", "there", "does", "do",
+    "did", "you", "can", "could", "would", "i", "i'd", "like", "know", "me", "tell", "say", "give", "see", "notice",
+    "find", "name", "identify", "please", "it", "its", "this", "that", "has", "have", "got", "given", "used", "for",
+    "if", "any", "thing", "one", "with", "to", "be", "image", "picture", "contain", "kind", "least"})
+_WORDS = re.compile(r"\{\w+\}(?:'s|s)?|[A-Za-z']+")
+
+
+def keyword_forms(table: PhrasingTable, held_out: PhrasingTable) -> dict[str, tuple[str, ...]]:
+    """Each phrasing of ``table`` cut to its content words, as people type a query into a search box:
+    ``"What {colour} is the {shape}?"`` becomes ``"{colour} {shape}?"``, ``"How many objects are
+    there?"`` becomes ``"How many objects?"``. The word order is kept, and the first letter as
+    written (:func:`render` upper-cases it). A form that the table already
+    has, or that equals a ``held_out`` phrasing (once normalised), is left out, so a typed test stays unseen.
+
+    Example:
+        >>> keyword_forms({"color": ("What {colour} is the {shape}?", "The {shape} is what {colour}?")},
+        ...               {"color": ("{shape} {colour}?",)})
+        {'color': ('{colour} {shape}?',)}
+    """
+    taken = {normalise(p) for phrasings in (*table.values(), *held_out.values()) for p in phrasings}
+    out = {}
+    for form, phrasings in table.items():
+        kept: dict[str, str] = {}
+        for phrasing in phrasings:
+            words = [w for w in _WORDS.findall(phrasing) if w.lower() not in KEYWORD_STOPWORDS]
+            short = " ".join(words) + "?"
+            if words and normalise(short) not in taken:
+                kept.setdefault(normalise(short), short)  # render() upper-cases the first letter
+        out[form] = tuple(kept.values())
+    return out
+
+
 def training_table(tables: Mapping[str, PhrasingTable], name: str, dataset: str) -> PhrasingTable:
     """The training table called ``name`` (``VQABuildConfig.phrasings``) of ``dataset``'s ``tables``.
 

@@ -21,8 +21,8 @@ import random
 from pathlib import Path
 from typing import Any, Iterator
 
-from moezoo.data.phrasing import (PhrasingTable, Posed, check_tables, qa_record, render, training_table, typed_records,
-                                  widen)
+from moezoo.data.phrasing import (PhrasingTable, Posed, check_tables, keyword_forms, qa_record, render, training_table,
+                                  typed_records, widen)
 from moezoo.data.shards import DatasetIndex, encode_png
 from moezoo.data.vqa import VQABuildConfig, build_vqa_dataset, caption_record
 
@@ -42,8 +42,9 @@ DEFAULT_CONFIG = VQABuildConfig()
 # A relative-position answer is only asked when the main axis wins by this many pixels,
 # so "left" never hinges on a one-pixel difference a downscaled image cannot show.
 POSITION_MARGIN = 4
-# Bumped whenever the same config writes different samples (2: typed questions), so cached builds rebuild.
-GENERATOR_VERSION = 2
+# Bumped whenever the same config writes different samples (2: typed questions; 3: the broad table
+# gained keyword forms), so cached builds rebuild.
+GENERATOR_VERSION = 3
 
 # How each question form is worded in train and val; the first is the template the test split asks.
 # Slots: {shape}, {color}, {a} / {b} ("red circle"), {article} ("a" / "an"); {colour} is spelt
@@ -131,10 +132,65 @@ MORE_PHRASINGS: dict[str, tuple[str, ...]] = {
                "Does {article} {color} {shape} appear in the image?", "Do you see any {color} {shape}s?",
                "Is there {article} {color} {shape} or not?", "Is one of the objects {article} {color} {shape}?"),
 }
+# Phrasings that break the surface cues a model trained on the tables above answers from instead of
+# reading the question (found by scoring the flagship's typed test per phrasing, 2026-12-05): there,
+# a plural noun only ever meant "how many" ("Are there any red circles?" -> "0"), an opener asking
+# for yes or no ("Can you", "Do you", "Is there") only ever meant exists ("Can you count the
+# objects?" -> "yes" or a wrong count), and a bare noun phrase was rarely a question at all
+# ("red object shape?"). Here each of those cues appears in every form it can, so no cue alone
+# tells the type. None reuses a held-out frame (the list above MORE_PHRASINGS), so the typed test
+# still asks wordings never trained on; CUES below lists the cues, and a test checks each spans
+# several forms. The "broad" table (phrasings="broad") is the wide one, these, and the keyword
+# query of each (phrasing.keyword_forms: "What colour is the circle?" -> "colour circle?", as
+# people type into a search box), less any that equals a held-out phrasing: two do ("{shape}
+# {colour}?" and "{color} object shape?", from "The {shape}, which {colour}?" and "The {color}
+# object, which shape?"), so the typed test's keyword questions differ from trained ones only in
+# word order.
+CROSS_CUE_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "color": ("Can you name the {colour} of the {shape}?", "Do you know the {colour} of the {shape}?",
+              "Could you say which {colour} the {shape} is?", "The {shape}, which {colour}?",
+              "What {colour} do you notice on the {shape}?", "Is there a {colour} you would give the {shape}?",
+              "Which {colour} is there on the {shape}?", "{colour} of the {shape} in the image?"),
+    "shape": ("Can you name the shape of the {color} object?", "Do you know what shape the {color} object is?",
+              "Could you say which shape is {color}?", "The {color} object, which shape?",
+              "What shape do you notice in {color}?", "Which shape is there in {color}?",
+              "{color} thing, what shape?", "Shape of the {color} thing in the image?"),
+    "count_all": ("Can you say how many objects there are?", "Do you know how many shapes there are?",
+                  "Could you give the number of objects?", "Objects in the picture, how many?",
+                  "Is the number of objects one, two, three or four?", "Are there one, two, three or four objects?",
+                  "Shapes in the image, how many?", "Tell me how many objects there are."),
+    "count_color": ("Can you say how many {color} objects there are?", "Do you know how many {color} shapes there are?",
+                    "Could you give the number of {color} objects?", "{color} objects in the picture, how many?",
+                    "How many {color} objects are there, if any?", "Is the number of {color} objects zero or more?",
+                    "{color} shapes in the image, how many?", "Tell me how many {color} objects there are."),
+    "count_shape": ("Can you say how many {shape}s there are?", "Do you know how many {shape}s there are?",
+                    "Could you give the number of {shape}s?", "{shape}s in the picture, how many?",
+                    "How many {shape}s are there, if any?", "Is the number of {shape}s zero or more?",
+                    "{shape}s in the image, how many?", "Tell me how many {shape}s there are."),
+    "position": ("Can you say where the {a} is relative to the {b}?",
+                 "Do you know where the {a} is relative to the {b}?",
+                 "Could you say where the {a} sits next to the {b}?", "The {a}, where relative to the {b}?",
+                 "Which is it: the {a} left of, right of, above or below the {b}?",
+                 "Looking at the {b}, where is the {a}?",
+                 "Tell me where the {a} is relative to the {b}.", "{a} relative to the {b} in the image?"),
+    "exists": ("Can you find {article} {color} {shape}?", "Do you know if there is {article} {color} {shape}?",
+               "Could there be {article} {color} {shape} in the image?", "{article} {color} {shape}, yes or no?",
+               "Are any {color} {shape}s in the picture?", "Is the number of {color} {shape}s more than zero?",
+               "Any {color} {shape}s in the image?", "Is there at least one {color} {shape}?"),
+}
+# The cues CROSS_CUE_PHRASINGS spreads over the forms (a regex on a normalised phrasing, and the
+# least number of forms the broad table must use it in).
+CUES: dict[str, tuple[str, int]] = {
+    "opens with can you": (r"^can you .*", 7), "opens with do you": (r"^do you .*", 7),
+    "opens with could": (r"^could .*", 7), "opens with is or are": (r"^(is|are) .*", 5),
+    "a plural shape": (r".*\{shape\}s.*", 2), "no verb before a comma": (r"^[^ ]+( [^ ]+)?( [^ ]+)?, .*", 5),
+}
 # VQABuildConfig.phrasings -> the training table ("standard": what data/ ships and the router recipes train on).
 PHRASING_TABLES: dict[str, PhrasingTable] = {"standard": TRAIN_PHRASINGS,
                                              "wide": widen(TRAIN_PHRASINGS, MORE_PHRASINGS)}
-check_tables(PHRASING_TABLES["wide"], TYPED_PHRASINGS)
+_CROSS = widen(PHRASING_TABLES["wide"], CROSS_CUE_PHRASINGS)
+PHRASING_TABLES["broad"] = widen(_CROSS, keyword_forms(_CROSS, TYPED_PHRASINGS))
+check_tables(PHRASING_TABLES["broad"], TYPED_PHRASINGS)
 
 
 def random_scene(rng: random.Random, size: int = 64) -> dict[str, Any]:

@@ -28,8 +28,9 @@ VQA_ANSWERS_PER_QUESTION = 10
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 # The typed test: the test questions asked as people type them (written beside the test shards).
 TYPED_SPLIT = "test_typed"
-# The training phrasing tables a VQA builder may offer (VQABuildConfig.phrasings): the shipped data's, and a wider one.
-PHRASING_SETS = ("standard", "wide")
+# The training phrasing tables a VQA builder may offer (VQABuildConfig.phrasings): the shipped data's, a wider
+# one, and the wider one with phrasings that keep surface cues from telling the question type.
+PHRASING_SETS = ("standard", "wide", "broad")
 # How a question was worded (moezoo.data.phrasing), kept in its sample JSON and VQAv2 question entry.
 WORDING_FIELDS = ("prompt", "phrasing", "instruction", "spelling", "casing")
 
@@ -42,7 +43,9 @@ class VQABuildConfig(BuildConfig):
         n_captions: image-caption samples (the alignment stage); 0 writes none.
         image_size: side of the square images, in pixels.
         phrasings: the table train and val are worded from: ``"standard"`` (what ``data/`` ships) or, where the
-            dataset has one, ``"wide"`` (the standard phrasings and more; see ``PHRASING_TABLES`` in its builder).
+            dataset has one, ``"wide"`` (the standard phrasings and more) or ``"broad"`` (the wide ones, and
+            more that no opener, plural or fragment marks as one question type); see ``PHRASING_TABLES`` in
+            its builder.
 
     Example:
         >>> VQABuildConfig(n_train=10).split_sizes()

@@ -171,7 +171,10 @@ class ShardDataModule(pl.LightningDataModule):
             and test stay on ``data_dir``'s splits.
         mix: more dataset dirs whose training split joins ``data_dir``'s (Uni-MoE's image + audio
             mixture): shards are drawn from all of them alike, so each dataset weighs as its
-            shard count; the model's processor reads each sample's own media.
+            samples (its shards times their size); the model's processor reads each sample's own media.
+        mix_repeat: how many times each ``mix`` dir's shards are listed (default once each), so they
+            are drawn that many times as often: with ``mix: [data/tones-qa], mix_repeat: [10]``, its
+            4 shards of 500 are drawn as often as 40 shards would be.
 
     Example:
         >>> data = Path(__file__).resolve().parents[2] / "data"  # the shipped data
@@ -200,6 +203,7 @@ class ShardDataModule(pl.LightningDataModule):
         warn_first: int = 5,
         train_data: dict[str, Any] | None = None,
         mix: list[str] | None = None,
+        mix_repeat: list[int] | None = None,
     ):
         super().__init__()
         args = {**locals(), "data_dir": str(data_dir)}
@@ -222,7 +226,11 @@ class ShardDataModule(pl.LightningDataModule):
             name, fields = self._train_build()
             build_config(name, **fields)  # a bad name or field fails now
         self._train_index: DatasetIndex | None = None
+        if mix_repeat is not None and (len(mix_repeat) != len(mix or []) or min(mix_repeat, default=1) < 1):
+            raise ValueError(f"mix_repeat={mix_repeat} must give one count >= 1 per mix dir ({len(mix or [])}: "
+                             f"{mix or []})")
         self.mix = [DatasetIndex.load(d) for d in (mix or [])]  # a missing dir fails now
+        self.mix_repeat = list(mix_repeat or [1] * len(self.mix))
         for extra in self.mix:
             if train_split is not None:
                 extra.urls(train_split)
@@ -278,7 +286,7 @@ class ShardDataModule(pl.LightningDataModule):
         cfg = self.config
         urls = self.train_index().urls(split) if train else self.index.urls(split)
         if train:
-            urls += [url for extra in self.mix for url in extra.urls(split)]
+            urls += [url for extra, k in zip(self.mix, self.mix_repeat) for url in extra.urls(split) * k]
         counter = self._counters.setdefault(split, SkipCounter(cfg.num_workers, cfg.warn_first))
         stage = SampleProcessor(self.processor, counter, cfg.max_length, cfg.system_prompt)
         resampled = train and cfg.resampled

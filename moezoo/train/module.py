@@ -47,6 +47,9 @@ class MoEZooModule(pl.LightningModule):
             ...). In the ``moe`` stage the model is upcycled when these are given or its LLM has no
             MoE layer (then with :func:`moezoo.upcycle`'s defaults). Keep them when resuming: a
             Lightning checkpoint of the stage reloads onto the layout they make.
+        init_from: with ``arch``, a model dir or pretrained name whose weights of the same name and
+            shape start the model (:func:`~moezoo.train.stages.warm_start`); the rest is built fresh.
+            A recipe that grows a trained model (an image model gains audio) starts this way.
         lr / weight_decay / betas / eps: AdamW's (no decay on biases, norms and embeddings).
         warmup_steps: linear warm-up steps; then cosine decay over ``trainer.estimated_stepping_batches``.
         min_lr_ratio: the final LR as a fraction of ``lr``.
@@ -72,7 +75,8 @@ class MoEZooModule(pl.LightningModule):
 
     def __init__(self, arch: str | None = None, checkpoint: str | None = None, overrides: dict[str, Any] | None = None,
                  stage: str = "finetune", train_encoder: bool = False, train_rest: bool = False,
-                 upcycle: dict[str, Any] | None = None, lr: float = 1e-3, weight_decay: float = 0.0,
+                 upcycle: dict[str, Any] | None = None, init_from: str | None = None,
+                 lr: float = 1e-3, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, warmup_steps: int = 0,
                  min_lr_ratio: float = 0.1, data_parallel: int | None = None, expert_parallel: int = 1,
                  compile: bool = False, activation_checkpointing: bool = False):
@@ -80,6 +84,9 @@ class MoEZooModule(pl.LightningModule):
         if (arch is None) == (checkpoint is None):
             raise ValueError(f"give exactly one of arch (a registered architecture) and checkpoint (a model dir); "
                              f"got arch={arch!r}, checkpoint={checkpoint!r}")
+        if init_from is not None and arch is None:
+            raise ValueError(f"init_from={init_from!r} warm-starts an arch; a checkpoint already starts from its "
+                             "weights")
         if checkpoint is not None and overrides:
             raise ValueError(f"overrides {sorted(overrides)} apply to an arch; a checkpoint's architecture is fixed")
         stages.check_stage(stage)
@@ -113,6 +120,11 @@ class MoEZooModule(pl.LightningModule):
 
         if hp.arch is not None:  # on the device context the strategy set, the meta device for FSDP
             model = moezoo.create_model(hp.arch, device=torch.get_default_device(), **(hp.overrides or {}))
+            if hp.init_from is not None:
+                report = stages.warm_start(model, moezoo.load(hp.init_from))
+                rank_zero_info(f"moezoo: warm start from {hp.init_from}: {len(report['copied'])} tensors copied, "
+                               f"{len(report['fresh'])} fresh ({stages.prefixes(report['fresh'])}), "
+                               f"{len(report['unused'])} of the source unused")
         else:
             model = moezoo.load(hp.checkpoint)
         self.model = stages.upcycle_for_stage(model, hp.stage, hp.upcycle)

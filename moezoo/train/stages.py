@@ -158,3 +158,51 @@ def describe(stage: str, counts: dict[str, int]) -> str:
     n, total = counts["trainable"], counts["total"]
     parts = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("trainable", "total") and v)
     return f"moezoo stage {stage!r}: {n:,} of {total:,} parameters train ({100 * n / total:.1f}%: {parts})"
+
+
+def warm_start(model: nn.Module, source: nn.Module) -> dict[str, list[str]]:
+    """Copy into ``model`` every parameter and buffer of ``source`` with the same name and shape.
+
+    How a recipe grows a trained model: Uni-MoE (Li et al. 2024) starts its image + audio model
+    from a trained image model and adds the audio encoder and connector fresh. A tensor both
+    models name with different shapes is an error (the two are not the same layout), and so is a
+    source that shares no tensor with ``model``.
+
+    Returns:
+        ``{"copied": [...], "fresh": [...], "unused": [...]}``: the names copied, the names of
+        ``model`` left as built, and the names of ``source`` that ``model`` lacks.
+
+    Example:
+        >>> small, big = nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 3))
+        >>> report = warm_start(big, small)
+        >>> report["copied"], report["fresh"], bool(big[0].weight.eq(small[0].weight).all())
+        (['0.bias', '0.weight'], ['1.bias', '1.weight'], True)
+    """
+    import torch
+
+    target, given = model.state_dict(), source.state_dict()
+    clash = [f"{k} {tuple(given[k].shape)} -> {tuple(v.shape)}" for k, v in target.items()
+             if k in given and given[k].shape != v.shape]
+    if clash:
+        raise ValueError(f"the warm start's tensors have other shapes than this model's: {', '.join(clash[:5])}"
+                         + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
+                         + "; start from a model of the same layout (the same LLM and encoder sizes)")
+    copied = sorted(k for k in target if k in given)
+    if not copied:
+        raise ValueError("the warm start shares no tensor name with this model: "
+                         f"it has {', '.join(sorted(given)[:3])}..., this model {', '.join(sorted(target)[:3])}...")
+    with torch.no_grad():
+        for k in copied:
+            target[k].copy_(given[k].to(target[k].dtype))
+    return {"copied": copied, "fresh": sorted(k for k in target if k not in given),
+            "unused": sorted(k for k in given if k not in target)}
+
+
+def prefixes(names: list[str], depth: int = 2) -> str:
+    """The distinct dotted prefixes of ``names``, ``depth`` parts deep, for a log line.
+
+    Example:
+        >>> prefixes(["audio.encoder.conv1.weight", "audio.encoder.conv2.weight", "connectors.audio.queries"])
+        'audio.encoder, connectors.audio'
+    """
+    return ", ".join(dict.fromkeys(".".join(n.split(".")[:depth]) for n in names)) or "none"

@@ -14,7 +14,7 @@ import pytest
 
 from moezoo.data import digits, scenes
 from moezoo.data.digits import build_digits_vqa
-from moezoo.data.phrasing import Posed, typed_wording
+from moezoo.data.phrasing import Posed, keyword_forms, typed_wording
 from moezoo.data.scenes import build_shapes_vqa
 from moezoo.data.vqa import VQABuildConfig
 
@@ -130,24 +130,50 @@ def test_typed_wording_takes_the_instruction_and_spelling_it_is_given():
     assert len(seen) == len(scenes.TYPED_PHRASINGS["color"])  # all held-out phrasings, evenly drawn
 
 
-def test_the_wide_table_adds_phrasings_and_changes_no_test_question(built, read_split, tmp_path):
-    """phrasings="wide" words train from more phrasings (never a held-out one); the test split and typed test stay."""
-    wide = tmp_path / "wide"
-    build_shapes_vqa(wide, VQABuildConfig(seed=0, n_train=1000, n_val=0, n_test=40, n_captions=0, phrasings="wide"))
-    table = scenes.PHRASING_TABLES["wide"]
-    assert {f: ps[:len(scenes.TRAIN_PHRASINGS[f])] for f, ps in table.items()} == scenes.TRAIN_PHRASINGS
-    questions = [norm(b["question"]) for b in split_bodies(wide, "train", read_split)]
+@pytest.mark.parametrize("name, base, n_train", [("wide", "standard", 1000), ("broad", "wide", 8000)])
+def test_a_wider_table_adds_phrasings_and_changes_no_test_question(built, read_split, tmp_path, name, base, n_train):
+    """phrasings="wide" / "broad" word train from more phrasings (never a held-out one), each a superset of
+    the last; the test split and the typed test stay byte for byte."""
+    wider = tmp_path / name
+    build_shapes_vqa(wider, VQABuildConfig(seed=0, n_train=n_train, n_val=0, n_test=40, n_captions=0, phrasings=name))
+    table, smaller = scenes.PHRASING_TABLES[name], scenes.PHRASING_TABLES[base]
+    assert {f: ps[:len(smaller[f])] for f, ps in table.items()} == dict(smaller)
+    questions = [norm(b["question"]) for b in split_bodies(wider, "train", read_split)]
     held_out = [pattern(p) for ps in scenes.TYPED_PHRASINGS.values() for p in ps]
     assert not [q for q in questions if any(r.fullmatch(q) for r in held_out)]
-    added = [pattern(p) for f, ps in table.items() for p in ps[len(scenes.TRAIN_PHRASINGS[f]):]]
+    added = [pattern(p) for f, ps in table.items() for p in ps[len(smaller[f]):]]
     assert all(any(r.fullmatch(q) for q in questions) for r in added)  # every new phrasing is asked
-    assert split_bodies(wide, "test", read_split) == split_bodies(built / "shapes-vqa", "test", read_split)
-    for name in ("test_questions.json", "test_typed_questions.json", "test_annotations.json"):
-        assert (wide / name).read_bytes() == (built / "shapes-vqa" / name).read_bytes()
+    assert split_bodies(wider, "test", read_split) == split_bodies(built / "shapes-vqa", "test", read_split)
+    for file in ("test_questions.json", "test_typed_questions.json", "test_annotations.json"):
+        assert (wider / file).read_bytes() == (built / "shapes-vqa" / file).read_bytes()
+
+
+@pytest.mark.parametrize("cue", scenes.CUES)
+def test_the_broad_table_spreads_each_cue_over_the_forms(cue):
+    """No opener, plural or fragment tells the question type in the broad table: each spans several forms
+    (in the standard table, a yes/no opener only ever asked exists, and a plural only ever counted)."""
+    regex, least = scenes.CUES[cue]
+    forms = {form for form, ps in scenes.PHRASING_TABLES["broad"].items() for p in ps if re.fullmatch(regex, p.lower())}
+    assert len(forms) >= least, (cue, sorted(forms))
+    standard = {form for form, ps in scenes.TRAIN_PHRASINGS.items() for p in ps if re.fullmatch(regex, p.lower())}
+    assert len(standard) < len(forms)  # the broad table is what spreads it
 
 
 def test_a_phrasing_table_the_dataset_lacks_is_named():
     with pytest.raises(ValueError, match="digits-vqa has no 'wide' phrasing table; it has: standard"):
         build_digits_vqa("unused", VQABuildConfig(n_train=4, n_val=0, n_test=2, n_captions=0, phrasings="wide"))
-    with pytest.raises(ValueError, match="phrasings='many' must be one of standard, wide"):
+    with pytest.raises(ValueError, match="phrasings='many' must be one of standard, wide, broad"):
         VQABuildConfig(phrasings="many")
+
+
+def test_keyword_forms_leave_out_exactly_the_held_out_phrasings_they_would_make():
+    """The broad table's keyword queries would repeat two typed-test phrasings; those two (and only
+    those) are left out, as scenes.py's comment says."""
+    base = scenes.PHRASING_TABLES["wide"]
+    base = {f: (*base[f], *scenes.CROSS_CUE_PHRASINGS[f]) for f in base}
+    unfiltered = keyword_forms(base, {f: () for f in base})
+    kept = keyword_forms(base, scenes.TYPED_PHRASINGS)
+    dropped = {norm(p) for f in base for p in set(unfiltered[f]) - set(kept[f])}
+    assert dropped == {"{shape} {colour}", "{color} object shape"}
+    broad = scenes.PHRASING_TABLES["broad"]
+    assert all(set(kept[f]) <= set(broad[f]) for f in base)

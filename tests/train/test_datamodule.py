@@ -111,6 +111,18 @@ def test_text_corpus_windows(text_dir, tokenizer_dir):
     assert dm.skipped()["too_long"] == 0
 
 
+def test_a_mix_dir_weighs_as_its_shards_times_its_repeat(shapes_dir, tokenizer):
+    """mix_repeat lists a mix dir's shards k times: one pass then reads its samples k times."""
+    dm = ShardDataModule(shapes_dir, processor=unit_processor(tokenizer), batch_size=16, resampled=False,
+                         mix=[shapes_dir], mix_repeat=[2])
+    train = _keys(dm.train_dataloader())
+    assert sorted(set(train)) == [f"train-{i:06d}" for i in range(60)] and len(train) == 3 * 60
+    with pytest.raises(ValueError, match=r"mix_repeat=\[2, 1\] must give one count >= 1 per mix dir \(1"):
+        ShardDataModule(shapes_dir, tokenizer, mix=[shapes_dir], mix_repeat=[2, 1])
+    with pytest.raises(ValueError, match=r"mix_repeat=\[0\]"):
+        ShardDataModule(shapes_dir, tokenizer, mix=[shapes_dir], mix_repeat=[0])
+
+
 def test_config_errors(shapes_dir, tokenizer):
     with pytest.raises(KeyError, match="has no split 'dev'"):
         ShardDataModule(shapes_dir, tokenizer, val_split="dev")

@@ -280,3 +280,31 @@ def test_the_schedule_needs_the_runs_length():
 
     with pytest.raises(ValueError, match="set Trainer\\(max_steps=...\\)"):
         adamw_warmup_cosine(torch.nn.Linear(2, 2), total_steps=float("inf"), lr=1e-3)
+
+
+def test_init_from_grows_a_trained_model_keeping_its_weights(tmp_path):
+    """Uni-MoE's start: an audio model built fresh takes the LLM of a saved image model (same names and
+    shapes); its audio parts stay as built, and the image model's tower is left out."""
+    image_model = moezoo.create_model("mm_tiny_cnn")
+    path = image_model.save_pretrained(tmp_path / "image")
+    torch.manual_seed(0)
+    fresh = moezoo.create_model("mm_tiny_whisper").state_dict()
+    module = MoEZooModule(arch="mm_tiny_whisper", init_from=str(path), stage="finetune")
+    torch.manual_seed(0)  # the same draws build it
+    module.configure_model()
+    grown = module.model.state_dict()
+    given = image_model.state_dict()
+    llm = [k for k in grown if k.startswith("llm.")]
+    assert llm and all(torch.equal(grown[k], given[k]) for k in llm)
+    assert all(torch.equal(grown[k], fresh[k]) for k in grown if k.startswith("audio."))  # the seed builds these
+    assert not any(k.startswith("vision.") for k in grown)
+
+
+def test_init_from_needs_an_arch_of_the_same_layout(tmp_path):
+    path = moezoo.create_model("mm_tiny_cnn").save_pretrained(tmp_path / "image")
+    with pytest.raises(ValueError, match="warm-starts an arch; a checkpoint already starts from its weights"):
+        MoEZooModule(checkpoint=str(path), init_from=str(path))
+    wider = MoEZooModule(arch="mm_tiny_cnn", overrides={"llm": {"moe": {"expert_dim": 96}}}, init_from=str(path))
+    clash = r"other shapes than this model's: llm\.\S+gate_up_proj \(4, 128, 64\) -> \(4, 192, 64\)"
+    with pytest.raises(ValueError, match=clash):
+        wider.configure_model()

@@ -25,8 +25,8 @@ from moezoo.zoo.facts import model_facts
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT / "configs" / "zoo"
-MODELS = {"shapes_flagship", "digits_vqa", "image_audio", "three_stage_1_align", "three_stage_2_finetune",
-          "three_stage_3_moe", "text_moe_lm", "text_dense_lm", *VARIANTS.values()}
+MODELS = {"shapes_flagship", "shapes_flagship_2_typed", "digits_vqa", "image_audio", "three_stage_1_align",
+          "three_stage_2_finetune", "three_stage_3_moe", "text_moe_lm", "text_dense_lm", *VARIANTS.values()}
 CONFIGS = sorted(ZOO.glob("*.yaml"))
 CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
 

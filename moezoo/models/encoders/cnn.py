@@ -83,6 +83,41 @@ class CNNStage(nn.Module):
         return torch.relu(h_NCHW)
 
 
+class SpatialSoftArgmax(nn.Module):
+    """``keypoints`` maps read from a feature map, each reduced to where it peaks: a 1x1 conv gives
+    ``K`` maps, a softmax over each map's cells weighs the cells' ``(x, y)`` in [-1, 1], and the
+    ``K`` expected positions become one token (a linear layer of the ``2K`` coordinates).
+
+    The spatial soft-argmax of deep spatial autoencoders (Finn et al. 2016, arXiv 1509.06113;
+    Levine et al. 2016): where a map peaks is read at sub-cell precision, and the token holds
+    coordinates, so "is A left of B" is a difference of two of its inputs. With FiLM before it,
+    the question picks what each map fires on.
+
+    Example:
+        >>> head = SpatialSoftArgmax(in_channels=8, keypoints=2, out_dim=16)
+        >>> head(torch.randn(3, 8, 16, 16)).shape
+        torch.Size([3, 1, 16])
+    """
+
+    def __init__(self, in_channels: int, keypoints: int, out_dim: int):
+        super().__init__()
+        self.maps = nn.Conv2d(in_channels, keypoints, 1)
+        self.token = nn.Linear(2 * keypoints, out_dim)
+
+    def positions(self, h_NCHW: torch.Tensor) -> torch.Tensor:
+        """``(N, K, 2)``: each map's expected ``(x, y)``, each in [-1, 1]."""
+        logits_NKHW = self.maps(h_NCHW)
+        H, W = logits_NKHW.shape[-2:]
+        weights_NKL = logits_NKHW.flatten(2).float().softmax(-1)
+        ys = torch.linspace(-1, 1, H, device=h_NCHW.device)
+        xs = torch.linspace(-1, 1, W, device=h_NCHW.device)
+        grid_yx_L2 = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).reshape(H * W, 2)
+        return (weights_NKL @ grid_yx_L2.flip(-1)).to(h_NCHW.dtype)  # (x, y)
+
+    def forward(self, h_NCHW: torch.Tensor) -> torch.Tensor:
+        return self.token(self.positions(h_NCHW).flatten(1))[:, None, :]
+
+
 class CNNEncoder(Encoder):
     """``pixel_values (N, 3, S, S)`` (+ ``condition (N, Dc)``) -> ``(N, (S / 2**stages)**2, channels[-1])``."""
 
@@ -112,8 +147,11 @@ class CNNEncoder(Encoder):
         side = config.image_size
         for _ in config.channels:
             side = (side + 1) // 2  # a stride-2, padding-1 3x3 conv rounds up
-        self.num_tokens = side * side
+        self.num_tokens = side * side + (config.keypoints > 0)
         self.out_dim = config.channels[-1]
+        if config.keypoints:
+            self.keypoint_head = SpatialSoftArgmax(config.channels[config.keypoint_stage - 1], config.keypoints,
+                                                   self.out_dim)
         if config.token_positions:  # a buffer, not a weight: rebuilt from the config, never saved
             self.register_buffer("positions_TC", sincos_2d(side, side, self.out_dim), persistent=False)
 
@@ -135,11 +173,15 @@ class CNNEncoder(Encoder):
             grid_2HW = torch.stack(torch.meshgrid(ys, ys, indexing="ij"))
             x = torch.cat([x, grid_2HW.expand(x.shape[0], 2, size, size)], dim=1)
         h = x
-        for stage in self.stages:
+        for number, stage in enumerate(self.stages, 1):
             h = stage(h, condition)
+            if number == self.config.keypoint_stage and self.config.keypoints:
+                keypoint_N1C = self.keypoint_head(h)
         tokens_NTC = h.flatten(2).transpose(1, 2)  # (N, C, h, w) -> (N, h*w, C)
         if self.config.token_positions:
             tokens_NTC = tokens_NTC + self.positions_TC.to(tokens_NTC.dtype)
+        if self.config.keypoints:
+            tokens_NTC = torch.cat([tokens_NTC, keypoint_N1C], dim=1)
         return tokens_NTC
 
     def pool_condition(self, prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -182,6 +224,11 @@ class CNNEncoderConfig(Config):
         token_positions: add fixed 2-D sine-cosine positions (:func:`~moezoo.models.prompt_pooling.sincos_2d`)
             to the output tokens, so each token's value says which cell it is (a ViT's tokens carry
             theirs; a CNN's carry only what padding and ``coord_channels`` leave in the features).
+        keypoints: with ``K > 0``, one more token: where each of ``K`` learned maps of stage
+            ``keypoint_stage``'s features peaks (:class:`SpatialSoftArgmax`), so the position of what
+            the question names is an explicit input to the LLM.
+        keypoint_stage: the 1-based stage whose features the keypoint maps read (default 2: a
+            16x16 map at 64 px).
         norm: ``"batch"`` (default: the FiLM paper's choice, and the fastest from-scratch
             convergence at the quickstart's batch of 128), ``"group"`` (per sample, identical in
             training and eval: for small or varying batches) or ``"none"``.
@@ -206,6 +253,8 @@ class CNNEncoderConfig(Config):
     condition_queries: int = 1
     coord_channels: bool = False
     token_positions: bool = False
+    keypoints: int = 0
+    keypoint_stage: int = 2
     norm: str = "batch"
     convs_per_stage: int = 1
 
@@ -217,6 +266,9 @@ class CNNEncoderConfig(Config):
             require(self, "film_stages", all(1 <= s <= len(self.channels) for s in self.film_stages),
                     f"must be stage numbers in [1, {len(self.channels)}]")
         require(self, "norm", self.norm in NORMS, f"must be one of {NORMS}")
+        check_min(self, keypoints=0)
+        require(self, "keypoint_stage", 1 <= self.keypoint_stage <= len(self.channels),
+                f"must be a stage number in [1, {len(self.channels)}]")
         require(self, "condition_pooling", self.condition_pooling in POOLINGS, f"must be one of {POOLINGS}")
         if self.condition_dim is not None:
             check_min(self, condition_dim=1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from moezoo.models.encoders.base import build_encoder
-from moezoo.models.encoders.cnn import CNNEncoder, CNNEncoderConfig
+from moezoo.models.encoders.cnn import CNNEncoder, CNNEncoderConfig, SpatialSoftArgmax
 from moezoo.models.prompt_pooling import sincos_2d
 from moezoo.processing.image import build_image_processor
 
@@ -101,3 +101,25 @@ def test_token_positions_add_each_cells_2d_code_and_save_nothing(pixels):
     assert torch.equal(code[1, :64], code[0, :64]) and not torch.equal(code[1, 64:], code[0, 64:])
     assert torch.equal(code[4, 64:], code[0, 64:]) and not torch.equal(code[4, :64], code[0, :64])
     assert len({tuple(row.tolist()) for row in code}) == 16  # every cell its own code
+
+
+def test_keypoints_add_one_token_that_reads_where_each_map_peaks(pixels):
+    """The spatial soft-argmax finds a sharp peak at its cell's (x, y), at sub-cell precision between two."""
+    head = SpatialSoftArgmax(in_channels=1, keypoints=1, out_dim=4)
+    with torch.no_grad():
+        head.maps.weight.fill_(50.0), head.maps.bias.zero_()
+    h = torch.zeros(2, 1, 16, 16)
+    h[0, 0, 3, 12] = 1.0  # row 3, column 12: right of centre, above it
+    h[1, 0, 8, 4] = h[1, 0, 8, 6] = 1.0  # two equal peaks: their midpoint
+    step = 2 / 15
+    xy = head.positions(h)[:, 0]
+    torch.testing.assert_close(xy[0], torch.tensor([-1 + 12 * step, -1 + 3 * step]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(xy[1], torch.tensor([-1 + 5 * step, -1 + 8 * step]), atol=1e-4, rtol=0)
+    enc = CNNEncoder(CNNEncoderConfig(condition_dim=16, keypoints=4))
+    out = enc(pixels(3, 64), _condition(3))
+    assert enc.num_tokens == 17 and out.shape == (3, 17, 128)
+    out[:, -1].sum().backward()  # the keypoint token trains the maps and the stages below them
+    assert enc.keypoint_head.maps.weight.grad.abs().sum() > 0 and enc.stages[0].convs[0].weight.grad.abs().sum() > 0
+    assert not enc.stages[3].convs[0].weight.grad.any()  # stage 4 is above the keypoint stage (2)
+    with pytest.raises(ValueError, match=r"keypoint_stage=5 must be a stage number in \[1, 4\]"):
+        CNNEncoderConfig(keypoints=2, keypoint_stage=5)
