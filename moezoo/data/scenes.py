@@ -178,7 +178,7 @@ CROSS_CUE_PHRASINGS: dict[str, tuple[str, ...]] = {
                "Are any {color} {shape}s in the picture?", "Is the number of {color} {shape}s more than zero?",
                "Any {color} {shape}s in the image?", "Is there at least one {color} {shape}?"),
 }
-# The cues CROSS_CUE_PHRASINGS spreads over the forms (a regex on a normalised phrasing, and the
+# The cues CROSS_CUE_PHRASINGS spreads over the forms (a regex on a lower-cased phrasing, and the
 # least number of forms the broad table must use it in).
 CUES: dict[str, tuple[str, int]] = {
     "opens with can you": (r"^can you .*", 7), "opens with do you": (r"^do you .*", 7),

@@ -181,6 +181,10 @@ def warm_start(model: nn.Module, source: nn.Module) -> dict[str, list[str]]:
     import torch
 
     target, given = model.state_dict(), source.state_dict()
+    if any(t.is_meta for t in target.values()):
+        raise ValueError("the model to warm-start is on the meta device (as FSDP builds it), where copied weights "
+                         "would be lost when it is materialised; warm-start on one process, save the model, and "
+                         "train from that dir with checkpoint=DIR")
     clash = [f"{k} {tuple(given[k].shape)} -> {tuple(v.shape)}" for k, v in target.items()
              if k in given and given[k].shape != v.shape]
     if clash:

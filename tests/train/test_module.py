@@ -19,7 +19,7 @@ from moezoo.processing.tokenizer import ZOO_TOKENIZER_DIR
 from moezoo.train.datamodule import ShardDataModule
 from moezoo.train.module import MoEZooModule, model_inputs
 from moezoo.train.optim import WarmupCosine, no_weight_decay, param_groups
-from moezoo.train.stages import parameter_parts, set_stage
+from moezoo.train.stages import parameter_parts, set_stage, warm_start
 
 # The stage tests fit on one in-memory batch, with no validation loader.
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
@@ -308,3 +308,10 @@ def test_init_from_needs_an_arch_of_the_same_layout(tmp_path):
     clash = r"other shapes than this model's: llm\.\S+gate_up_proj \(4, 128, 64\) -> \(4, 192, 64\)"
     with pytest.raises(ValueError, match=clash):
         wider.configure_model()
+
+
+def test_init_from_refuses_a_model_on_the_meta_device(tmp_path):
+    """FSDP builds the model on the meta device: copied weights would vanish when it is materialised."""
+    path = moezoo.create_model("mm_tiny_cnn").save_pretrained(tmp_path / "image")
+    with pytest.raises(ValueError, match="on the meta device .* train from that dir with checkpoint=DIR"):
+        warm_start(moezoo.create_model("mm_tiny_cnn", device="meta"), moezoo.load(path))
