@@ -241,8 +241,9 @@ def keyword_forms(table: PhrasingTable, held_out: PhrasingTable) -> dict[str, tu
         for phrasing in phrasings:
             words = [w for w in _WORDS.findall(phrasing) if w.lower() not in KEYWORD_STOPWORDS]
             short = " ".join(words) + "?"
-            if words and normalise(short) not in taken:
-                kept.setdefault(normalise(short), short)  # render() upper-cases the first letter
+            key = normalise(short)
+            if words and key not in taken:
+                kept.setdefault(key, short)  # render() upper-cases the first letter
         out[form] = tuple(kept.values())
     return out
 

@@ -139,8 +139,8 @@ MORE_PHRASINGS: dict[str, tuple[str, ...]] = {
 # objects?" -> "yes" or a wrong count), and a bare noun phrase was rarely a question at all
 # ("red object shape?"). Here each of those cues appears in every form it can, so no cue alone
 # tells the type. None reuses a held-out frame (the list above MORE_PHRASINGS), so the typed test
-# still asks wordings never trained on; CUES below lists the cues, and a test checks each spans
-# several forms. The "broad" table (phrasings="broad") is the wide one, these, and the keyword
+# still asks wordings never trained on; tests/data/test_typed_questions.py checks that each cue
+# spans several forms. The "broad" table (phrasings="broad") is the wide one, these, and the keyword
 # query of each (phrasing.keyword_forms: "What colour is the circle?" -> "colour circle?", as
 # people type into a search box), less any that equals a held-out phrasing: two do ("{shape}
 # {colour}?" and "{color} object shape?", from "The {shape}, which {colour}?" and "The {color}
@@ -177,13 +177,6 @@ CROSS_CUE_PHRASINGS: dict[str, tuple[str, ...]] = {
                "Could there be {article} {color} {shape} in the image?", "{article} {color} {shape}, yes or no?",
                "Are any {color} {shape}s in the picture?", "Is the number of {color} {shape}s more than zero?",
                "Any {color} {shape}s in the image?", "Is there at least one {color} {shape}?"),
-}
-# The cues CROSS_CUE_PHRASINGS spreads over the forms (a regex on a lower-cased phrasing, and the
-# least number of forms the broad table must use it in).
-CUES: dict[str, tuple[str, int]] = {
-    "opens with can you": (r"^can you .*", 7), "opens with do you": (r"^do you .*", 7),
-    "opens with could": (r"^could .*", 7), "opens with is or are": (r"^(is|are) .*", 5),
-    "a plural shape": (r".*\{shape\}s.*", 2), "no verb before a comma": (r"^[^ ]+( [^ ]+)?( [^ ]+)?, .*", 5),
 }
 # VQABuildConfig.phrasings -> the training table ("standard": what data/ ships and the router recipes train on).
 PHRASING_TABLES: dict[str, PhrasingTable] = {"standard": TRAIN_PHRASINGS,

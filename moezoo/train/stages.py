@@ -178,8 +178,6 @@ def warm_start(model: nn.Module, source: nn.Module) -> dict[str, list[str]]:
         >>> report["copied"], report["fresh"], bool(big[0].weight.eq(small[0].weight).all())
         (['0.bias', '0.weight'], ['1.bias', '1.weight'], True)
     """
-    import torch
-
     target, given = model.state_dict(), source.state_dict()
     if any(t.is_meta for t in target.values()):
         raise ValueError("the model to warm-start is on the meta device (as FSDP builds it), where copied weights "
@@ -195,9 +193,7 @@ def warm_start(model: nn.Module, source: nn.Module) -> dict[str, list[str]]:
     if not copied:
         raise ValueError("the warm start shares no tensor name with this model: "
                          f"it has {', '.join(sorted(given)[:3])}..., this model {', '.join(sorted(target)[:3])}...")
-    with torch.no_grad():
-        for k in copied:
-            target[k].copy_(given[k].to(target[k].dtype))
+    model.load_state_dict({k: given[k] for k in copied}, strict=False)  # copies into the model's dtypes
     return {"copied": copied, "fresh": sorted(k for k in target if k not in given),
             "unused": sorted(k for k in given if k not in target)}
 
