@@ -97,6 +97,7 @@ def main(out_dir: str, devices: int, ep: int, compile: bool = False, steps: int 
         if trainer.is_global_zero:
             torch.save(logits, Path(out_dir, "logits.pt"))
     Path(out_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+    trainer.strategy.barrier("results written")  # rank 0, the launcher, must not exit before rank 1 has written
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ def main(out_dir: str, devices: int) -> None:
     checksum = sum(float(p.double().sum()) for p in module.model.parameters())
     Path(out_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(
         {"metrics": callback.results["shapes_vqa"], "answered": sum(answered), "rows": rows, "checksum": checksum}))
+    # Rank 0 is the launching process: without this barrier it may exit, and Lightning's process observer
+    # take rank 1 down, before rank 1 has written its file.
+    trainer.strategy.barrier("results written")
 
 
 if __name__ == "__main__":
