@@ -7,11 +7,16 @@ built, with a message naming the field, not deep inside a forward pass.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
+import torch
+
+from moezoo.moe.activations import ACTIVATIONS as ELEMENTWISE_ACTIVATIONS
 from moezoo.utils.checks import require
 
-ACTIVATIONS = ("swiglu", "gelu")
+# "swiglu" is gated (two input projections); every other name is an element-wise activation.
+ACTIVATIONS = ("swiglu", *ELEMENTWISE_ACTIVATIONS)
 DISPATCHES = ("auto", "fused", "grouped_mm", "loop")
 
 
@@ -30,10 +35,26 @@ class MoEConfig:
         shared_expert_gate: gate the shared experts with ``sigmoid(x @ w)`` (Qwen2-MoE).
         num_heads: MH-MoE heads; ``> 1`` splits each token into ``num_heads`` sub-tokens.
         capacity_factor: ``None`` is dropless; otherwise each expert keeps at most
-            ``ceil(capacity_factor * tokens * top_k / num_experts)`` assignments.
+            ``max(min_capacity, ceil(tokens / num_experts * capacity_factor * top_k))`` assignments
+            (:meth:`capacity`), the first ones in the router's priority order. DeepSpeed's
+            ``drop_tokens=False`` is ``capacity_factor=None``.
+        eval_capacity_factor: the factor in eval mode (DeepSpeed's ``eval_capacity_factor``);
+            ``None`` uses ``capacity_factor`` in both modes. Needs ``capacity_factor``.
+        min_capacity: the least capacity of an expert, whatever the factor (DeepSpeed's
+            ``min_capacity``); the default 1 only keeps a small batch from getting capacity 0.
         aux_loss_coef: weight of the Switch load-balancing loss (applied by the caller).
         z_loss_coef: weight of the router z-loss (applied by the caller).
-        activation: ``"swiglu"`` (default) or ``"gelu"``.
+        activation: the experts' (and shared / residual MLPs') activation: ``"swiglu"`` (default;
+            gated SiLU, fused ``gate_up_proj``) or an element-wise one of
+            :data:`moezoo.moe.activations.ACTIVATIONS` (``"gelu"``, ``"gelu_tanh"`` for Phi-2's
+            ``gelu_new``, ``"quick_gelu"``, ``"silu"``, ``"relu"``, ...; fused ``up_proj``).
+        expert_bias: the experts' projections carry biases (``up_proj_bias`` / ``gate_up_proj_bias``
+            and ``down_proj_bias``, as transformers' GPT-OSS names them), and so do the shared and
+            residual MLPs. MoE-LLaVA-Phi2's experts are Phi's ``fc1`` / ``fc2`` with biases.
+        use_residual: Residual-MoE (Rajbhandari et al. 2022, arXiv 2201.05596; DeepSpeed's
+            ``MoE(use_residual=True)``): a dense MLP of width ``expert_dim`` runs beside the
+            experts, and a learned ``coefficient`` (a biased ``Linear(dim, 2)``, softmaxed per
+            token) mixes the two outputs: ``y = moe * c_0 + mlp * c_1``.
         norm_topk_prob: renormalise the top-k weights to sum to one (Mixtral, OLMoE-off).
         router_dim: low-rank routing width for ``cosine``/``perturbed_cosine`` and the
             embedding width of ``hyper``; defaults to ``max(num_experts // 2, 2)`` / 64.
@@ -62,9 +83,13 @@ class MoEConfig:
     shared_expert_gate: bool = False
     num_heads: int = 1
     capacity_factor: float | None = None
+    eval_capacity_factor: float | None = None
+    min_capacity: int = 1
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.0
     activation: str = "swiglu"
+    expert_bias: bool = False
+    use_residual: bool = False
     norm_topk_prob: bool = True
     router_dim: int | None = None
     router_noise_std: float = 1.0
@@ -90,10 +115,41 @@ class MoEConfig:
             require(self, "shared_expert_dim", self.shared_expert_dim >= 1, "must be >= 1")
         if self.capacity_factor is not None:
             require(self, "capacity_factor", self.capacity_factor > 0, "must be > 0 or None (dropless)")
+        if self.eval_capacity_factor is not None:
+            require(self, "eval_capacity_factor", self.capacity_factor is not None,
+                    "needs capacity_factor (None is dropless in training and eval alike)")
+            require(self, "eval_capacity_factor", self.eval_capacity_factor > 0, "must be > 0 or None")
+        require(self, "min_capacity", self.min_capacity >= 0, "must be >= 0")
+        if self.router == "deepspeed_top2":
+            require(self, "top_k", self.top_k == 2, "must be 2 for router='deepspeed_top2' (DeepSpeed's top2gating)")
+            require(self, "norm_topk_prob", self.norm_topk_prob,
+                    "must be True for router='deepspeed_top2' (DeepSpeed always renormalises the kept two)")
         if self.router_dim is not None:
             require(self, "router_dim", self.router_dim >= 1, "must be >= 1")
         for name in ("aux_loss_coef", "z_loss_coef", "router_noise_std", "bias_update_rate"):
             require(self, name, getattr(self, name) >= 0, "must be >= 0")
+
+    def capacity(self, num_tokens: int, training: bool) -> int | None:
+        """Assignments each expert may keep out of ``num_tokens`` routed (sub-)tokens; ``None`` if dropless.
+
+        ``max(min_capacity, ceil(num_tokens / num_experts * factor * top_k))`` with ``factor`` the
+        ``capacity_factor`` in training and the ``eval_capacity_factor`` (if set) in eval. The product
+        is taken in float32, as DeepSpeed's ``_capacity`` takes it (``deepspeed/moe/sharded_moe.py``),
+        so that a factor like 1.1 gives the capacity DeepSpeed gives, not one more.
+
+        Example:
+            >>> c = MoEConfig(dim=8, expert_dim=8, num_experts=4, top_k=2, capacity_factor=1.0,
+            ...               eval_capacity_factor=2.0, min_capacity=4)
+            >>> c.capacity(10, training=True), c.capacity(10, training=False), c.capacity(2, training=True)
+            (5, 10, 4)
+        """
+        factor = self.capacity_factor
+        if factor is None:
+            return None
+        if not training and self.eval_capacity_factor is not None:
+            factor = self.eval_capacity_factor
+        scaled = (num_tokens / self.num_experts) * torch.tensor(factor * self.top_k)  # float32, as DeepSpeed
+        return max(self.min_capacity, math.ceil(scaled.item()))
 
     @property
     def head_dim(self) -> int:

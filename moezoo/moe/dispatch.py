@@ -15,6 +15,10 @@ The GEMMs run over *segments* of the expert-sorted assignments:
   ``torch._grouped_mm`` and device-side offsets, so the GEMMs need no host sync.
 
 A decoding step (a handful of assignments, no gradients) takes :func:`direct_ffn`.
+Experts with biases (Phi-2's ``fc1`` / ``fc2``) add a per-expert bias after each
+projection, in the same pass; their activation may be any of
+:data:`moezoo.moe.activations.ACTIVATIONS` (``act`` names it; ``True`` / ``False`` are
+the historical spellings of ``"swiglu"`` / ``"gelu"``).
 The mask-loop oracle the tests compare against is in :mod:`moezoo.moe.reference`.
 """
 
@@ -26,6 +30,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from moezoo.moe.activations import GELU_APPROXIMATE, activation_fn
 from moezoo.moe.routers import Routing, expert_counts
 from moezoo.moe.threads import broadcast_rows, gemv_threads, reduce_sum, row_blocks, run_split
 
@@ -85,35 +90,57 @@ def plan_segments(counts: torch.Tensor, mode: str, rows: int) -> list[Segment]:
     return segments
 
 
+def act_name(act: bool | str) -> str:
+    """The activation name ``act`` stands for: ``True`` is ``"swiglu"``, ``False`` is ``"gelu"``.
+
+    Example:
+        >>> act_name(True), act_name(False), act_name("gelu_tanh")
+        ('swiglu', 'gelu', 'gelu_tanh')
+    """
+    if isinstance(act, bool):
+        return "swiglu" if act else "gelu"
+    if act != "swiglu":
+        activation_fn(act)  # unknown names fail here, with the known ones
+    return act
+
+
 def expert_ffn(x_TD: torch.Tensor, dispatch: Dispatch, w_in: torch.Tensor, w_out: torch.Tensor,
-               glu: bool, mode: str = "fused", grad_buffers: GradBuffers | None = None) -> torch.Tensor:
-    """``sum_e weight * down_e(act(in_e(x)))`` over the dispatched assignments.
+               act: bool | str, mode: str = "fused", grad_buffers: GradBuffers | None = None,
+               b_in: torch.Tensor | None = None, b_out: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_e weight * down_e(act(in_e(x) + b_in_e)) + weight * b_out_e`` over the dispatched assignments.
 
     Args:
         x_TD: ``(T, D)`` tokens.
         dispatch: from :func:`sort_by_expert`.
-        w_in: ``(E, H, D)``, ``H = 2 * I`` for SwiGLU (gate rows first) or ``I`` for GELU.
+        w_in: ``(E, H, D)``, ``H = 2 * I`` for SwiGLU (gate rows first) or ``I`` otherwise.
         w_out: ``(E, D, I)``.
-        glu: SwiGLU (True) or GELU (False).
+        act: ``"swiglu"`` or an element-wise activation's name (``True`` / ``False``: SwiGLU / GELU).
         mode: ``"fused"`` or ``"grouped_mm"``.
         grad_buffers: where the weight gradients' memory is recycled from (see :class:`GradBuffers`).
+        b_in / b_out: optional biases ``(E, H)`` / ``(E, D)``.
 
     Returns:
         ``(T, D)``; tokens with no assignment get zeros.
     """
+    act = act_name(act)
     segments = plan_segments(dispatch.counts, mode, dispatch.token_idx.numel())
     device = x_TD.device.type
     if torch.is_autocast_enabled(device):  # mixed precision: the function computes in one dtype itself
         dtype = torch.get_autocast_dtype(device)
         with torch.autocast(device, enabled=False):  # the casts below carry the gradients back to fp32
             return _ExpertFFN.apply(x_TD.to(dtype), dispatch.token_idx, dispatch.weight.to(dtype), w_in.to(dtype),
-                                    w_out.to(dtype), segments, glu, GradBuffers())
-    return _ExpertFFN.apply(x_TD, dispatch.token_idx, dispatch.weight.to(x_TD.dtype), w_in, w_out, segments, glu,
-                            grad_buffers or GradBuffers())
+                                    w_out.to(dtype), segments, act, GradBuffers(), _cast(b_in, dtype),
+                                    _cast(b_out, dtype))
+    return _ExpertFFN.apply(x_TD, dispatch.token_idx, dispatch.weight.to(x_TD.dtype), w_in, w_out, segments, act,
+                            grad_buffers or GradBuffers(), b_in, b_out)
+
+
+def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if t is None else t.to(dtype)
 
 
 def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: torch.Tensor,
-               glu: bool) -> torch.Tensor:
+               act: bool | str) -> torch.Tensor:
     """Inference path for a few assignments per expert (decoding steps, short prompts).
 
     With few rows per expert, sorting, segment planning and an autograd function
@@ -125,8 +152,9 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
     weights scale the down-projection that accumulates in place (``baddbmm_``).
     No gradients. :class:`~moezoo.moe.GroupedExperts` takes this path for inference
     with at most ``DIRECT_MAX_ROWS`` assignments per expert on average (measured on
-    2 cores: faster than ``fused`` up to about 32).
+    2 cores: faster than ``fused`` up to about 32); experts with biases take ``fused``.
     """
+    act = act_name(act)
     T, D = x_TD.shape
     hidden = w_in.shape[1]
     w_in, w_out = w_in.contiguous(), w_out.contiguous()
@@ -136,7 +164,7 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
     if T == 1:
         x_rows = broadcast_rows(x_TD, t)
         for expert, weight in sorted(zip(experts, routing.weight.tolist())):
-            a = activate(torch.bmm(x_rows, row_blocks(w_in, t, expert)).view(1, hidden), glu)
+            a = activate(torch.bmm(x_rows, row_blocks(w_in, t, expert)).view(1, hidden), act)
             out.baddbmm_(broadcast_rows(a, t), row_blocks(w_out, t, expert), alpha=weight)
         return out.view(1, D)
     rows_of: dict[int, list[int]] = {}
@@ -147,27 +175,37 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
         pick = torch.tensor(js, device=x_TD.device)
         tok = routing.token_idx[pick]
         h = torch.bmm(broadcast_rows(x_TD[tok], t), row_blocks(w_in, t, expert))  # (t, rows, H/t)
-        a = activate(h.transpose(0, 1).reshape(len(js), hidden), glu).mul_(weight[pick])
+        a = activate(h.transpose(0, 1).reshape(len(js), hidden), act).mul_(weight[pick])
         out.index_add_(1, tok, torch.bmm(broadcast_rows(a, t), row_blocks(w_out, t, expert)))
     return out.transpose(0, 1).reshape(T, D)
 
 
-def activate(h: torch.Tensor, glu: bool) -> torch.Tensor:
-    """The experts' activation on pre-activations ``h``: ``silu(gate) * up`` (SwiGLU) or GELU."""
-    if glu:
+def activate(h: torch.Tensor, act: bool | str) -> torch.Tensor:
+    """The experts' activation on pre-activations ``h``: ``silu(gate) * up`` (SwiGLU) or element-wise."""
+    act = act_name(act)
+    if act == "swiglu":
         gate, up = h.chunk(2, dim=-1)
         return F.silu(gate) * up
-    return F.gelu(h)
+    return activation_fn(act)(h)
 
 
-def _act_and_grad(h: torch.Tensor, glu: bool) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+def _act_and_grad(h: torch.Tensor, act: str) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """Recompute the activation from ``h`` and return it with its backward.
 
     SiLU is evaluated once and shared by both, and the two halves of the SwiGLU
-    gradient are written straight into one buffer (no ``cat``).
+    gradient are written straight into one buffer (no ``cat``). GELU's backward is
+    ATen's kernel; any other element-wise activation is differentiated by autograd.
     """
-    if not glu:
-        return F.gelu(h), lambda grad_a: torch.ops.aten.gelu_backward(grad_a, h)
+    if act in GELU_APPROXIMATE:
+        approximate = GELU_APPROXIMATE[act]
+        return (F.gelu(h, approximate=approximate),
+                lambda grad_a: torch.ops.aten.gelu_backward(grad_a, h, approximate=approximate))
+    if act != "swiglu":
+        with torch.enable_grad():
+            leaf = h.detach().requires_grad_(True)
+            out = activation_fn(act)(leaf)
+        # A copy: the caller scales the activation in place, and autograd may have saved `out` (ReLU does).
+        return out.detach().clone(), lambda grad_a: torch.autograd.grad(out, leaf, grad_a)[0]
     gate, up = h.chunk(2, dim=-1)
     silu = F.silu(gate)
 
@@ -209,6 +247,22 @@ def _per_segment(w: torch.Tensor, segments: list[Segment]) -> list[torch.Tensor]
         experts = w.unbind(0)
         return [experts[lo] for _, _, lo, _, _ in segments]
     return [w[lo:hi] for _, _, lo, hi, _ in segments]
+
+
+def _bias_rows(b: torch.Tensor | None, segment: Segment, rows: int) -> torch.Tensor | None:
+    """The bias of each of a segment's ``rows``: the expert's ``(H,)`` for a one-expert segment
+    (it broadcasts), a ``(rows, H)`` gather by each row's expert for a grouped one (no host sync)."""
+    if b is None:
+        return None
+    _, _, lo, hi, offsets = segment
+    if offsets is None:
+        return b[lo]
+    return b[lo:hi].index_select(0, _row_experts(offsets, rows))
+
+
+def _row_experts(offsets: torch.Tensor, rows: int) -> torch.Tensor:
+    """The expert (counted from the segment's first) of each of a grouped segment's rows."""
+    return torch.searchsorted(offsets, torch.arange(rows, device=offsets.device, dtype=offsets.dtype), right=True)
 
 
 def _workers(segments: list[Segment], device: torch.device) -> int:
@@ -265,7 +319,7 @@ class GradBuffers:
 
 class _ExpertFFN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, token_idx, weight, w_in, w_out, segments, glu, grad_buffers):
+    def forward(ctx, x, token_idx, weight, w_in, w_out, segments, act, grad_buffers, b_in, b_out):
         workers = _workers(segments, x.device)
         outs = [x.new_zeros(x.shape) for _ in range(workers)]  # one per worker: no racing index_add_
         # The pre-activations are kept per segment rather than in one (N, H) buffer:
@@ -277,20 +331,27 @@ class _ExpertFFN(torch.autograd.Function):
         w_ins, w_outs = _per_segment(w_in.transpose(1, 2), segments), _per_segment(w_out.transpose(1, 2), segments)
 
         def run(mine: Iterable[tuple[int, Segment]], worker: int) -> None:
-            for i, (_, _, _, _, offsets) in mine:
-                h = hs[i] = _mm(x.index_select(0, toks[i]), w_ins[i], offsets)
-                a = activate(h, glu).mul_(weights[i])
-                outs[worker].index_add_(0, toks[i], _mm(a, w_outs[i], offsets))
+            for i, segment in mine:
+                offsets = segment[4]
+                h = _mm(x.index_select(0, toks[i]), w_ins[i], offsets)
+                if b_in is not None:
+                    h += _bias_rows(b_in, segment, rows[i])
+                hs[i] = h
+                a = activate(h, act).mul_(weights[i])
+                y = _mm(a, w_outs[i], offsets)
+                if b_out is not None:
+                    y.addcmul_(weights[i], _bias_rows(b_out, segment, rows[i]))
+                outs[worker].index_add_(0, toks[i], y)
 
         run_split(run, list(enumerate(segments)), rows, workers)
-        ctx.save_for_backward(x, token_idx, weight, w_in, w_out, *hs)
-        ctx.segments, ctx.glu, ctx.workers, ctx.grad_buffers = segments, glu, workers, grad_buffers
+        ctx.save_for_backward(x, token_idx, weight, w_in, w_out, b_in, b_out, *hs)
+        ctx.segments, ctx.act, ctx.workers, ctx.grad_buffers = segments, act, workers, grad_buffers
         return reduce_sum(outs)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, token_idx, weight, w_in, w_out, *hs = ctx.saved_tensors
-        glu, segments = ctx.glu, ctx.segments
+        x, token_idx, weight, w_in, w_out, b_in, b_out, *hs = ctx.saved_tensors
+        act, segments = ctx.act, ctx.segments
         grad_out = grad_out.contiguous()
         grad_xs = [torch.zeros_like(x) for _ in range(ctx.workers)]
         grad_weight = torch.empty_like(weight)
@@ -311,20 +372,37 @@ class _ExpertFFN(torch.autograd.Function):
             grad_w_in[idle] = 0
             grad_w_out[idle] = 0
             grad_w_ins, grad_w_outs = _per_segment(grad_w_in, segments), _per_segment(grad_w_out, segments)
+        # Bias gradients are small: plain zeros, each expert's row written (or added, when grouped) by its segment.
+        grad_b_in = None if b_in is None else torch.zeros_like(b_in)
+        grad_b_out = None if b_out is None else torch.zeros_like(b_out)
+
+        def bias_grad(grad_b: torch.Tensor, segment: Segment, g: torch.Tensor) -> None:
+            _, _, lo, hi, offsets = segment
+            if offsets is None:
+                torch.sum(g, 0, out=grad_b[lo])
+            else:
+                grad_b[lo:hi].index_add_(0, _row_experts(offsets, g.shape[0]), g)
 
         def run(mine: Iterable[tuple[int, Segment]], worker: int) -> None:
-            for i, (_, _, _, _, offsets) in mine:
+            for i, segment in mine:
+                offsets = segment[4]
                 tok, w = toks[i], weights[i]
                 go = grad_out.index_select(0, tok)
-                a, act_backward = _act_and_grad(hs[i], glu)
+                a, act_backward = _act_and_grad(hs[i], act)
                 grad_a = _mm(go, w_outs[i], offsets)  # (n, I)
                 torch.linalg.vecdot(grad_a, a, out=grad_weights[i])
+                if b_out is not None:  # the combine weight also scales the output bias
+                    grad_weights[i].add_(torch.linalg.vecdot(go, _bias_rows(b_out, segment, rows[i])))
+                    bias_grad(grad_b_out, segment, go * w)
                 grad_w_outs[i] = _wgrad(go, a.mul_(w), offsets, grad_w_outs[i])
                 grad_h = act_backward(grad_a.mul_(w))
+                if b_in is not None:
+                    bias_grad(grad_b_in, segment, grad_h)
                 grad_w_ins[i] = _wgrad(grad_h, x.index_select(0, tok), offsets, grad_w_ins[i])
                 grad_xs[worker].index_add_(0, tok, _mm(grad_h, w_ins[i], offsets))
 
         run_split(run, list(enumerate(segments)), rows, ctx.workers)
         if grouped:
             grad_w_in, grad_w_out = grad_w_ins[0], grad_w_outs[0]
-        return reduce_sum(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None, None
+        return (reduce_sum(grad_xs), None, grad_weight, grad_w_in, grad_w_out, None, None, None, grad_b_in,
+                grad_b_out)

@@ -1,9 +1,12 @@
-"""The sparse-MoE layer: router, grouped experts, shared experts and MH-MoE.
+"""The sparse-MoE layer: router, grouped experts, shared experts, MH-MoE and Residual-MoE.
 
 Follows the taxonomy of *A Survey on Mixture of Experts* (arXiv 2407.06204):
 token-choice or expert-choice routing, optional always-on shared experts
 (DeepSeek-MoE, Qwen2-MoE), optional multi-head sub-tokens (MH-MoE, arXiv
-2404.15045), dropless by default or capacity-limited.
+2404.15045), dropless by default or capacity-limited (with separate training and
+eval factors and a floor, as DeepSpeed's gate has), and optionally a dense MLP
+beside the experts mixed in by a learned coefficient (Residual-MoE, arXiv
+2201.05596, as DeepSpeed's ``MoE(use_residual=True)`` computes it).
 """
 
 from __future__ import annotations
@@ -54,10 +57,14 @@ class MoEOutput:
 
     @cached_property
     def aux_loss(self) -> torch.Tensor:
-        """Switch load-balancing loss (0 for expert choice, which is balanced by construction)."""
+        """Switch load-balancing loss (0 for expert choice, which is balanced by construction).
+
+        It counts the choices :attr:`Routing.balance_top_k` names: all of them (Switch, transformers:
+        ``top_k`` at perfect balance), or only the first (DeepSpeed's top-2 gate: its ``l_aux``, 1).
+        """
         if not self.routing.token_choice:
             return self.routing.probs.new_zeros(())
-        return load_balancing_loss(self.routing.probs, self.routing.expert_idx)
+        return load_balancing_loss(self.routing.probs, self.routing.balance_expert_idx)
 
     @cached_property
     def z_loss(self) -> torch.Tensor:
@@ -91,22 +98,26 @@ class MoELayer(nn.Module):
         super().__init__()
         self.config = config
         self.router = create_router(config)
-        self.experts = GroupedExperts(config.num_experts, config.head_dim, config.expert_dim, config.activation)
+        self.experts = GroupedExperts(config.num_experts, config.head_dim, config.expert_dim, config.activation,
+                                      bias=config.expert_bias)
         if config.num_heads > 1:
             self.head_proj = nn.Linear(config.dim, config.dim, bias=False)
             self.merge_proj = nn.Linear(config.dim, config.dim, bias=False)
         if config.num_shared_experts:
             hidden = config.num_shared_experts * (config.shared_expert_dim or config.expert_dim)
-            self.shared_experts = MLP(config.dim, hidden, config.activation)
+            self.shared_experts = MLP(config.dim, hidden, config.activation, bias=config.expert_bias)
             if config.shared_expert_gate:
                 self.shared_expert_gate = nn.Linear(config.dim, 1, bias=False)
+        if config.use_residual:  # DeepSpeed's MoE(use_residual=True): its `mlp` and `coefficient`
+            self.residual_mlp = MLP(config.dim, config.expert_dim, config.activation, bias=config.expert_bias)
+            self.coefficient = nn.Linear(config.dim, 2)
 
     def capacity(self, num_tokens: int) -> int | None:
-        """Assignments each expert may keep for ``num_tokens`` (sub-)tokens; None if dropless."""
-        c = self.config
-        if c.capacity_factor is None or self.router.router_name == "expert_choice":
+        """Assignments each expert may keep for ``num_tokens`` (sub-)tokens in the current
+        train / eval mode (:meth:`MoEConfig.capacity`); None if dropless."""
+        if self.router.router_name == "expert_choice":
             return None
-        return max(1, math.ceil(c.capacity_factor * num_tokens * c.top_k / c.num_experts))
+        return self.config.capacity(num_tokens, self.training)
 
     def forward(self, x: torch.Tensor, dispatch: str | None = None) -> MoEOutput:
         """Route and run ``x`` of shape ``(..., dim)``.
@@ -127,4 +138,7 @@ class MoELayer(nn.Module):
             if c.shared_expert_gate:
                 shared = torch.sigmoid(self.shared_expert_gate(x_TD)) * shared
             y = y + shared
+        if c.use_residual:
+            coef = self.coefficient(x_TD).softmax(-1)  # (T, 2)
+            y = y * coef[:, 0:1] + self.residual_mlp(x_TD) * coef[:, 1:]
         return MoEOutput(y.reshape(x.shape), routing, counts, dropped)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moezoo.moe.activations import ACTIVATIONS, activation_fn, quick_gelu  # noqa: F401  (re-exported)
 from moezoo.moe.config import MoEConfig
 from moezoo.moe.dispatch import sort_by_expert
 from moezoo.moe.experts import expert_copies
@@ -31,40 +32,6 @@ from moezoo.moe.recording import record_site
 from moezoo.moe.routers import create_router, list_routers
 from moezoo.utils.checks import check_min, require
 from moezoo.utils.config import Config
-
-
-def quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    """``x * sigmoid(1.702 x)``: the GELU approximation of OpenAI's CLIP weights."""
-    return x * torch.sigmoid(1.702 * x)
-
-
-# Activation names, with transformers' spellings (``hidden_act`` / ``projector_hidden_act``)
-# as aliases, so an upcycled tower or projector can pass its config's name straight through.
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,  # exact erf GELU: LLaVA's projector, CLIP's "gelu", Whisper
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),  # SigLIP
-    "quick_gelu": quick_gelu,  # OpenAI CLIP
-    "silu": F.silu,
-    "swish": F.silu,
-    "relu": F.relu,
-}
-
-
-def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The activation function called ``name`` (a key of :data:`ACTIVATIONS`).
-
-    Example:
-        >>> activation_fn("relu")(torch.tensor([-1.0, 2.0]))
-        tensor([0., 2.])
-        >>> activation_fn("gleu")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: unknown activation 'gleu'; known: ['gelu', 'gelu_pytorch_tanh', 'gelu_tanh', ...]
-    """
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
 
 
 class Activation(nn.Module):
@@ -116,8 +83,9 @@ class ExpertsConfig(Config):
 
     def moe_kwargs(self) -> dict[str, Any]:
         """The :class:`MoEMLP` keyword arguments beyond the widths and the activation."""
-        return dict(num_experts=self.num_experts, top_k=self.top_k, router=self.router,
-                    aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef, norm_topk_prob=self.norm_topk_prob)
+        return {"num_experts": self.num_experts, "top_k": self.top_k, "router": self.router,
+                "aux_loss_coef": self.aux_loss_coef, "z_loss_coef": self.z_loss_coef,
+                "norm_topk_prob": self.norm_topk_prob}
 
 
 class MoEMLP(nn.Module):
@@ -146,7 +114,7 @@ class MoEMLP(nn.Module):
         router: a name of :func:`moezoo.moe.list_routers`.
         **moe_kwargs: further :class:`~moezoo.moe.MoEConfig` fields the router reads
             (``norm_topk_prob``, ``router_dim``, ``aux_loss_coef``, ``z_loss_coef``, ...).
-            MH-MoE heads, shared experts and capacity dropping are not supported here.
+            MH-MoE heads, shared experts, a residual MLP and capacity dropping are not supported here.
 
     Attributes:
         config: the router's :class:`~moezoo.moe.MoEConfig` (``dim=in_dim``, ``expert_dim=hidden_dim``);
@@ -173,9 +141,10 @@ class MoEMLP(nn.Module):
         self.config = MoEConfig(dim=in_dim, expert_dim=hidden_dim, num_experts=num_experts, top_k=top_k,
                                 router=router, activation="gelu", **moe_kwargs)
         c = self.config
-        if c.num_heads != 1 or c.num_shared_experts:
-            raise ValueError(f"MoEMLP supports num_heads=1 and num_shared_experts=0, "
-                             f"got num_heads={c.num_heads}, num_shared_experts={c.num_shared_experts}")
+        if c.num_heads != 1 or c.num_shared_experts or c.use_residual:
+            raise ValueError(f"MoEMLP supports num_heads=1, num_shared_experts=0 and use_residual=False, got "
+                             f"num_heads={c.num_heads}, num_shared_experts={c.num_shared_experts}, "
+                             f"use_residual={c.use_residual}")
         if c.capacity_factor is not None and router != "expert_choice":
             raise ValueError(f"MoEMLP is dropless: capacity_factor must be None for router={router!r}, "
                              f"got {c.capacity_factor} (only expert_choice reads it, as its capacity)")

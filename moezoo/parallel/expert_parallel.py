@@ -90,6 +90,7 @@ class ExpertParallelExperts(GroupedExperts):
 
         nn.Module.__init__(self)
         self.glu, self.in_name, self.grad_buffers = experts.glu, experts.in_name, experts.grad_buffers
+        self.activation, self.has_bias = experts.activation, experts.has_bias
         self.mesh, self.group = mesh, mesh.get_group()
         self.ep_size, self.ep_rank = mesh.size(), mesh.get_local_rank()
         num = experts.num_experts
@@ -97,8 +98,7 @@ class ExpertParallelExperts(GroupedExperts):
             raise ValueError(f"num_experts={num} must be divisible by expert_parallel={self.ep_size}")
         self.num_local = num // self.ep_size
         lo = self.ep_rank * self.num_local
-        for name in (self.in_name, "down_proj"):
-            full = getattr(experts, name)
+        for name, full in experts.named_parameters():  # the weights and, if any, the biases: all (E, ...)
             # Every rank built the same weights (same seed, as FSDP assumes too): keep our slice, no traffic.
             local = full.detach()[lo:lo + self.num_local].clone()
             shard = DTensor.from_local(local, mesh, [Shard(0)], run_check=False)
@@ -128,11 +128,12 @@ class ExpertParallelExperts(GroupedExperts):
         ones = x_recv.new_ones(order.numel())  # the combine weights are applied at home, below
         local = Dispatch(order, ones, recv_PL.sum(0), recv_counts.new_zeros(()))
         w_in, w_out = self.in_proj.to_local(), self.down_proj.to_local()
+        b_in, b_out = (None if b is None else b.to_local() for b in self.biases)
         if mode in ("auto", "loop"):  # no local loop oracle: the single-device layer is the oracle
             mode = "grouped_mm" if x_TD.is_cuda else "fused"
         if mode == "grouped_mm" and not grouped_mm_supported(x_recv, w_in, w_out):
             mode = "fused"
-        y_recv = expert_ffn(x_recv, local, w_in, w_out, self.glu, mode, self.grad_buffers)  # (M, D)
+        y_recv = expert_ffn(x_recv, local, w_in, w_out, self.activation, mode, self.grad_buffers, b_in, b_out)  # (M, D)
         # 4. Outputs home, weighted, into their tokens.
         y_sent = all_to_all(y_recv, in_splits, out_splits, self.group)  # (N, D), in `sent`'s order
         y_sent = y_sent * sent.weight.to(y_sent.dtype)[:, None]

@@ -76,6 +76,34 @@ def test_gelu_experts_match_reference():
     assert_matches_reference(_layer(activation="gelu", num_shared_experts=1), torch.randn(30, 32))
 
 
+@pytest.mark.parametrize("dispatch", ["fused", "grouped_mm"])
+@pytest.mark.parametrize("activation", ["swiglu", "gelu_tanh", "relu"])
+def test_biased_experts_match_reference(activation, dispatch):
+    """Experts with biases (MoE-LLaVA-Phi2's fc1 / fc2), any activation, with capacity drops and a residual MLP."""
+    layer = _layer(activation=activation, expert_bias=True, expert_dim=16, capacity_factor=0.75, use_residual=True,
+                   num_shared_experts=1)
+    assert_matches_reference(layer, torch.randn(40, 32), dispatch=dispatch)
+    layer.zero_grad(set_to_none=True)
+    assert_matches_reference(layer.eval(), torch.randn(3, 32), dispatch="auto")  # few tokens
+
+
+def test_biased_experts_decode_like_the_reference():
+    """A decoding step (dropless, no gradients, a few tokens) with biased experts: the biases are not skipped."""
+    layer = _layer(num_experts=8, activation="gelu_tanh", expert_bias=True).eval()
+    x = torch.randn(1, 2, 32)
+    with torch.no_grad():
+        fast, ref = layer(x).hidden_states, layer(x, dispatch="loop").hidden_states
+    torch.testing.assert_close(fast, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-5)
+
+
+def test_biased_experts_on_threads_match_reference(set_threads):
+    set_threads(2)
+    layer = _layer(num_experts=8, top_k=2, activation="gelu_tanh", expert_bias=True, router="deepspeed_top2")
+    with record_splits() as workers:
+        assert_matches_reference(layer, torch.randn(300, 32))
+    assert len(workers) >= 2 and all(n == 2 for n in workers)
+
+
 def test_threaded_experts_match_reference(set_threads):
     """With 2 intra-op threads the experts run on 2 threads, forward and backward, as the reference computes."""
     set_threads(2)

@@ -27,6 +27,10 @@ CASES = {
                                bias_update_rate=0.1), "full"),
     "cosine_shared_mh": (MoEConfig(dim=16, expert_dim=8, num_experts=4, top_k=1, router="cosine", num_heads=2,
                                    num_shared_experts=1, activation="gelu"), "full"),
+    # MoE-LLaVA-Phi2's layer: DeepSpeed's top-2 gate with capacity, biased GELU experts, a residual MLP.
+    "deepspeed_bias": (MoEConfig(dim=16, expert_dim=8, num_experts=4, top_k=2, router="deepspeed_top2",
+                                 capacity_factor=0.75, min_capacity=0, activation="gelu_tanh", expert_bias=True,
+                                 use_residual=True), "halves"),
 }
 T = 12  # tokens per rank
 

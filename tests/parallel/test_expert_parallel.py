@@ -36,15 +36,15 @@ def ep_results(tmp_path_factory):
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("case", ["softmax_capacity", "sigmoid_bias", "cosine_shared_mh"])
+@pytest.mark.parametrize("case", ["softmax_capacity", "sigmoid_bias", "cosine_shared_mh", "deepspeed_bias"])
 def test_ep_layer_matches_single_process(ep_results, case):
     """Outputs, input gradients, router and expert gradients (and the sigmoid bias) as one process computes them."""
     for rank in ep_results["ranks"]:
         diffs = rank[case]
-        assert len([k for k in diffs if k.startswith("grad:experts.")]) == 2
+        assert len([k for k in diffs if k.startswith("grad:experts.")]) == (4 if case == "deepspeed_bias" else 2)
         close = {k: v for k, v in diffs.items() if k not in ("num_dropped_total", "bias_moved")}
         assert max(close.values()) < 1e-6, close
-    if case == "softmax_capacity":  # per-rank capacity really dropped assignments, and the same ones
+    if case in ("softmax_capacity", "deepspeed_bias"):  # per-rank capacity really dropped assignments, the same ones
         assert all(rank[case]["num_dropped_total"] > 0 for rank in ep_results["ranks"])
     if case == "sigmoid_bias":  # the balancing bias moved, by the global load, identically everywhere
         assert ep_results["ranks"][0][case]["bias_moved"] > 0

@@ -15,7 +15,8 @@ Example:
     (torch.Size([10]), torch.Size([5, 4]))
 """
 
-from moezoo.moe.routers import cosine, expert_choice, hyper, topk  # noqa: F401  (the routers register themselves)
+from moezoo.moe.routers import (  # noqa: F401  (the routers register themselves)
+    cosine, deepspeed, expert_choice, hyper, topk)
 from moezoo.moe.routers.base import Routing, create_router, expert_counts, list_routers, register_router, token_choice
 
 __all__ = ["Routing", "create_router", "expert_counts", "list_routers", "register_router", "token_choice"]

@@ -29,6 +29,9 @@ class Routing:
         logits: ``(T, E)`` raw router logits, for the z-loss.
         probs: ``(T, E)`` router probabilities, the ``P`` of the load-balancing loss.
         token_choice: False for expert choice (no balancing loss, no capacity drop).
+        balance_top_k: how many of each token's choices the load-balancing loss counts: the
+            first ``T * balance_top_k`` assignments (they are rank-major). ``None`` counts all of
+            them (Switch, transformers); DeepSpeed's top-2 gate counts only the first choice (GShard).
     """
 
     token_idx: torch.Tensor
@@ -37,6 +40,14 @@ class Routing:
     logits: torch.Tensor
     probs: torch.Tensor
     token_choice: bool = True
+    balance_top_k: int | None = None
+
+    @property
+    def balance_expert_idx(self) -> torch.Tensor:
+        """The experts of the assignments the load-balancing loss counts (see ``balance_top_k``)."""
+        if self.balance_top_k is None:
+            return self.expert_idx
+        return self.expert_idx[: self.probs.shape[0] * self.balance_top_k]
 
 
 def expert_counts(expert_idx: torch.Tensor, num_experts: int) -> torch.Tensor:
