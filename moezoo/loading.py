@@ -4,7 +4,7 @@
 It recognises a moezoo checkpoint (``moezoo_config.json``), a transformers
 checkpoint of a supported family (``config.json``), so users can bring the MoE
 models they already have (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE), a dense Llama /
-Qwen2 to upcycle, or a LLaVA built on any of them, and a registered pretrained name
+Qwen2 / StableLM / Phi-2 / Phi-3 to upcycle, or a LLaVA built on any of them, and a registered pretrained name
 (``arch.tag``): a shipped model (its files checked by sha256 first, computed in fp32) or a
 hub / URL entry (downloaded and verified by :mod:`moezoo.hub`).
 """

@@ -1,7 +1,7 @@
 """Conversion between moezoo and transformers checkpoints.
 
-Text LMs of six families (Llama, Qwen2, Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE), one entry
-each in :mod:`moezoo.convert.families`, and LLaVA (``LlavaForConditionalGeneration``
+Text LMs of nine families (Llama, Qwen2, Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, StableLM,
+Phi-2, Phi-3), one entry each in :mod:`moezoo.convert.families`, and LLaVA (``LlavaForConditionalGeneration``
 with a CLIP or SigLIP tower and any of those text models).
 
 Each family's importers and exporter register against its
@@ -19,7 +19,7 @@ Modules:
 Example:
     >>> from moezoo.convert.hf_config import FAMILIES
     >>> sorted(FAMILIES)
-    ['llama', 'mixtral', 'olmoe', 'qwen2', 'qwen2_moe', 'qwen3_moe']
+    ['llama', 'mixtral', 'olmoe', 'phi', 'phi3', 'qwen2', 'qwen2_moe', 'qwen3_moe', 'stablelm']
 """
 
 from moezoo.convert import hf_export, hf_import, llava_export, llava_import  # noqa: F401,E402  (register)

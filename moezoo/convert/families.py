@@ -1,7 +1,7 @@
 """The transformers text families moezoo reads and writes: one entry each.
 
-Everything that differs between Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, Llama and Qwen2
-is stated here as data, read from transformers 5's ``configuration_*.py`` and
+Everything that differs between Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, Llama, Qwen2,
+StableLM, Phi-2 and Phi-3 is stated here as data, read from transformers 5's ``configuration_*.py`` and
 ``modeling_*.py`` of each family; :mod:`~moezoo.convert.hf_config`,
 :mod:`~moezoo.convert.hf_weights` and :mod:`~moezoo.convert.testing` only read the
 entries (one cfg table, as timm keeps per family file). A new family whose layers
@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from moezoo.models.lm.config import QK_NORMS
+from moezoo.models.lm.config import NORMS, QK_NORMS
 from moezoo.utils.checks import require
 
 QKV_BIASES = ("none", "always", "field")
 SLIDING_WINDOWS = ("none", "switch", "always")
 SPARSE_LAYOUTS = ("all", "step")
+PARALLEL_BLOCKS = ("never", "always", "field")
+FFNS = ("swiglu", "fc")
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,39 @@ class TextFamily:
     config_class: str
     # has sparse-MoE FFN layers (else every FFN is a dense SwiGLU MLP)
     moe: bool = False
-    # hard-wired q/k RMSNorm: "head" per head (Qwen3 q_norm/k_norm), "full" over the projection (OLMoE)
+    # q/k norm: "head" per head (Qwen3 q_norm/k_norm, Phi q_layernorm), "full" over the projection (OLMoE),
+    # "each_head" one weight per head (StableLM); hard-wired, or switched on by config `qk_norm_key`
     qk_norm: str = "none"
-    # q/k/v-only bias: "always" (hard-wired, Qwen2Attention), "field" (config `qkv_bias`, default True), "none"
+    # the config key that switches `qk_norm` on (default False); None: hard-wired
+    qk_norm_key: str | None = None
+    # q/k/v-only bias: "always" (hard-wired, Qwen2Attention), "field" (config `qkv_bias_key`), "none"
     qkv_bias: str = "none"
+    # the config key of a "field" q/k/v bias, and its default when config.json lacks it
+    qkv_bias_key: str = "qkv_bias"
+    qkv_bias_default: bool = True
     # config `attention_bias`: bias on the q, k, v and o projections
     attention_bias_field: bool = False
+    # hard-wired biases on the q, k, v and o projections (PhiAttention's q/k/v_proj and dense)
+    attention_bias_always: bool = False
+    # "rms" (RMSNorm, config `rms_norm_eps`) or "layer" (LayerNorm with bias, config `layer_norm_eps`)
+    norm: str = "rms"
+    # config `partial_rotary_factor` is read (this is its default when config.json lacks it); None: must be 1
+    partial_rotary_default: float | None = None
+    # attention and FFN side by side on one norm: "never", "always" (Phi), "field" (`use_parallel_residual`)
+    parallel_block: str = "never"
+    # the dense FFN: "swiglu" (gate/up/down, `hidden_act` silu) or "fc" (biased fc1/fc2, a GELU `hidden_act`)
+    ffn: str = "swiglu"
+    # a bias on the LM head (PhiForCausalLM)
+    lm_head_bias: bool = False
+    # q/k/v in one `qkv_proj` and the dense gate/up in one `gate_up_proj` (Phi3Attention / Phi3MLP)
+    fused_projections: bool = False
+    # moezoo module path -> the family's (a dotted path, matched whole), e.g. Phi's `self_attn.dense`
+    weight_names: Mapping[str, str] = field(default_factory=dict)
+    # rope_type spellings the family's config class reads as another type (Phi3Config: "su" -> longrope)
+    rope_type_aliases: Mapping[str, str] = field(default_factory=dict)
+    # the config class has a top-level `original_max_position_embeddings` (with this default), which
+    # transformers prefers over the one in `rope_parameters`; None: no such field
+    original_max_default: int | None = None
     # config `mlp_bias`: bias on the dense FFN (moezoo rejects True)
     mlp_bias_field: bool = False
     # config `head_dim` is written; without it heads must be hidden_size // num_attention_heads wide
@@ -79,6 +108,10 @@ class TextFamily:
 
     def __post_init__(self) -> None:
         require(self, "qk_norm", self.qk_norm in QK_NORMS, f"must be one of {QK_NORMS}")
+        require(self, "norm", self.norm in NORMS, f"must be one of {NORMS}")
+        require(self, "parallel_block", self.parallel_block in PARALLEL_BLOCKS, f"must be one of {PARALLEL_BLOCKS}")
+        require(self, "ffn", self.ffn in FFNS, f"must be one of {FFNS}")
+        require(self, "qk_norm_key", self.qk_norm_key is None or self.qk_norm != "none", "needs a qk_norm kind")
         require(self, "qkv_bias", self.qkv_bias in QKV_BIASES, f"must be one of {QKV_BIASES}")
         require(self, "sliding_window", self.sliding_window in SLIDING_WINDOWS, f"must be one of {SLIDING_WINDOWS}")
         require(self, "sparse_layers", self.sparse_layers in SPARSE_LAYOUTS, f"must be one of {SPARSE_LAYOUTS}")
@@ -90,7 +123,13 @@ class TextFamily:
             for name, default in (("num_experts_keys", ()), ("expert_dim_key", None), ("norm_topk_prob", None),
                                   ("shared_expert", False), ("sparse_layers", "all")):
                 require(self, name, getattr(self, name) == default, "needs moe=True")
-        object.__setattr__(self, "tiny", MappingProxyType(dict(self.tiny)))  # entries are shared: read-only
+        for name in ("tiny", "weight_names", "rope_type_aliases"):  # entries are shared: read-only
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    @property
+    def norm_eps_key(self) -> str:
+        """The config key of the norms' epsilon."""
+        return "rms_norm_eps" if self.norm == "rms" else "layer_norm_eps"
 
 
 # Ordered as the tests' parametrisations (and their seeds) expect; `infer_family` prefers
@@ -130,6 +169,33 @@ _ENTRIES = (
     # transformers/models/qwen2
     TextFamily("qwen2", "Qwen2ForCausalLM", "Qwen2Config", qkv_bias="always", sliding_window="switch",
                tiny=dict(intermediate_size=48, tie_word_embeddings=True)),
+    # transformers/models/stablelm: LayerNorm, partial rotary (0.25 by default), StableLmLayerNormPerHead
+    # (`q_layernorm.norms.{h}`, no bias) under `qk_layernorm`, `use_parallel_residual`. MoE-LLaVA's base.
+    TextFamily("stablelm", "StableLmForCausalLM", "StableLmConfig", qk_norm="each_head", qk_norm_key="qk_layernorm",
+               qkv_bias="field", qkv_bias_key="use_qkv_bias", qkv_bias_default=False, norm="layer",
+               partial_rotary_default=0.25, parallel_block="field",
+               weight_names={"self_attn.q_norm": "self_attn.q_layernorm", "self_attn.k_norm": "self_attn.k_layernorm"},
+               tiny=dict(intermediate_size=48, use_qkv_bias=True, qk_layernorm=True, partial_rotary_factor=0.5)),
+    # transformers/models/phi (Phi-1.5 / Phi-2): one LayerNorm feeds attention and the biased fc1/fc2 GELU
+    # MLP side by side; biased q/k/v/dense, `final_layernorm`, an LM head with bias; partial rotary (0.5).
+    # Like every family here, its dropouts (Phi-2's resid_pdrop=0.1) are not applied: exact in eval,
+    # and fine-tuning in moezoo runs without them.
+    TextFamily("phi", "PhiForCausalLM", "PhiConfig", qk_norm="head", qk_norm_key="qk_layernorm",
+               attention_bias_always=True, norm="layer", partial_rotary_default=0.5, parallel_block="always",
+               ffn="fc", lm_head_bias=True,
+               weight_names={"self_attn.o_proj": "self_attn.dense", "mlp.up_proj": "mlp.fc1",
+                             "mlp.down_proj": "mlp.fc2",
+                             "self_attn.q_norm": "self_attn.q_layernorm", "self_attn.k_norm": "self_attn.k_layernorm",
+                             "norm": "final_layernorm"},
+               tiny=dict(intermediate_size=48, qk_layernorm=True, partial_rotary_factor=0.5)),
+    # transformers/models/phi3 (Phi-3, Phi-3.5; LibMoE's base): fused qkv_proj and gate_up_proj, LongRoPE
+    # (`su` and `yarn` read as `longrope`) with a top-level `original_max_position_embeddings`, a sliding window.
+    TextFamily("phi3", "Phi3ForCausalLM", "Phi3Config", sliding_window="always", partial_rotary_default=1.0,
+               fused_projections=True, rope_type_aliases={"su": "longrope", "yarn": "longrope"},
+               original_max_default=4096,
+               tiny=dict(intermediate_size=48, sliding_window=8, original_max_position_embeddings=16,
+                         rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                          "short_factor": [1.0, 1.1, 1.3, 1.6], "long_factor": [1.5, 2.0, 3.0, 5.0]})),
 )
 # model_type -> its entry.
 FAMILIES: dict[str, TextFamily] = {f.model_type: f for f in _ENTRIES}

@@ -1,7 +1,7 @@
 """transformers ``config.json`` <-> :class:`~moezoo.models.lm.LMConfig`, for every family.
 
 Field meanings follow the transformers 5 configuration classes of Llama, Qwen2,
-Mixtral, OLMoE, Qwen2-MoE and Qwen3-MoE (``configuration_*.py``). What differs between
+Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, StableLM, Phi and Phi-3 (``configuration_*.py``). What differs between
 them is data in :mod:`moezoo.convert.families`; the functions here only read it. The
 JSON is read as plain data: nothing from transformers is imported and no remote code runs.
 """
@@ -30,29 +30,46 @@ def _family_of(cfg: dict[str, Any]) -> TextFamily:
     return FAMILIES[model_type]
 
 
-def _rope(cfg: dict[str, Any], default_theta: float) -> tuple[float, dict[str, Any] | None]:
+def _rope(cfg: dict[str, Any], f: TextFamily) -> tuple[float, dict[str, Any] | None, float]:
     # transformers 5 writes `rope_parameters`; older files `rope_theta` + `rope_scaling`
-    # (with `type` instead of `rope_type`).
+    # (with `type` instead of `rope_type`) and a top-level `partial_rotary_factor`.
     params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
-    theta = float(params.pop("rope_theta", cfg.get("rope_theta", default_theta)))
+    theta = float(params.pop("rope_theta", cfg.get("rope_theta", f.rope_theta)))
     kind = params.pop("rope_type", params.pop("type", "default"))
-    if float(params.pop("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))) != 1.0:
-        raise ValueError("partial_rotary_factor != 1 is not supported")
+    kind = f.rope_type_aliases.get(kind, kind)
+    fraction = params.pop("partial_rotary_factor", cfg.get("partial_rotary_factor", f.partial_rotary_default))
+    fraction = 1.0 if fraction is None else float(fraction)
+    if f.partial_rotary_default is None and fraction != 1.0:
+        raise ValueError(f"partial_rotary_factor={fraction} is not supported for {f.model_type} (only 1.0); "
+                         f"families with partial rotary: "
+                         f"{', '.join(n for n, e in FAMILIES.items() if e.partial_rotary_default is not None)}")
     if kind == "default":
-        return theta, None
-    if kind == "yarn":
+        return theta, None, fraction
+    if kind in ("llama3", "yarn", "longrope"):
+        # As transformers' `standardize_rope_params`: a top-level `original_max_position_embeddings`
+        # (a field of Phi3Config, with its default) wins over the one in the RoPE dict.
+        if f.original_max_default is not None or "original_max_position_embeddings" in cfg:
+            params["original_max_position_embeddings"] = cfg.get("original_max_position_embeddings",
+                                                                 f.original_max_default)
         params.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
-        if params.get("factor") is None:
-            params["factor"] = cfg["max_position_embeddings"] / params["original_max_position_embeddings"]
-    return theta, {"rope_type": kind, **params}
+    if kind in ("yarn", "longrope") and params.get("factor") is None:
+        params["factor"] = cfg["max_position_embeddings"] / params["original_max_position_embeddings"]
+    return theta, {"rope_type": kind, **params}, fraction
+
+
+# transformers `hidden_act` of a biased fc1/fc2 FFN -> LMConfig.mlp_activation (gelu_new is the tanh form).
+FC_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 
 
 def _check_supported(cfg: dict[str, Any], f: TextFamily) -> None:
-    if cfg.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported (only 'silu', i.e. SwiGLU)")
-    windowed = f.sliding_window == "always" or (f.sliding_window == "switch" and cfg.get("use_sliding_window"))
-    if cfg.get("sliding_window") and windowed:
-        raise ValueError(f"sliding-window attention (sliding_window={cfg['sliding_window']}) is not supported")
+    act = cfg.get("hidden_act", "silu" if f.ffn == "swiglu" else "gelu_new")
+    if f.ffn == "swiglu" and act != "silu":
+        raise ValueError(f"hidden_act {act!r} is not supported for {f.model_type} (only 'silu', i.e. SwiGLU)")
+    if f.ffn == "fc" and act not in FC_ACTIVATIONS:
+        raise ValueError(f"hidden_act {act!r} is not supported for {f.model_type} (one of {sorted(FC_ACTIVATIONS)})")
+    if f.sliding_window == "switch" and cfg.get("use_sliding_window") and cfg.get("sliding_window"):
+        raise ValueError(f"sliding-window attention (sliding_window={cfg['sliding_window']}, use_sliding_window=True) "
+                         f"is not supported for {f.model_type}: it windows only some layers (max_window_layers)")
     if f.mlp_bias_field and cfg.get("mlp_bias"):
         raise ValueError(f"{f.model_type} with mlp_bias=True is not supported")
 
@@ -99,21 +116,28 @@ def _lm_config_from_hf(cfg: dict[str, Any], generation: dict[str, Any] | None) -
     f = _family_of(cfg)
     _check_supported(cfg, f)
     dim, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-    theta, scaling = _rope(cfg, f.rope_theta)
+    theta, scaling, fraction = _rope(cfg, f)
     generation = generation or {}
+    qk_norm = f.qk_norm if f.qk_norm_key is None or cfg.get(f.qk_norm_key, False) else "none"
     common = dict(
         vocab_size=cfg["vocab_size"], dim=dim, num_layers=cfg["num_hidden_layers"], num_heads=heads,
         num_kv_heads=cfg.get("num_key_value_heads") or heads, head_dim=cfg.get("head_dim") or dim // heads,
-        norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_theta=theta, rope_scaling=scaling,
+        norm_eps=cfg.get(f.norm_eps_key, 1e-6 if f.norm == "rms" else 1e-5), rope_theta=theta, rope_scaling=scaling,
         max_position_embeddings=cfg.get("max_position_embeddings", 4096),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), family=f.model_type,
         bos_token_id=generation.get("bos_token_id", cfg.get("bos_token_id")),
         eos_token_id=generation.get("eos_token_id", cfg.get("eos_token_id")),
         pad_token_id=generation.get("pad_token_id", cfg.get("pad_token_id")),
-        init_std=cfg.get("initializer_range", 0.02), qk_norm=f.qk_norm,
-        qkv_bias=f.qkv_bias == "always" or (f.qkv_bias == "field" and bool(cfg.get("qkv_bias", True))),
-        attention_bias=f.attention_bias_field and bool(cfg.get("attention_bias", False)),
+        init_std=cfg.get("initializer_range", 0.02), qk_norm=qk_norm,
+        qkv_bias=f.qkv_bias == "always" or (
+            f.qkv_bias == "field" and bool(cfg.get(f.qkv_bias_key, f.qkv_bias_default))),
+        attention_bias=f.attention_bias_always or (f.attention_bias_field and bool(cfg.get("attention_bias", False))),
         clip_qkv=cfg.get("clip_qkv") if f.clip_qkv_field else None,
+        norm=f.norm, rotary_fraction=fraction, lm_head_bias=f.lm_head_bias,
+        parallel_block=f.parallel_block == "always" or (
+            f.parallel_block == "field" and bool(cfg.get("use_parallel_residual", False))),
+        mlp_activation="swiglu" if f.ffn == "swiglu" else FC_ACTIVATIONS[cfg.get("hidden_act", "gelu_new")],
+        mlp_bias=f.ffn == "fc", sliding_window=cfg.get("sliding_window") if f.sliding_window == "always" else None,
     )
     if not f.moe:
         return LMConfig(ffn_dim=cfg["intermediate_size"], **common)
@@ -123,11 +147,14 @@ def _lm_config_from_hf(cfg: dict[str, Any], generation: dict[str, Any] | None) -
 
 def _attention_problems(c: LMConfig, f: TextFamily) -> list[str]:
     p, name = [], f.model_type
-    if c.qk_norm != f.qk_norm:
-        p.append(f"qk_norm={c.qk_norm!r} but {name} uses {f.qk_norm!r}")
+    if c.qk_norm != f.qk_norm and (f.qk_norm_key is None or c.qk_norm != "none"):
+        p.append(f"qk_norm={c.qk_norm!r} but {name} uses {f.qk_norm!r}" + (" or 'none'" if f.qk_norm_key else ""))
     if c.clip_qkv is not None and not f.clip_qkv_field:
         p.append(f"clip_qkv is only in {', '.join(n for n, e in FAMILIES.items() if e.clip_qkv_field)}")
-    if f.qkv_bias != "none":
+    if f.attention_bias_always:
+        if not c.attention_bias:
+            p.append(f"{name} always has q/k/v/o biases (attention_bias=False)")
+    elif f.qkv_bias != "none":
         if c.attention_bias and not f.attention_bias_field:
             p.append(f"{name} has no o_proj bias (attention_bias=True)")
         if f.qkv_bias == "always" and not c.qkv_bias:
@@ -139,6 +166,28 @@ def _attention_problems(c: LMConfig, f: TextFamily) -> list[str]:
             p.append(f"{name} has no attention bias")
     if not f.head_dim_field and c.head_dim != c.dim // c.num_heads:
         p.append(f"{name} needs head_dim == dim // num_heads")
+    if c.sliding_window is not None and f.sliding_window != "always":
+        p.append(f"{name} has no sliding window for every layer (sliding_window={c.sliding_window})")
+    return p
+
+
+def _block_problems(c: LMConfig, f: TextFamily) -> list[str]:
+    p, name = [], f.model_type
+    if c.norm != f.norm:
+        p.append(f"{name} uses norm={f.norm!r} (norm={c.norm!r})")
+    if f.partial_rotary_default is None and c.rotary_fraction != 1.0:
+        p.append(f"{name} rotates whole heads (rotary_fraction={c.rotary_fraction})")
+    if c.parallel_block != (f.parallel_block == "always") and f.parallel_block != "field":
+        p.append(f"{name} {'always' if f.parallel_block == 'always' else 'never'} runs attention and FFN in "
+                 f"parallel (parallel_block={c.parallel_block})")
+    if f.ffn == "swiglu" and (c.mlp_activation != "swiglu" or c.mlp_bias):
+        p.append(f"{name}'s dense FFN is a bias-free SwiGLU (mlp_activation={c.mlp_activation!r}, "
+                 f"mlp_bias={c.mlp_bias})")
+    if f.ffn == "fc" and (c.mlp_activation not in ("gelu", "gelu_tanh") or not c.mlp_bias):
+        p.append(f"{name}'s dense FFN is a biased GELU fc1/fc2 (mlp_activation={c.mlp_activation!r}, "
+                 f"mlp_bias={c.mlp_bias})")
+    if c.lm_head_bias != f.lm_head_bias:
+        p.append(f"{name} {'has' if f.lm_head_bias else 'has no'} LM-head bias (lm_head_bias={c.lm_head_bias})")
     return p
 
 
@@ -173,7 +222,7 @@ def family_problems(config: LMConfig, family: str) -> list[str]:
     if family not in FAMILIES:
         return [f"unknown family {family!r}; supported: {', '.join(FAMILIES)}"]
     f = FAMILIES[family]
-    p = _attention_problems(config, f)
+    p = _attention_problems(config, f) + _block_problems(config, f)
     if f.moe:
         return p + _moe_problems(config, f)
     if config.sparse_layers():
@@ -210,10 +259,13 @@ def hf_config_from_lm(config: LMConfig, family: str, dtype: str = "float32") -> 
         raise ValueError(f"cannot export as {family}: " + "; ".join(problems))
     c, f = config, FAMILIES[family]
     rope = {"rope_type": "default", "rope_theta": c.rope_theta, **(c.rope_scaling or {})}
+    if f.partial_rotary_default is not None:
+        rope["partial_rotary_factor"] = c.rotary_fraction
+    act = "silu" if f.ffn == "swiglu" else {"gelu_tanh": "gelu_new", "gelu": "gelu"}[c.mlp_activation]
     out: dict[str, Any] = {
         "architectures": [f.architecture], "model_type": family, "vocab_size": c.vocab_size,
         "hidden_size": c.dim, "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
-        "num_key_value_heads": c.num_kv_heads, "hidden_act": "silu", "rms_norm_eps": c.norm_eps,
+        "num_key_value_heads": c.num_kv_heads, "hidden_act": act, f.norm_eps_key: c.norm_eps,
         "max_position_embeddings": c.max_position_embeddings, "rope_parameters": rope,
         "tie_word_embeddings": c.tie_embeddings, "initializer_range": c.init_std, "dtype": dtype,
         "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id, "pad_token_id": c.pad_token_id,
@@ -224,7 +276,16 @@ def hf_config_from_lm(config: LMConfig, family: str, dtype: str = "float32") -> 
     if f.attention_bias_field:
         out["attention_bias"] = c.attention_bias
     if f.qkv_bias == "field":
-        out["qkv_bias"] = c.qkv_bias
+        out[f.qkv_bias_key] = c.qkv_bias
+    if f.qk_norm_key is not None:
+        out[f.qk_norm_key] = c.qk_norm != "none"
+    if f.parallel_block == "field":
+        out["use_parallel_residual"] = c.parallel_block
+    if f.original_max_default is not None:
+        out["original_max_position_embeddings"] = rope.get("original_max_position_embeddings",
+                                                           c.max_position_embeddings)
+    if f.sliding_window == "always":
+        out["sliding_window"] = c.sliding_window
     if f.clip_qkv_field:
         out["clip_qkv"] = c.clip_qkv
     if f.sliding_window == "switch":

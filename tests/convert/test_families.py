@@ -38,7 +38,16 @@ def test_config_keys_match_transformers(family):
     assert ("mlp_bias" in defaults) == f.mlp_bias_field
     assert "head_dim" not in defaults or f.head_dim_field  # Qwen3-MoE's files carry it without a default
     assert ("clip_qkv" in defaults) == f.clip_qkv_field
-    assert ("qkv_bias" in defaults) == (f.qkv_bias == "field")
+    assert (f.qkv_bias_key in defaults) == (f.qkv_bias == "field")
+    if f.qkv_bias == "field":
+        assert defaults[f.qkv_bias_key] == f.qkv_bias_default
+    if f.qk_norm_key is not None:
+        assert defaults[f.qk_norm_key] is False
+    assert f.norm_eps_key in defaults
+    assert defaults["rope_parameters"].get("partial_rotary_factor") == f.partial_rotary_default
+    assert ("use_parallel_residual" in defaults) == (f.parallel_block == "field")
+    assert (defaults["hidden_act"] == "silu") == (f.ffn == "swiglu")
+    assert defaults.get("original_max_position_embeddings") == f.original_max_default
     assert ("use_sliding_window" in defaults) == (f.sliding_window == "switch")
     assert ("sliding_window" in defaults) == (f.sliding_window != "none")
     assert defaults["rope_parameters"]["rope_theta"] == f.rope_theta
@@ -61,9 +70,21 @@ def test_attention_and_weight_names_match_a_saved_checkpoint(tmp_path, family):
     keys = set(shapes)
     config = lm_config_from_hf(hf.config.to_dict())
     attn = "model.layers.0.self_attn"
+    q_norm = f.weight_names.get("self_attn.q_norm", "self_attn.q_norm").split(".")[-1]
     norm_kinds = {(): "none", (config.head_dim,): "head", (config.num_heads * config.head_dim,): "full"}
-    assert norm_kinds[tuple(shapes.get(f"{attn}.q_norm.weight", ()))] == f.qk_norm
-    assert (f"{attn}.q_proj.bias" in keys) == (f.qkv_bias != "none")  # the `qkv_bias` field defaults to True
+    if f"{attn}.{q_norm}.norms.{config.num_heads - 1}.weight" in keys:  # one LayerNorm per head
+        assert f.qk_norm == "each_head" and f"{attn}.{q_norm}.norms.{config.num_heads}.weight" not in keys
+    else:
+        assert norm_kinds[tuple(shapes.get(f"{attn}.{q_norm}.weight", ()))] == f.qk_norm
+    assert (f.qk_norm_key is None) or f.tiny[f.qk_norm_key]  # the tiny model exercises a switched q/k norm
+    q_proj = "qkv_proj" if f.fused_projections else "q_proj"
+    o_proj = f.weight_names.get("self_attn.o_proj", "self_attn.o_proj")
+    assert (f"{attn}.{q_proj}.bias" in keys) == (f.qkv_bias != "none" or f.attention_bias_always)
+    assert (f"model.layers.0.{o_proj}.bias" in keys) == f.attention_bias_always
+    assert ("lm_head.bias" in keys) == f.lm_head_bias
+    final_norm = f.weight_names.get("norm", "norm")
+    assert shapes[f"model.{final_norm}.weight"] == [config.dim]
+    assert (f"model.{final_norm}.bias" in keys) == (f.norm == "layer")
     routers = {i for i in range(config.num_layers) if f"model.layers.{i}.{f.moe_block}.gate.weight" in keys}
     assert sorted(routers) == config.sparse_layers()
     for i in routers:  # gate and up are (expert_dim, dim), down (dim, expert_dim); gate/up order: parity tests
@@ -84,7 +105,9 @@ def test_tiny_config_comes_from_the_entry_and_exports_as_itself(family):
 
 def test_head_dim_is_written_where_the_family_has_the_field():
     for family, f in FAMILIES.items():
-        config = lm_config_from_hf(tiny_hf_config(family, head_dim=12).to_dict())
+        # LongRoPE's factors are sized for the tiny model's heads: give a 12-wide head plain RoPE
+        rope = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}} if family == "phi3" else {}
+        config = lm_config_from_hf(tiny_hf_config(family, head_dim=12, **rope).to_dict())
         if f.head_dim_field:
             hf = transformers.AutoModelForCausalLM.from_config(
                 transformers.AutoConfig.for_model(**hf_config_from_lm(config, family)))
@@ -104,3 +127,9 @@ def test_entries_are_read_only_and_checked():
         TextFamily("x", "XForCausalLM", "XConfig", moe=True, num_experts_keys=("num_experts",))
     with pytest.raises(ValueError, match=r"TextFamily.shared_expert=True needs moe=True"):
         TextFamily("x", "XForCausalLM", "XConfig", shared_expert=True)
+    with pytest.raises(TypeError):
+        FAMILIES["phi"].weight_names["norm"] = "ln_f"
+    with pytest.raises(ValueError, match=r"TextFamily.qk_norm_key='qk_layernorm' needs a qk_norm kind"):
+        TextFamily("x", "XForCausalLM", "XConfig", qk_norm_key="qk_layernorm")
+    with pytest.raises(ValueError, match=r"TextFamily.parallel_block='sometimes' must be one of"):
+        TextFamily("x", "XForCausalLM", "XConfig", parallel_block="sometimes")

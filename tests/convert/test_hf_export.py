@@ -10,6 +10,7 @@ import moezoo
 from moezoo.convert.hf_config import family_problems, infer_family
 from moezoo.convert.testing import TINY_FAMILIES, TINY_VOCAB, tiny_hf_checkpoint, tiny_tokenizer
 from moezoo.models.lm import LMConfig, MoEForCausalLM
+from moezoo.models.lm.config import DENSE_FAMILIES
 from moezoo.moe import MoEConfig
 
 
@@ -24,7 +25,7 @@ def _ids(seed=0):
     return torch.randint(4, TINY_VOCAB, (2, 9), generator=torch.Generator().manual_seed(seed))
 
 
-CASES = [(f, "per_expert") for f in TINY_FAMILIES] + [(f, "fused") for f in TINY_FAMILIES if f not in ("llama", "qwen2")]
+CASES = [(f, "per_expert") for f in TINY_FAMILIES] + [(f, "fused") for f in TINY_FAMILIES if f not in DENSE_FAMILIES]
 
 
 @pytest.mark.parametrize("family, layout", CASES)

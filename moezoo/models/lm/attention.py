@@ -1,6 +1,7 @@
-"""Grouped-query attention (Ainslie et al. 2023, arXiv 2305.13245) with RoPE, the
-optional q/k-norm of OLMoE (over the whole projection) and Qwen3 (per head), and a
-preallocated KV cache. The math is ``F.scaled_dot_product_attention`` so that the
+"""Grouped-query attention (Ainslie et al. 2023, arXiv 2305.13245) with RoPE (whole or
+partial), the optional q/k-norm of OLMoE (over the whole projection), Qwen3 and Phi (per
+head, shared) and StableLM (per head, one weight each), an optional sliding window
+(Mistral, Phi-3), and a preallocated KV cache. The math is ``F.scaled_dot_product_attention`` so that the
 fused kernels of the running torch are used; the projections follow transformers'
 Llama / Qwen2 / OLMoE / Qwen3 attention so that weights load by name.
 """
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moezoo.models.lm.config import LMConfig
-from moezoo.models.lm.norm import RMSNorm
+from moezoo.models.lm.norm import PerHeadNorm, make_norm
 from moezoo.models.lm.rope import apply_rope
 from moezoo.moe.threads import decoding_linear
 
@@ -56,7 +57,8 @@ class KVCache:
 
 
 def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start: int, device: torch.device,
-                       spans: torch.Tensor | None = None) -> tuple[torch.Tensor | None, bool]:
+                       spans: torch.Tensor | None = None,
+                       window: int | None = None) -> tuple[torch.Tensor | None, bool]:
     """The SDPA mask for ``num_new`` queries at positions ``start..`` over ``start + num_new`` keys.
 
     Args:
@@ -65,6 +67,8 @@ def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start:
             tokens that share a span id > 0 (one image's tokens, say) also attend to each
             other, bidirectionally; 0 is plain causal text. Only without cached positions
             (``start == 0``), i.e. in training and at the prefill.
+        window: a sliding window: a query at index ``q`` sees keys at ``k > q - window`` only
+            (transformers' ``sliding_window_overlay``; indices count cache slots, padding included).
 
     Returns:
         ``(mask, is_causal)``: ``mask`` is ``None`` (use ``is_causal``) or a boolean
@@ -75,12 +79,15 @@ def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start:
         >>> mask, _ = attention_mask_for(None, 3, 0, "cpu", spans=torch.tensor([[1, 1, 0]]))
         >>> mask[0, 0].int().tolist()  # the first two tokens see each other
         [[1, 1, 0], [1, 1, 0], [1, 1, 1]]
+        >>> attention_mask_for(None, 3, 0, "cpu", window=2)[0][0, 0].int().tolist()
+        [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
     """
     total = start + num_new
     bidirectional = spans is not None and bool((spans > 0).any())
     if bidirectional and start != 0:
         raise ValueError(f"bidirectional spans need the whole sequence at once (start=0), got start={start}")
-    if not bidirectional and (attention_mask is None or bool(attention_mask[:, :total].all())):
+    windowed = window is not None and total > window
+    if not bidirectional and not windowed and (attention_mask is None or bool(attention_mask[:, :total].all())):
         if num_new == 1:
             return None, False  # one query sees every cached key
         if start == 0:
@@ -91,6 +98,8 @@ def attention_mask_for(attention_mask: torch.Tensor | None, num_new: int, start:
     allowed = (k_pos[None, :] <= q_pos[:, None])[None]  # (1, T, S)
     if bidirectional:
         allowed = allowed | ((spans[:, :, None] == spans[:, None, :]) & (spans[:, :, None] > 0))  # (B, T, S)
+    if windowed:
+        allowed = allowed & (k_pos[None, :] > q_pos[:, None] - window)[None]
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, :total].bool()
         allowed = allowed | (k_pos[None, :] == q_pos[:, None])[None]
@@ -127,11 +136,14 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(c.dim, kv_width, bias=in_bias)
         self.v_proj = nn.Linear(c.dim, kv_width, bias=in_bias)
         self.o_proj = nn.Linear(q_width, c.dim, bias=c.attention_bias)
-        if c.qk_norm != "none":
-            # OLMoE normalises the whole projection, Qwen3 each head separately.
+        if c.qk_norm == "each_head":  # StableLM: one bias-free norm per head
+            self.q_norm = PerHeadNorm(c.num_heads, c.head_dim, c.norm_eps, c.norm)
+            self.k_norm = PerHeadNorm(c.num_kv_heads, c.head_dim, c.norm_eps, c.norm)
+        elif c.qk_norm != "none":
+            # OLMoE normalises the whole projection, Qwen3 and Phi each head with one shared norm.
             full = c.qk_norm == "full"
-            self.q_norm = RMSNorm(q_width if full else c.head_dim, c.norm_eps)
-            self.k_norm = RMSNorm(kv_width if full else c.head_dim, c.norm_eps)
+            self.q_norm = make_norm(c.norm, q_width if full else c.head_dim, c.norm_eps)
+            self.k_norm = make_norm(c.norm, kv_width if full else c.head_dim, c.norm_eps)
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool, cache: KVCache | None = None) -> torch.Tensor:
@@ -143,7 +155,7 @@ class Attention(nn.Module):
             q, k, v = (t.clamp(-self.clip_qkv, self.clip_qkv) for t in (q, k, v))
         q = q.view(B, T, self.num_heads, self.head_dim)
         k = k.view(B, T, self.num_kv_heads, self.head_dim)
-        if self.qk_norm == "head":
+        if self.qk_norm in ("head", "each_head"):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, hd)
         k = apply_rope(k.transpose(1, 2), cos, sin)  # (B, Hkv, T, hd)

@@ -1,9 +1,11 @@
 """Typed configuration of moezoo's decoder-only sparse-MoE language model.
 
 One dataclass covers the Llama-style families moezoo reads and writes (Llama,
-Qwen2, Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE), in the spirit of litgpt's single
-``Config``: the family differences are a handful of switches (q/k-norm kind, qkv
-bias, tied embeddings, RoPE scaling, which layers are sparse).
+Qwen2, Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, StableLM, Phi-2, Phi-3), in the spirit of
+litgpt's single ``Config``: the family differences are a handful of switches (norm kind,
+q/k-norm kind, biases, tied embeddings, RoPE scaling and rotary fraction, a parallel
+attention + FFN block, the dense FFN's activation, which layers are sparse). Every new
+switch defaults to the Llama-style behaviour, so older configs read unchanged.
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ from typing import Any
 from moezoo.moe import MoEConfig
 from moezoo.utils.checks import require
 
-QK_NORMS = ("none", "head", "full")
+QK_NORMS = ("none", "head", "full", "each_head")
+NORMS = ("rms", "layer")
+# Dense FFN activations: SwiGLU (gate_proj, up_proj, down_proj), or an ungated up/down pair with
+# exact GELU or its tanh approximation (transformers' ``gelu_new`` / ``gelu_pytorch_tanh``, Phi-2's).
+MLP_ACTIVATIONS = ("swiglu", "gelu", "gelu_tanh")
 # transformers model_types (``LMConfig.family``) with no MoE layer / with MoE layers.
-DENSE_FAMILIES = ("llama", "qwen2")
+DENSE_FAMILIES = ("llama", "qwen2", "stablelm", "phi", "phi3")
 MOE_FAMILIES = ("olmoe", "qwen3_moe", "qwen2_moe", "mixtral")
-ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+ROPE_TYPES = ("default", "linear", "llama3", "yarn", "longrope")
 # Keys each RoPE scaling type needs in ``rope_scaling`` (as in transformers' ``rope_parameters``).
 ROPE_REQUIRED = {
     "default": (),
     "linear": ("factor",),
     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
     "yarn": ("factor", "original_max_position_embeddings"),
+    "longrope": ("factor", "original_max_position_embeddings", "short_factor", "long_factor"),
 }
 
 
@@ -45,13 +52,17 @@ class LMConfig:
         moe_layers: indices of the layers with a sparse FFN; ``None`` means every layer
             when ``moe`` is set. DeepSeek's "first k dense" is ``range(k, num_layers)``,
             MoE-LLaVA's "every other layer" is ``range(1, num_layers, 2)``.
-        norm_eps: RMSNorm epsilon.
+        norm_eps: epsilon of the norms.
         rope_theta: RoPE base.
-        rope_scaling: ``None`` or a dict with ``rope_type`` in ``linear``/``llama3``/``yarn``
-            and that type's parameters, named as in transformers' ``rope_parameters``.
+        rope_scaling: ``None`` or a dict with ``rope_type`` in ``linear``/``llama3``/``yarn``/``longrope``
+            and that type's parameters, named as in transformers' ``rope_parameters``. ``longrope``
+            (Phi-3) rotates with ``short_factor`` while every position is below
+            ``original_max_position_embeddings`` and with ``long_factor`` once one is not.
         max_position_embeddings: context the model was trained for (also sizes caches).
-        qk_norm: ``"none"``; ``"head"`` = RMSNorm over each head (Qwen3); ``"full"`` = RMSNorm
-            over the whole q / k projection (OLMoE).
+        qk_norm: ``"none"``; ``"head"`` = one norm (of kind ``norm``) over each head, shared by
+            the heads (Qwen3's RMSNorm, Phi's LayerNorm); ``"full"`` = over the whole q / k
+            projection (OLMoE); ``"each_head"`` = a bias-free norm per head with its own weight
+            (StableLM's ``qk_layernorm``).
         qkv_bias: bias on the q, k and v projections (Qwen2 families).
         attention_bias: bias on q, k, v *and* o projections (Llama / OLMoE / Qwen3 ``attention_bias``).
         clip_qkv: clamp q, k, v to ``[-clip_qkv, clip_qkv]`` (OLMoE), or ``None``.
@@ -60,6 +71,16 @@ class LMConfig:
             default (``None``: inferred at export).
         bos_token_id / eos_token_id / pad_token_id: special ids; ``eos_token_id`` may be a list.
         init_std: standard deviation of the random initialisation.
+        norm: ``"rms"`` (RMSNorm, default) or ``"layer"`` (LayerNorm with bias: StableLM, Phi-2).
+        rotary_fraction: the fraction of each head that RoPE rotates (its first
+            ``int(head_dim * rotary_fraction)`` channels; transformers' ``partial_rotary_factor``).
+        parallel_block: one norm feeds both attention and FFN, ``x + attn(norm(x)) + ffn(norm(x))``
+            (Phi-2, GPT-J; StableLM's ``use_parallel_residual``); else the sequential pre-norm block.
+        mlp_activation: the dense FFN's, one of ``MLP_ACTIVATIONS`` (MoE layers set their own).
+        mlp_bias: biases on the dense FFN's projections (Phi-2's ``fc1`` / ``fc2``).
+        lm_head_bias: a bias on the LM head (Phi-2).
+        sliding_window: each query attends to the last ``sliding_window`` positions only
+            (Mistral-style, the query's own included), or ``None`` for full causal attention.
 
     Example:
         >>> cfg = LMConfig(vocab_size=64, dim=32, num_layers=2, num_heads=4, ffn_dim=64,
@@ -93,6 +114,13 @@ class LMConfig:
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
     init_std: float = 0.02
+    norm: str = "rms"
+    rotary_fraction: float = 1.0
+    parallel_block: bool = False
+    mlp_activation: str = "swiglu"
+    mlp_bias: bool = False
+    lm_head_bias: bool = False
+    sliding_window: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):
@@ -107,6 +135,16 @@ class LMConfig:
         require(self, "head_dim", self.head_dim % 2 == 0, "must be even (RoPE rotates pairs)")
         require(self, "qk_norm", self.qk_norm in QK_NORMS, f"must be one of {QK_NORMS}")
         require(self, "norm_eps", self.norm_eps > 0, "must be > 0")
+        require(self, "norm", self.norm in NORMS, f"must be one of {NORMS}")
+        require(self, "mlp_activation", self.mlp_activation in MLP_ACTIVATIONS, f"must be one of {MLP_ACTIVATIONS}")
+        require(self, "rotary_fraction",
+                0 < self.rotary_fraction <= 1 and self.rotary_dim >= 2 and self.rotary_dim % 2 == 0,
+                f"(transformers' partial_rotary_factor) must be in (0, 1] and rotate an even number "
+                f"of channels (head_dim={self.head_dim})")
+        require(self, "lm_head_bias", not (self.lm_head_bias and self.tie_embeddings),
+                "is not supported with tie_embeddings=True")
+        if self.sliding_window is not None:
+            require(self, "sliding_window", self.sliding_window >= 1, "must be >= 1 or None")
         if self.moe is not None:
             require(self, "moe", self.moe.dim == self.dim, f"has dim={self.moe.dim}, expected dim={self.dim}")
         if self.moe_layers is not None:
@@ -120,8 +158,17 @@ class LMConfig:
                     f"has unsupported rope_type {kind!r}; supported: {ROPE_TYPES}")
             missing = [k for k in ROPE_REQUIRED[kind] if k not in self.rope_scaling]
             require(self, "rope_scaling", not missing, f"lacks {missing} for rope_type {kind!r}")
+            if kind == "longrope":
+                lengths = {len(self.rope_scaling[k]) for k in ("short_factor", "long_factor")}
+                require(self, "rope_scaling", lengths == {self.rotary_dim // 2},
+                        f"needs short_factor and long_factor of rotary_dim // 2 = {self.rotary_dim // 2} values")
         if self.clip_qkv is not None:
             require(self, "clip_qkv", self.clip_qkv > 0, "must be > 0 or None")
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many channels of each head RoPE rotates (``head_dim`` unless ``rotary_fraction < 1``)."""
+        return int(self.head_dim * self.rotary_fraction)
 
     def sparse_layers(self) -> list[int]:
         """Indices of the layers whose FFN is an MoE layer."""

@@ -1,9 +1,10 @@
 """moezoo's decoder-only sparse-MoE language model.
 
 A pre-norm Llama-style decoder (Touvron et al. 2023) whose FFNs are, layer by
-layer, either a dense SwiGLU :class:`~moezoo.moe.MLP` or a sparse
+layer, either a dense FFN (SwiGLU :class:`~moezoo.moe.MLP`, or Phi-2's biased GELU) or a sparse
 :class:`~moezoo.moe.MoELayer` (Mixtral, arXiv 2401.04088; OLMoE, arXiv 2409.02060;
-Qwen2-MoE / Qwen3-MoE). Module names follow transformers (``embed_tokens``,
+Qwen2-MoE / Qwen3-MoE). The config also gives LayerNorm for RMSNorm and Phi-2's / GPT-J's
+parallel block (StableLM, Phi-2). Module names follow transformers (``embed_tokens``,
 ``layers.i.self_attn.q_proj``, ``layers.i.mlp``, ``norm``, ``lm_head``) so that HF
 conversion is a handful of renames (see :mod:`moezoo.convert`).
 """
@@ -21,7 +22,7 @@ from moezoo.models.base import ZooModel
 from moezoo.models.lm.attention import Attention, KVCache, attention_mask_for, positions_from_mask
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.lm.head import lm_head
-from moezoo.models.lm.norm import RMSNorm
+from moezoo.models.lm.norm import make_norm
 from moezoo.models.lm.rope import RotaryEmbedding
 from moezoo.moe import MLP, MoELayer, MoEOutput, Routing, RoutingStats, load_balancing_loss, router_z_loss
 from moezoo.moe.losses import data_parallel_sum
@@ -56,23 +57,31 @@ class CausalLMOutput:
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``."""
+    """Pre-norm block: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``; with ``parallel_block``,
+    ``x + attn(norm(x)) + ffn(norm(x))`` with one norm (Phi-2, StableLM's ``use_parallel_residual``)."""
 
     def __init__(self, config: LMConfig, layer_idx: int):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.dim, config.norm_eps)
-        self.self_attn = Attention(config, layer_idx)
-        self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
-        self.is_moe = config.is_moe_layer(layer_idx)
+        c = config
+        self.parallel = c.parallel_block
+        self.input_layernorm = make_norm(c.norm, c.dim, c.norm_eps)
+        self.self_attn = Attention(c, layer_idx)
+        if not self.parallel:
+            self.post_attention_layernorm = make_norm(c.norm, c.dim, c.norm_eps)
+        self.is_moe = c.is_moe_layer(layer_idx)
         if self.is_moe:
-            self.mlp = MoELayer(config.moe)
+            self.mlp = MoELayer(c.moe)
         else:
-            self.mlp = MLP(config.dim, config.ffn_dim, init_std=config.init_std)
+            self.mlp = MLP(c.dim, c.ffn_dim, c.mlp_activation, init_std=c.init_std, bias=c.mlp_bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool, cache: KVCache | None) -> tuple[torch.Tensor, MoEOutput | None]:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache)
-        h = self.post_attention_layernorm(x)
+        if self.parallel:
+            h = self.input_layernorm(x)
+            x = x + self.self_attn(h, cos, sin, mask, is_causal, cache)
+        else:
+            x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache)
+            h = self.post_attention_layernorm(x)
         if not self.is_moe:
             return x + self.mlp(h), None
         moe = self.mlp(h)
@@ -105,10 +114,10 @@ class MoEForCausalLM(ZooModel):
         self.tokenizer = tokenizer
         self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
-        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.norm = make_norm(config.norm, config.dim, config.norm_eps)
         if not config.tie_embeddings:
-            self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
-        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)
+            self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=config.lm_head_bias)
+        self.rotary = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -165,7 +174,7 @@ class MoEForCausalLM(ZooModel):
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, B, T, start, x.device)
         cos, sin = self.rotary(position_ids, x.dtype)
-        mask, is_causal = attention_mask_for(attention_mask, T, start, x.device, spans)
+        mask, is_causal = attention_mask_for(attention_mask, T, start, x.device, spans, self.config.sliding_window)
         moe_outputs: list[MoEOutput] = []
         for layer in self.layers:
             x, moe = layer(x, cos, sin, mask, is_causal, cache)
@@ -177,10 +186,10 @@ class MoEForCausalLM(ZooModel):
         if labelled_logits and labels is not None:
             shifted_BT = shift_labels(labels)
             keep_BT = shifted_BT != IGNORE_INDEX
-            logits = lm_head(x[keep_BT], self.output_weight)  # (N, V)
+            logits = self._logits(x[keep_BT])  # (N, V)
             lm_loss = token_loss(logits, shifted_BT[keep_BT], group=self.loss_group)
         else:
-            logits = lm_head(x, self.output_weight)  # (B, T, V)
+            logits = self._logits(x)  # (B, T, V)
             lm_loss = None if labels is None else causal_lm_loss(logits, labels, group=self.loss_group)
         aux_loss = z_loss = None
         wants_routing = router_losses or labels is not None
@@ -194,6 +203,10 @@ class MoEForCausalLM(ZooModel):
             return CausalLMOutput(logits, loss, lm_loss=lm_loss)
         return CausalLMOutput(logits, loss, aux_loss, z_loss, [m.stats for m in moe_outputs],
                               [m.routing for m in moe_outputs], lm_loss)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = lm_head(x, self.output_weight)
+        return logits + self.lm_head.bias if self.config.lm_head_bias else logits
 
     def _router_losses(self, moe_outputs: list[MoEOutput], token_mask: torch.Tensor | None,
                        x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

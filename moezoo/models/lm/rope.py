@@ -1,8 +1,10 @@
 """Rotary position embeddings (RoFormer, Su et al. 2021, arXiv 2104.09864) and the
 scaling variants of the families moezoo reads: linear position interpolation
-(Chen et al. 2023), Llama 3.1's wavelength-dependent scaling and YaRN (Peng et al.
-2023, arXiv 2309.00071). The frequencies follow transformers' ``modeling_rope_utils``
-formula for formula, so logits match to float rounding.
+(Chen et al. 2023), Llama 3.1's wavelength-dependent scaling, YaRN (Peng et al.
+2023, arXiv 2309.00071) and Phi-3's LongRoPE (Ding et al. 2024, arXiv 2402.13753). The
+frequencies follow transformers' ``modeling_rope_utils`` formula for formula, so logits
+match to float rounding. Partial rotary (StableLM, Phi) rotates only the first
+``rotary_dim`` channels of each head: the frequencies are those of a ``rotary_dim``-wide head.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import torch
 from torch import nn
 
 
-def rope_frequencies(head_dim: int, theta: float,
-                     scaling: dict[str, Any] | None = None) -> tuple[torch.Tensor, float]:
+def rope_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None = None,
+                     long: bool = False) -> tuple[torch.Tensor, float]:
     """Inverse frequencies ``(head_dim // 2,)`` and the cos/sin scale for a RoPE variant.
+
+    ``head_dim`` is the rotated width (``LMConfig.rotary_dim``). ``long`` picks LongRoPE's
+    ``long_factor`` set (for sequences past ``original_max_position_embeddings``); other
+    types ignore it.
 
     Example:
         >>> inv_freq, scale = rope_frequencies(8, 10000.0)
@@ -36,7 +42,21 @@ def rope_frequencies(head_dim: int, theta: float,
         return _llama3(inv_freq, factor, scaling), 1.0
     if kind == "yarn":
         return _yarn(head_dim, theta, factor, scaling)
-    raise ValueError(f"unsupported rope_type {kind!r}; supported: default, linear, llama3, yarn")
+    if kind == "longrope":
+        return _longrope(head_dim, theta, factor, scaling, long)
+    raise ValueError(f"unsupported rope_type {kind!r}; supported: default, linear, llama3, yarn, longrope")
+
+
+def _longrope(dim: int, theta: float, factor: float, p: dict[str, Any], long: bool) -> tuple[torch.Tensor, float]:
+    # transformers' `_compute_longrope_parameters`: each frequency divided by its own factor; the
+    # cos/sin scale depends on `factor` (max / original length) only, so it is the same for both sets.
+    old_len = p["original_max_position_embeddings"]
+    attention_factor = p.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(old_len))
+    ext = torch.tensor(p["long_factor" if long else "short_factor"], dtype=torch.float32)
+    inv_freq = 1.0 / (ext * theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    return inv_freq, float(attention_factor)
 
 
 def _llama3(inv_freq: torch.Tensor, factor: float, p: dict[str, Any]) -> torch.Tensor:
@@ -83,6 +103,11 @@ def _yarn(dim: int, theta: float, factor: float, p: dict[str, Any]) -> tuple[tor
 class RotaryEmbedding(nn.Module):
     """Cos/sin tables for positions, grown on demand and indexed by position ids.
 
+    LongRoPE keeps a second table: as transformers' ``longrope_frequency_update``, a forward
+    whose largest position id reaches ``original_max_position_embeddings`` rotates every
+    position with the long factors, any other forward with the short ones (so decoding
+    switches sets at that step, and the keys already cached keep theirs).
+
     The table is computed as ``position * inv_freq`` in float32, exactly as
     transformers does per forward, so a cached lookup changes no bit of the result
     while saving the trigonometry on every decoding step. The frequencies are not a
@@ -101,27 +126,49 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         with torch.device("cpu"):  # real values even when the model is built on the meta device
             self.inv_freq, self.attention_scaling = rope_frequencies(head_dim, theta, scaling)
+            self.long_inv_freq = None
+            self.long_after = None  # LongRoPE: positions past this length use `long_inv_freq`
+            if (scaling or {}).get("rope_type") == "longrope":
+                self.long_inv_freq, _ = rope_frequencies(head_dim, theta, scaling, long=True)
+                self.long_after = int(scaling["original_max_position_embeddings"])
         self._cos: torch.Tensor | None = None
         self._sin: torch.Tensor | None = None
+        self._long: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _table(self, length: int, device: torch.device) -> None:
+    def _table(self, length: int, device: torch.device, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         length = max(length, 256)
         pos = torch.arange(length, device=device, dtype=torch.float32)
-        freqs = pos[:, None] * self.inv_freq.to(device)[None]  # (P, hd/2)
+        freqs = pos[:, None] * inv_freq.to(device)[None]  # (P, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (P, hd)
-        self._cos = emb.cos() * self.attention_scaling
-        self._sin = emb.sin() * self.attention_scaling
+        return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cos, sin)`` of shape ``(*position_ids.shape, head_dim)`` in ``dtype``."""
         needed = int(position_ids.max()) + 1 if position_ids.numel() else 1
+        if self.long_after is not None and needed > self.long_after:
+            if self._long is None or self._long[0].shape[0] < needed or self._long[0].device != position_ids.device:
+                self._long = self._table(2 * needed, position_ids.device, self.long_inv_freq)
+            cos, sin = self._long
+            return cos[position_ids].to(dtype), sin[position_ids].to(dtype)
         if self._cos is None or self._cos.shape[0] < needed or self._cos.device != position_ids.device:
-            self._table(2 * needed, position_ids.device)
+            self._cos, self._sin = self._table(2 * needed, position_ids.device, self.inv_freq)
         return self._cos[position_ids].to(dtype), self._sin[position_ids].to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x (B, H, T, hd)`` by ``cos``/``sin (B, T, hd)`` (half-split pairs, as in Llama)."""
+    """Rotate ``x (B, H, T, hd)`` by ``cos``/``sin (B, T, rd)`` (half-split pairs, as in Llama).
+
+    With ``rd < hd`` (partial rotary) only the first ``rd`` channels turn; the rest pass through.
+
+    Example:
+        >>> x = torch.randn(1, 2, 3, 8)
+        >>> cos, sin = RotaryEmbedding(4, 10000.0)(torch.arange(3)[None], torch.float32)
+        >>> torch.equal(apply_rope(x, cos, sin)[..., 4:], x[..., 4:])
+        True
+    """
+    if cos.shape[-1] < x.shape[-1]:
+        rd = cos.shape[-1]
+        return torch.cat((apply_rope(x[..., :rd], cos, sin), x[..., rd:]), dim=-1)
     cos, sin = cos[:, None], sin[:, None]
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)

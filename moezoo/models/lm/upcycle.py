@@ -51,8 +51,10 @@ def upcycle_lm(dense: MoEForCausalLM, num_experts: int = 8, top_k: int = 2,
     already = [i for i in layers if cfg.is_moe_layer(i)]
     if already:
         raise ValueError(f"layers {already} are already MoE layers; upcycle dense layers only")
+    # The experts are the dense FFN's kind: SwiGLU, or Phi-2's biased GELU fc1/fc2 (MoE-LLaVA-Phi2's experts).
     moe = MoEConfig(dim=cfg.dim, expert_dim=cfg.ffn_dim, num_experts=num_experts, top_k=top_k, router=router,
-                    norm_topk_prob=norm_topk_prob, **moe_kwargs)
+                    norm_topk_prob=norm_topk_prob, activation=cfg.mlp_activation, expert_bias=cfg.mlp_bias,
+                    **moe_kwargs)
     if cfg.moe is not None and cfg.sparse_layers() and cfg.moe != moe:
         raise ValueError("the model already has MoE layers with a different MoEConfig; "
                          f"upcycle with the same settings ({cfg.moe})")
@@ -69,10 +71,18 @@ def upcycle_lm(dense: MoEForCausalLM, num_experts: int = 8, top_k: int = 2,
     for key in state:
         if key in dense_state:
             state[key] = dense_state[key]
+    # SwiGLU experts hold [gate; up] in `gate_up_proj`, element-wise ones `up_proj`; biases likewise.
+    ins = ("gate_proj", "up_proj") if cfg.mlp_activation == "swiglu" else ("up_proj",)
+    in_name = "gate_up_proj" if cfg.mlp_activation == "swiglu" else "up_proj"
     for i in layers:
         mlp = f"layers.{i}.mlp"
-        gate, up, down = (dense_state[f"{mlp}.{p}.weight"] for p in ("gate_proj", "up_proj", "down_proj"))
-        state[f"{mlp}.experts.gate_up_proj"] = expert_copies(torch.cat([gate, up]), num_experts, noise_std, gen)
-        state[f"{mlp}.experts.down_proj"] = expert_copies(down, num_experts, noise_std, gen)
+        w_in = torch.cat([dense_state[f"{mlp}.{p}.weight"] for p in ins])
+        state[f"{mlp}.experts.{in_name}"] = expert_copies(w_in, num_experts, noise_std, gen)
+        state[f"{mlp}.experts.down_proj"] = expert_copies(dense_state[f"{mlp}.down_proj.weight"], num_experts,
+                                                          noise_std, gen)
+        if cfg.mlp_bias:  # biases are copied exactly: the noise on the weights breaks the symmetry
+            b_in = torch.cat([dense_state[f"{mlp}.{p}.bias"] for p in ins])
+            state[f"{mlp}.experts.{in_name}_bias"] = expert_copies(b_in, num_experts)
+            state[f"{mlp}.experts.down_proj_bias"] = expert_copies(dense_state[f"{mlp}.down_proj.bias"], num_experts)
     model.load_state_dict(state)
     return model.to(device=weight.device, dtype=weight.dtype).train(dense.training)
