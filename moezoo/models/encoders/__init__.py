@@ -12,6 +12,9 @@ kind           what it is
 
 Videos go through the image encoder frame by frame (:class:`VideoEncoder`).
 
+The Qwen3-VL tower (:mod:`moezoo.models.encoders.qwen3_vl`) is no registered kind: it takes packed images
+and videos of any size with their ``grid_thw``, so its token count varies per input.
+
 Example:
     >>> from moezoo.models.encoders import build_encoder
     >>> enc = build_encoder({"kind": "timm", "model_name": "test_convnext", "feature_index": 2,
