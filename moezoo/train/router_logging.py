@@ -9,11 +9,16 @@ outputs, through forward hooks, so it needs nothing from the LightningModule: ea
 model's output carries the calls of the :class:`~moezoo.moe.mlp_experts.MoEMLP` sites of its
 connectors and upcycled encoders (``site_outputs``, one record per pass: a tower that encodes
 images and then video frames counts both).
+
+At each validation pass it also follows how the routing *changes* and how the *modalities*
+spread: the switch rate of the same validation tokens between one pass and the next, per
+site, by each of :func:`~moezoo.analysis.switch.switch_rate`'s three definitions (LibMoE's
+ordered and per-slot rates, OLMoE's set-based router saturation), and each modality's share
+of every expert's top-k assignments (MoE-LLaVA, arXiv 2401.15947; Uni-MoE).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -23,8 +28,16 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from moezoo.analysis.figures import plot_curves, plot_expert_load
+from moezoo.analysis.routing import chosen_experts
+from moezoo.analysis.switch import SWITCH_RATES, switch_rate
+from moezoo.models.base import ZooModel
 from moezoo.moe import MoELayer, MoEOutput
 from moezoo.moe.mlp_experts import MoEMLP
+from moezoo.utils.io import atomic_write_bytes
+
+__all__ = ["ExpertLoadLogger", "load_fractions", "plot_expert_load", "site_label"]
+MODALITY_NAMES = ("text", "image", "audio", "video")  # MultimodalOutput.modality_ids
 
 # "layers.3.mlp" (a text LM) or "llm.layers.3.mlp" (a multimodal model's LLM) -> "layer3".
 _LLM_LAYER = re.compile(r"^(?:llm\.)?layers\.(\d+)\.mlp$")
@@ -52,42 +65,6 @@ def load_fractions(counts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """
     return {k: v.double().div(v.sum()).float() if v.sum() > 0 else torch.full(v.shape, float("nan"))
             for k, v in counts.items()}
-
-
-def plot_expert_load(fractions: dict[str, torch.Tensor], path: str | Path, title: str = "expert load") -> Path:
-    """Write the heatmap of ``fractions`` (rows: sites, columns: experts) as a PNG at ``path``.
-
-    Sites with fewer experts than the widest leave their extra cells blank. Rendered on a
-    bare :class:`matplotlib.figure.Figure` (the Agg canvas): pyplot's global state is not touched.
-    """
-    from matplotlib.figure import Figure
-
-    labels = list(fractions)
-    width = max(v.numel() for v in fractions.values())
-    grid_LE = torch.full((len(labels), width), float("nan"))
-    for row, label in enumerate(labels):
-        grid_LE[row, :fractions[label].numel()] = fractions[label]
-    margin = 0.5 + 0.07 * max(len(label) for label in labels)  # room for long site names (upcycled towers')
-    fig = Figure(figsize=(margin + 1.0 + 0.45 * width, 1.0 + 0.4 * len(labels)), dpi=100)
-    ax = fig.add_subplot()
-    image = ax.imshow(grid_LE.numpy(), aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="share of assignments")
-    ax.set_xticks(range(width))
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("expert")
-    ax.set_title(title, fontsize=9)
-    if width * len(labels) <= 256:  # numbers stay legible on small grids
-        top = max(image.get_clim()[1], 1e-12)
-        for (row, col), value in zip(torch.cartesian_prod(torch.arange(len(labels)), torch.arange(width)).tolist(),
-                                     grid_LE.flatten().tolist()):
-            if not math.isnan(value):  # dark text on viridis' bright end
-                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                        color="black" if value > 0.6 * top else "white")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
 
 
 class ExpertLoadLogger(Callback):
@@ -123,10 +100,12 @@ class ExpertLoadLogger(Callback):
         10
     """
 
-    def __init__(self, every_n_steps: int = 50, key: str = "router/expert_load"):
+    def __init__(self, every_n_steps: int = 50, key: str = "router/expert_load", switch_tokens: int = 65536):
         if every_n_steps < 1:
             raise ValueError(f"expected every_n_steps >= 1, got {every_n_steps}")
-        self.every_n_steps, self.key = every_n_steps, key
+        if switch_tokens < 1:
+            raise ValueError(f"expected switch_tokens >= 1, got {switch_tokens}")
+        self.every_n_steps, self.key, self.switch_tokens = every_n_steps, key, switch_tokens
         self._handles: list[Any] = []
         self._counts: dict[str, torch.Tensor] = {}  # site -> (E,) int64, this window
         self._entropy: dict[str, torch.Tensor] = {}  # site -> (2,) float64: sum of entropy x tokens, tokens
@@ -135,11 +114,21 @@ class ExpertLoadLogger(Callback):
         self.last_counts: dict[str, torch.Tensor] = {}
         self.last_load: dict[str, torch.Tensor] = {}
         self.last_entropy: dict[str, float] = {}
+        self._llm_labels: list[str] = []  # the LLM MoE layers' labels, in the order of output.routings
+        self._val_armed = False
+        self._val_mask: torch.Tensor | None = None  # the batch's attention mask (a text LM's output has none)
+        self._val_routes: dict[str, list[torch.Tensor]] = {}  # site -> this pass's (n, k) routes
+        self._val_modality: dict[str, torch.Tensor] = {}  # site -> (modalities, E) int64 assignments
+        self._prev_routes: dict[str, torch.Tensor] = {}
+        self.last_switch: dict[str, dict[str, float]] = {}
+        self.switch_history: dict[str, dict[str, dict[int, float]]] = {how: {} for how in SWITCH_RATES}
+        self.last_modality_shares: dict[str, dict[str, torch.Tensor]] = {}
 
     # -- collecting ------------------------------------------------------------------------------------
     def on_fit_start(self, trainer, pl_module) -> None:
         self._remove_hooks()
         self._counts, self._entropy, self._last_step = {}, {}, -1
+        self._llm_labels, self._prev_routes = [], {}
         for name, module in pl_module.named_modules():
             if isinstance(module, (MoELayer, MoEMLP)):
                 label = site_label(name.removeprefix("model."))
@@ -148,11 +137,16 @@ class ExpertLoadLogger(Callback):
                 self._counts[label] = torch.zeros(module.config.num_experts, dtype=torch.int64,
                                                   device=pl_module.device)
                 self._entropy[label] = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+                self._val_modality[label] = torch.zeros(len(MODALITY_NAMES), module.config.num_experts,
+                                                        dtype=torch.int64, device=pl_module.device)
                 if isinstance(module, MoELayer):
+                    self._llm_labels.append(label)
                     self._handles.append(module.register_forward_hook(self._layer_hook(label)))
         for child_name, child in pl_module.named_children():  # the model: its output carries the MoEMLP calls
             if any(isinstance(m, MoEMLP) for m in child.modules()):
                 self._handles.append(child.register_forward_hook(self._sites_hook(child_name)))
+            if isinstance(child, ZooModel):  # validation: the whole output (routings, modality ids, site calls)
+                self._handles.append(child.register_forward_hook(self._val_hook(child_name)))
         if not self._counts:
             rank_zero_warn("ExpertLoadLogger: the model has no MoE layer (MoELayer / MoEMLP); nothing to log")
 
@@ -183,6 +177,127 @@ class ExpertLoadLogger(Callback):
         entropy[0] += stats.router_entropy.detach().double() * tokens
         entropy[1] += tokens
 
+    # -- validation passes: switch rate and modality shares ----------------------------------------------
+    def _val_hook(self, child_name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not self._val_armed:
+                return
+            modality_BT = getattr(output, "modality_ids", None)
+            if modality_BT is None and self._val_mask is not None:  # a text LM: text, or padding
+                modality_BT = torch.where(self._val_mask.bool(), 0, -1)
+            routings = getattr(output, "routings", None) or []
+            for label, routing in zip(self._llm_labels, routings):
+                self._add_val(label, routing, None if modality_BT is None else modality_BT.reshape(-1))
+            for record in getattr(output, "site_outputs", ()):
+                label = site_label(f"{child_name}.{record.site}".removeprefix("model."))
+                rows = record.output.routing.probs.shape[0]
+                modality = MODALITY_NAMES.index(record.modality) if record.modality in MODALITY_NAMES else 0
+                self._add_val(label, record.output.routing, torch.full((rows,), modality))
+        return hook
+
+    @torch.no_grad()
+    def _add_val(self, label: str, routing: Any, modality_N: torch.Tensor | None) -> None:
+        """One forward's routing at a site: its routes (for the switch rate) and its assignments by modality."""
+        if label not in self._val_modality:
+            return
+        rows = routing.probs.shape[0]
+        chosen = chosen_experts(routing)  # (rows, k) ids in rank order, or (rows, E) bools for expert choice
+        modality = torch.zeros(rows, dtype=torch.long, device=chosen.device)
+        if modality_N is not None and modality_N.numel() and rows % modality_N.numel() == 0:
+            modality = modality_N.to(chosen.device).repeat_interleave(rows // modality_N.numel())  # MH-MoE
+        keep = modality >= 0
+        counts = self._val_modality[label]
+        num_experts = counts.shape[1]
+        for m in range(len(MODALITY_NAMES)):
+            rows_m = chosen[keep & (modality == m)]
+            if rows_m.numel():
+                member = rows_m.sum(0) if rows_m.dtype == torch.bool else torch.zeros(
+                    num_experts, dtype=torch.int64, device=rows_m.device).scatter_add_(
+                    0, rows_m.reshape(-1), torch.ones(rows_m.numel(), dtype=torch.int64, device=rows_m.device))
+                counts[m] += member.to(counts)
+        if chosen.dtype != torch.bool:
+            routes = self._val_routes.setdefault(label, [])
+            room = self.switch_tokens - sum(len(r) for r in routes)
+            if room > 0:
+                routes.append(chosen[keep][:room].to(torch.int32).cpu())
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._val_armed = not trainer.sanity_checking
+        self._val_mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._val_armed, self._val_mask = False, None
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self._val_modality:
+            return
+        step = trainer.global_step
+        labels = list(self._val_modality)
+        routes = {k: torch.cat(v) for k, v in self._val_routes.items() if v}
+        self._val_routes = {}
+        # Per site and definition: (sum of per-token switches, tokens) on this rank, summed over ranks.
+        sums = torch.zeros(len(labels), len(SWITCH_RATES), 2, dtype=torch.float64)
+        mismatched = []
+        for i, label in enumerate(labels):
+            now, before = routes.get(label), self._prev_routes.get(label)
+            if now is None or before is None or not len(now):
+                continue
+            if now.shape != before.shape:
+                mismatched.append(label)
+                continue
+            for j, how in enumerate(SWITCH_RATES):
+                sums[i, j] = torch.tensor([switch_rate(before, now, how) * len(now), float(len(now))])
+        self._prev_routes = routes
+        if mismatched:
+            rank_zero_warn(f"ExpertLoadLogger: this validation pass routed a different number of tokens than the "
+                           f"previous one at {mismatched}; no switch rate for them (the validation loader must "
+                           "give the same tokens each pass)")
+        flat = torch.cat([sums.flatten().to(pl_module.device)] + [self._val_modality[k].double().flatten()
+                                                                   for k in labels])
+        if trainer.world_size > 1:
+            flat = trainer.strategy.reduce(flat, reduce_op="sum")
+        flat = flat.cpu()
+        sums = flat[:sums.numel()].view_as(sums)
+        sizes = [self._val_modality[k].numel() for k in labels]
+        counts = dict(zip(labels, (c.view(len(MODALITY_NAMES), -1) for c in flat[sums.numel():].split(sizes))))
+        for k in labels:
+            self._val_modality[k].zero_()
+        self.last_switch = {}
+        for j, how in enumerate(SWITCH_RATES):
+            rates = {label: float(sums[i, j, 0] / sums[i, j, 1]) for i, label in enumerate(labels) if sums[i, j, 1] > 0}
+            if rates:
+                self.last_switch[how] = rates
+                for label, rate in rates.items():
+                    self.switch_history[how].setdefault(label, {})[step] = rate
+        self.last_modality_shares = {
+            label: {MODALITY_NAMES[m]: c[m] / c[m].sum() for m in range(len(MODALITY_NAMES)) if c[m].sum() > 0}
+            for label, c in counts.items()}
+        if trainer.is_global_zero:
+            self._write_validation(trainer, step)
+
+    def _write_validation(self, trainer, step: int) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        root = Path(trainer.default_root_dir) / "expert_load"
+        scalars = {f"router/switch_{how}/{label}": rate for how, rates in self.last_switch.items()
+                   for label, rate in rates.items()}
+        for how in self.last_switch:
+            atomic_write_bytes(root / f"switch_{how}.png", plot_curves(
+                self.switch_history[how], f"switch rate between validation passes ({how})", "share of tokens"))
+        rows = {f"{label} {m}": shares for label, by_m in self.last_modality_shares.items()
+                for m, shares in by_m.items()}
+        path = None
+        if rows:
+            path = plot_expert_load(rows, root / f"modality_step{step}.png",
+                                    title=f"modality shares at validation, step {step} (share of the modality's "
+                                          "top-k assignments)")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and path is not None:
+                logger.log_image(key=f"{self.key}_modality", images=[str(path)], step=step,
+                                 caption=[f"validation at step {step}"])
+            if scalars:
+                logger.log_metrics(scalars, step=step)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._armed = True
 
@@ -198,7 +313,7 @@ class ExpertLoadLogger(Callback):
     def _remove_hooks(self) -> None:
         for handle in self._handles:
             handle.remove()
-        self._handles, self._armed = [], False
+        self._handles, self._armed, self._val_armed = [], False, False
 
     # -- logging ---------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
