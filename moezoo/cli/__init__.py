@@ -23,10 +23,12 @@ COMMANDS = {
     "list": "moezoo.cli.models",  # also registers `info`
     "chat": "moezoo.cli.chat",
     "eval": "moezoo.cli.eval",
+    "analyze": "moezoo.cli.analyze",
     "export": "moezoo.cli.export",
     "data": "moezoo.cli.data",
     "bench": "moezoo.cli.bench",
     "zoo": "moezoo.cli.zoo",
+    "demo": "moezoo.cli.demo",
 }
 
 

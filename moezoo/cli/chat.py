@@ -2,12 +2,14 @@
 
 The prompt becomes one user turn of the model's chat template; each media file gets
 its placeholder in front of the prompt unless the prompt already places them. The
-answer is generated greedily unless ``--temperature`` is set.
+answer is generated greedily unless ``--temperature`` is set. The turn is built and answered by
+:mod:`moezoo.eval.chat`, which ``moezoo demo`` shares, so both give the same answer.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def register(sub) -> None:
@@ -27,53 +29,22 @@ def register(sub) -> None:
     parser.set_defaults(func=_chat)
 
 
-def build_inputs(model, prompt: str, images: list[str], audios: list[str], videos: list[str],
-                 system: str | None = None) -> dict:
-    """The model's inputs for one user turn holding ``prompt`` and the media files, tokenised as training
-    tokenises (:func:`~moezoo.processing.chat.adds_special_tokens`)."""
-    from pathlib import Path
+def __getattr__(name: str) -> Any:
+    """``build_inputs`` is :func:`moezoo.eval.chat.build_inputs`, imported on first use (``moezoo --help`` stays
+    fast: no torch)."""
+    if name == "build_inputs":
+        from moezoo.eval.chat import build_inputs
 
-    from moezoo.processing.chat import adds_special_tokens
-
-    for path in (*images, *audios, *videos):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no such file: {path}")
-    processor = model.processor
-    if processor is None:
-        if images or audios or videos:
-            raise ValueError(f"{type(model).__name__} is a text model: it takes no images, audio or video")
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        tok = model.tokenizer
-        if not getattr(tok, "chat_template", None):
-            return dict(tok(prompt, return_tensors="pt"))
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return dict(tok(text, return_tensors="pt", add_special_tokens=adds_special_tokens(tok, text)))
-    media = {"image": images, "audio": audios, "video": videos}
-    prefix = "".join(f"{processor.placeholders[m]}\n" * len(files) for m, files in media.items()
-                     if files and processor.placeholders.get(m, "\0") not in prompt)
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prefix + prompt}]
-    text = processor.apply_chat_template(messages)
-    return processor(text=text, images=_images(images) or None, audios=audios or None, videos=videos or None,
-                     add_special_tokens=processor.adds_special_tokens(text))
-
-
-def _images(paths: list[str]) -> list:
-    from moezoo.processing.image import load_image  # the loader training uses: transparency onto white
-
-    return [load_image(path) for path in paths]
+        return build_inputs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _chat(args: argparse.Namespace) -> int:
-    import torch
-
     import moezoo
+    from moezoo.eval.chat import reply
 
     model = moezoo.load(args.model)
-    inputs = build_inputs(model, args.prompt, args.image, args.audio, args.video, args.system)
-    sampling = dict(do_sample=True, temperature=args.temperature,
-                    generator=torch.Generator().manual_seed(args.seed)) if args.temperature > 0 else {}
-    ids = model.generate(**inputs, max_new_tokens=args.max_new_tokens, **sampling)
-    new = ids[0, inputs["input_ids"].shape[1]:]
-    print(model.tokenizer.decode(new, skip_special_tokens=True).strip())
+    answer = reply(model, args.prompt, args.image, args.audio, args.video, args.system,
+                   max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    print(answer.text)
     return 0
