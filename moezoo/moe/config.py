@@ -18,6 +18,8 @@ from moezoo.utils.checks import require
 # "swiglu" is gated (two input projections); every other name is an element-wise activation.
 ACTIVATIONS = ("swiglu", *ELEMENTWISE_ACTIVATIONS)
 DISPATCHES = ("auto", "fused", "grouped_mm", "loop")
+# Whose equations a router follows where implementations disagree (see MoEConfig.router_convention).
+ROUTER_CONVENTIONS = ("moezoo", "libmoe")
 
 
 @dataclass
@@ -63,6 +65,12 @@ class MoEConfig:
         routed_scaling_factor: multiplies the routed weights (DeepSeek-V3).
         dispatch: ``"auto"`` (fused loop on CPU, grouped GEMM on CUDA), ``"fused"``,
             ``"grouped_mm"`` or ``"loop"`` (the mask-loop reference).
+        router_convention: ``"moezoo"`` (default) or ``"libmoe"``: follow the released code of LibMoE
+            (arXiv 2411.00918, ``moe_model/model/moe/*.py``) where it differs from the papers'
+            equations moezoo implements: renormalised top-1, the first choice only in the balance
+            loss, X-MoE's fixed temperature 0.3 and expert embeddings of norm 1.5, the softmax over
+            the kept top-k probabilities of the cosine routers, a sigmoid router without selection
+            bias, a biased ``D -> D/4`` hypernetwork. Each router's docstring lists the points.
 
     Example:
         >>> MoEConfig(dim=64, expert_dim=128, num_experts=8, top_k=2).router
@@ -96,6 +104,7 @@ class MoEConfig:
     bias_update_rate: float = 1e-3
     routed_scaling_factor: float = 1.0
     dispatch: str = "auto"
+    router_convention: str = "moezoo"
 
     def __post_init__(self) -> None:
         from moezoo.moe.routers import list_routers
@@ -110,6 +119,8 @@ class MoEConfig:
                 f"is unknown; known routers: {', '.join(list_routers())}")
         require(self, "activation", self.activation in ACTIVATIONS, f"must be one of {ACTIVATIONS}")
         require(self, "dispatch", self.dispatch in DISPATCHES, f"must be one of {DISPATCHES}")
+        require(self, "router_convention", self.router_convention in ROUTER_CONVENTIONS,
+                f"must be one of {ROUTER_CONVENTIONS}")
         require(self, "num_shared_experts", self.num_shared_experts >= 0, "must be >= 0")
         if self.shared_expert_dim is not None:
             require(self, "shared_expert_dim", self.shared_expert_dim >= 1, "must be >= 1")

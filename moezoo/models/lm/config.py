@@ -81,6 +81,12 @@ class LMConfig:
         lm_head_bias: a bias on the LM head (Phi-2).
         sliding_window: each query attends to the last ``sliding_window`` positions only
             (Mistral-style, the query's own included), or ``None`` for full causal attention.
+        mrope_section: multimodal RoPE (Qwen2-VL, arXiv 2409.12191; Qwen3-VL): how many of the
+            ``rotary_dim // 2`` frequencies follow each of the three position axes (time, height, width),
+            read from ``position_ids`` of shape ``(3, B, T)``; ``None``: plain RoPE. With ``(B, T)`` position
+            ids (text alone: the three axes equal) it is plain RoPE exactly.
+        mrope_interleaved: the axes take the frequencies in turn, ``t h w t h w ... t t`` (Qwen3-VL's
+            ``apply_interleaved_mrope``), rather than in three consecutive chunks (Qwen2-VL).
 
     Example:
         >>> cfg = LMConfig(vocab_size=64, dim=32, num_layers=2, num_heads=4, ffn_dim=64,
@@ -121,6 +127,8 @@ class LMConfig:
     mlp_bias: bool = False
     lm_head_bias: bool = False
     sliding_window: int | None = None
+    mrope_section: list[int] | None = None
+    mrope_interleaved: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):
@@ -162,6 +170,17 @@ class LMConfig:
                 lengths = {len(self.rope_scaling[k]) for k in ("short_factor", "long_factor")}
                 require(self, "rope_scaling", lengths == {self.rotary_dim // 2},
                         f"needs short_factor and long_factor of rotary_dim // 2 = {self.rotary_dim // 2} values")
+        if self.mrope_section is not None:
+            self.mrope_section = [int(n) for n in self.mrope_section]
+            require(self, "mrope_section", len(self.mrope_section) == 3 and min(self.mrope_section) >= 0
+                    and sum(self.mrope_section) == self.rotary_dim // 2,
+                    f"must be 3 counts (time, height, width) summing to rotary_dim // 2 = {self.rotary_dim // 2}")
+            require(self, "mrope_section", self.rope_scaling is None or
+                    self.rope_scaling.get("rope_type", "default") == "default",
+                    "is only supported with the default RoPE (rope_scaling=None)")
+            if self.mrope_interleaved:
+                require(self, "mrope_section", 3 * max(self.mrope_section[1:]) <= self.rotary_dim // 2,
+                        "interleaved: 3 * the height or width count must not pass rotary_dim // 2")
         if self.clip_qkv is not None:
             require(self, "clip_qkv", self.clip_qkv > 0, "must be > 0 or None")
 

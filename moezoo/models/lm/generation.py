@@ -57,7 +57,8 @@ def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: tor
              max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
              generator: torch.Generator | None = None, inputs_embeds: torch.Tensor | None = None,
-             spans: torch.Tensor | None = None) -> torch.Tensor:
+             spans: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+             **prefill: torch.Tensor | list[torch.Tensor] | None) -> torch.Tensor:
     """Generate up to ``max_new_tokens`` tokens after each prompt.
 
     Args:
@@ -74,6 +75,11 @@ def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: tor
             ``input_ids``' (a multimodal model's, with its features in place); the output
             still starts with ``input_ids``.
         spans: ``(B, T)`` bidirectional span ids of the prompt (see ``MoEForCausalLM.forward``).
+        position_ids: the prompt's RoPE positions, ``(B, T)`` or ``(3, B, T)`` with multimodal RoPE
+            (default: counted over the real tokens); each new token takes the last position + 1 on
+            every axis, as transformers' ``generate`` advances them.
+        **prefill: more inputs of the prompt's forward only (``visual_pos_masks`` and
+            ``deepstack_visual_embeds``: see ``MoEForCausalLM.forward``).
 
     Returns:
         ``(B, T + n)`` ids, ``n <= max_new_tokens`` (fewer when every row stopped early).
@@ -94,7 +100,7 @@ def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: tor
     device = input_ids.device
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None  # no padding: the cheaper unmasked path is exact
-    positions = positions_from_mask(attention_mask, B, T, device=device)
+    positions = positions_from_mask(attention_mask, B, T, device=device) if position_ids is None else position_ids
     full_mask = None
     if attention_mask is not None:
         full_mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
@@ -105,11 +111,11 @@ def generate(model: MoEForCausalLM, input_ids: torch.Tensor, attention_mask: tor
     out[:, :T] = input_ids
     stop_ids = torch.tensor(stops, dtype=input_ids.dtype, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    next_pos = positions[:, -1:] + 1  # (B, 1)
+    next_pos = positions[..., -1:] + 1  # (B, 1), or (3, B, 1)
 
     prompt = dict(input_ids=input_ids) if inputs_embeds is None else dict(inputs_embeds=inputs_embeds)
     logits = model(**prompt, attention_mask=full_mask[:, :T] if full_mask is not None else None, spans=spans,
-                   position_ids=positions, cache=cache, logits_to_keep=1, router_losses=False).logits[:, -1]
+                   position_ids=positions, cache=cache, logits_to_keep=1, router_losses=False, **prefill).logits[:, -1]
     n = 0
     for n in range(1, max_new_tokens + 1):
         token = sample_next(logits, do_sample, temperature, top_k, top_p, generator)

@@ -117,7 +117,8 @@ class MoEForCausalLM(ZooModel):
         self.norm = make_norm(config.norm, config.dim, config.norm_eps)
         if not config.tie_embeddings:
             self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=config.lm_head_bias)
-        self.rotary = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling)
+        self.rotary = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
+                                      config.mrope_section, config.mrope_interleaved)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -143,7 +144,8 @@ class MoEForCausalLM(ZooModel):
                 labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None,
                 logits_to_keep: int = 0, router_losses: bool = True, spans: torch.Tensor | None = None,
-                labelled_logits: bool = False) -> CausalLMOutput:
+                labelled_logits: bool = False, visual_pos_masks: torch.Tensor | None = None,
+                deepstack_visual_embeds: list[torch.Tensor] | None = None) -> CausalLMOutput:
         """Run the decoder.
 
         Args:
@@ -153,7 +155,8 @@ class MoEForCausalLM(ZooModel):
                 (``cumsum - 1``), so a left-padded prompt is encoded as it would be alone.
             labels: ``(B, T)`` targets, shifted inside (token ``t`` predicts ``labels[t + 1]``);
                 -100 is ignored.
-            position_ids: ``(B, T)`` explicit RoPE positions.
+            position_ids: ``(B, T)`` explicit RoPE positions; ``(3, B, T)`` (time, height, width) with
+                multimodal RoPE (``config.mrope_section``).
             cache: a :class:`KVCache` to append to (generation); its ``length`` is advanced.
             logits_to_keep: if > 0, only the last that many positions get logits.
             router_losses: compute ``aux_loss`` / ``z_loss`` and ``router_stats`` (always done when
@@ -165,6 +168,9 @@ class MoEForCausalLM(ZooModel):
                 batch supervises a few answer tokens per sample, and the head and softmax over the
                 whole sequence (the prompt, image tokens, padding) are otherwise most of the
                 step's cost outside the blocks. The loss is the same.
+            visual_pos_masks / deepstack_visual_embeds: DeepStack (Meng et al. 2024, arXiv 2406.04334; Qwen3-VL):
+                ``(B, T)`` the visual tokens, and per layer ``k`` an ``(N_visual, D)`` tensor added to the
+                hidden states at those tokens (in row-major order) after decoder layer ``k``.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
@@ -176,10 +182,14 @@ class MoEForCausalLM(ZooModel):
         cos, sin = self.rotary(position_ids, x.dtype)
         mask, is_causal = attention_mask_for(attention_mask, T, start, x.device, spans, self.config.sliding_window)
         moe_outputs: list[MoEOutput] = []
-        for layer in self.layers:
+        deepstack = deepstack_visual_embeds or []
+        for k, layer in enumerate(self.layers):
             x, moe = layer(x, cos, sin, mask, is_causal, cache)
             if moe is not None:
                 moe_outputs.append(moe)
+            if k < len(deepstack):
+                select = visual_pos_masks[..., None]  # (B, T, 1)
+                x = x.masked_scatter(select, x[visual_pos_masks] + deepstack[k].to(x.dtype))
         if cache is not None:
             cache.length += T
         x = self.norm(x if logits_to_keep <= 0 else x[:, -logits_to_keep:])

@@ -5,6 +5,9 @@ scaling variants of the families moezoo reads: linear position interpolation
 frequencies follow transformers' ``modeling_rope_utils`` formula for formula, so logits
 match to float rounding. Partial rotary (StableLM, Phi) rotates only the first
 ``rotary_dim`` channels of each head: the frequencies are those of a ``rotary_dim``-wide head.
+Multimodal RoPE (Qwen2-VL, arXiv 2409.12191; Qwen3-VL) gives each token three positions (time,
+height, width) and each frequency one of them (:func:`mrope_axes`); text tokens have three equal
+positions, so on text it is plain RoPE.
 """
 
 from __future__ import annotations
@@ -100,6 +103,30 @@ def _yarn(dim: int, theta: float, factor: float, p: dict[str, Any]) -> tuple[tor
     return inv_freq, float(attention_factor)
 
 
+def mrope_axes(section: list[int], interleaved: bool) -> torch.Tensor:
+    """Which position axis (0 time, 1 height, 2 width) rotates each of the ``sum(section)`` frequencies.
+
+    Interleaved (Qwen3-VL's ``apply_interleaved_mrope``): frequency ``j`` follows height when
+    ``j % 3 == 1`` and ``j < 3 * section[1]``, width when ``j % 3 == 2`` and ``j < 3 * section[2]``, time
+    otherwise. Chunked (Qwen2-VL): the first ``section[0]`` follow time, the next ``section[1]`` height,
+    the rest width.
+
+    Example:
+        >>> mrope_axes([2, 2, 2], interleaved=True).tolist()
+        [0, 1, 2, 0, 1, 2]
+        >>> mrope_axes([2, 1, 1], interleaved=True).tolist(), mrope_axes([2, 1, 1], interleaved=False).tolist()
+        ([0, 1, 2, 0], [0, 0, 1, 2])
+    """
+    n = sum(section)
+    if not interleaved:
+        return torch.repeat_interleave(torch.arange(3), torch.tensor(section))
+    j = torch.arange(n)
+    axes = torch.zeros(n, dtype=torch.long)
+    for axis in (1, 2):
+        axes[(j % 3 == axis) & (j < 3 * section[axis])] = axis
+    return axes
+
+
 class RotaryEmbedding(nn.Module):
     """Cos/sin tables for positions, grown on demand and indexed by position ids.
 
@@ -122,8 +149,13 @@ class RotaryEmbedding(nn.Module):
         torch.Size([1, 5, 8])
     """
 
-    def __init__(self, head_dim: int, theta: float, scaling: dict[str, Any] | None = None):
+    def __init__(self, head_dim: int, theta: float, scaling: dict[str, Any] | None = None,
+                 mrope_section: list[int] | None = None, mrope_interleaved: bool = False):
         super().__init__()
+        # Multimodal RoPE: per channel of the (doubled) table, the position axis it reads.
+        self.mrope_axes = None
+        if mrope_section is not None:
+            self.mrope_axes = mrope_axes(mrope_section, mrope_interleaved).repeat(2)  # (head_dim,)
         with torch.device("cpu"):  # real values even when the model is built on the meta device
             self.inv_freq, self.attention_scaling = rope_frequencies(head_dim, theta, scaling)
             self.long_inv_freq = None
@@ -143,7 +175,21 @@ class RotaryEmbedding(nn.Module):
         return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(cos, sin)`` of shape ``(*position_ids.shape, head_dim)`` in ``dtype``."""
+        """``(cos, sin)`` of shape ``(*position_ids.shape, head_dim)`` in ``dtype``.
+
+        Multimodal RoPE takes ``position_ids (3, B, T)`` (time, height, width) and gives ``(B, T, head_dim)``,
+        each channel from its axis's table row (the values transformers computes, bit for bit).
+        """
+        if position_ids.ndim == 3:
+            if self.mrope_axes is None:
+                raise ValueError(f"position_ids of shape {tuple(position_ids.shape)} (3 axes) need multimodal "
+                                 "RoPE (LMConfig.mrope_section); this model takes (B, T)")
+            cos, sin = self._lookup(position_ids, dtype)  # (3, B, T, hd)
+            index = self.mrope_axes.to(position_ids.device)[None, None, None].expand(1, *cos.shape[1:])
+            return cos.gather(0, index)[0], sin.gather(0, index)[0]
+        return self._lookup(position_ids, dtype)
+
+    def _lookup(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         needed = int(position_ids.max()) + 1 if position_ids.numel() else 1
         if self.long_after is not None and needed > self.long_after:
             if self._long is None or self._long[0].shape[0] < needed or self._long[0].device != position_ids.device:

@@ -101,14 +101,21 @@ def token_choice(logits_TE: torch.Tensor, scores_TE: torch.Tensor, probs_TE: tor
 
     ``scores`` give the combine weights, ``select`` (default ``scores``) picks the
     experts; they differ only for the sigmoid router's balancing bias.
+
+    With ``config.router_convention == "libmoe"`` a single kept weight is renormalised too (to 1:
+    LibMoE's ``weights / weights.sum(-1)`` runs for any ``num_selected``), and the balance loss
+    counts only each token's first choice (``MoeLayer.balanceloss`` in LibMoE's ``moe/moe.py`` one-hots
+    ``selected_experts[..., 0]``).
     """
     T, k = scores_TE.shape[0], config.top_k
+    libmoe = config.router_convention == "libmoe"
     _, idx_TK = torch.topk(scores_TE if select_TE is None else select_TE, k, dim=-1)
     weight_TK = scores_TE.gather(-1, idx_TK)
-    if config.norm_topk_prob and k > 1:
+    if config.norm_topk_prob and (k > 1 or libmoe):
         weight_TK = weight_TK / weight_TK.sum(-1, keepdim=True).clamp_min(1e-20)
     if config.routed_scaling_factor != 1.0:
         weight_TK = weight_TK * config.routed_scaling_factor
     token_idx = torch.arange(T, device=logits_TE.device).repeat(k)  # rank-major
-    return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE)
+    return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
+                   balance_top_k=1 if libmoe else None)
 

@@ -20,9 +20,26 @@ class CosineRouter(nn.Module):
     learnable temperature. Routing on a small hypersphere avoids the representation
     collapse of a full-width linear gate. LibMoE uses ``router_dim = E // 2`` and
     ``tau = 0.3``, which are our defaults.
+
+    ``router_convention="libmoe"`` computes what LibMoE's released ``xmoe`` / ``smoe_cosinegating``
+    compute (``XMOE.forward``, ``_cosine`` and ``_keepTopk`` in ``moe_model/model/moe/xmoe.py``; the
+    v2.0 ``smoe_cosinegating.py`` has the same forward), where these differ from ours:
+
+    - the token side is ``F.normalize(z, eps=1e-4)``, ``z / max(|z|, 1e-4)``, not ``z / (|z| + 1e-4)``;
+    - the expert embeddings are rescaled to norm 1.5, not 1 (LibMoE does it in place before every
+      forward, ``e.mul_(1.5 / |e|)``; that is idempotent, so the stateless ``e * 1.5 / |e|`` here
+      gives the same numbers);
+    - the temperature is the constant 0.3 (``log_temperature`` is then frozen and unused);
+    - the combine weights are a softmax over the kept top-k *probabilities*
+      (``_keepTopk``: ``softmax(topk(softmax(l / 0.3)))``), not the renormalised probabilities;
+    - the z-loss reads the logits before the temperature; the balance loss counts first choices.
+
+    LibMoE's v1.1 cosine router (a cosine of ``x`` and the full-width ``gate.weight``, no
+    ``inp_reduction``) is a different model and is not expressed here.
     """
 
     norm_eps: float = 1e-4  # the L2-norm floor; the perturbed variant widens it
+    libmoe_theta: float | None = None  # LibMoE's perturbation of the norms (smoe_perturbed's theta)
 
     def __init__(self, config):
         super().__init__()
@@ -34,6 +51,8 @@ class CosineRouter(nn.Module):
         nn.init.orthogonal_(self.expert_embeddings, gain=0.32)
         # Learned in log space so it stays positive; clamped to keep logits bounded.
         self.log_temperature = nn.Parameter(torch.tensor(math.log(0.3)))
+        if config.router_convention == "libmoe":  # LibMoE's temperature is the constant 0.3
+            self.log_temperature.requires_grad_(False)
 
     def similarity(self, x_TD: torch.Tensor) -> torch.Tensor:
         z_TR = F.linear(x_TD, self.proj).float()
@@ -42,7 +61,33 @@ class CosineRouter(nn.Module):
         e_ER = e_ER / (e_ER.norm(dim=-1, keepdim=True) + self.norm_eps)
         return z_TR @ e_ER.t()
 
+    def libmoe_similarity(self, x_TD: torch.Tensor) -> torch.Tensor:
+        """LibMoE's gate logits ``(T, E)``: the scaled cosine of ``XMOE._cosine`` / ``smoe_perturbed._cosine``."""
+        z_TR = F.linear(x_TD, self.proj).float()
+        e_ER = self.expert_embeddings.float()
+        theta = self.libmoe_theta
+        if theta is None:
+            z_TR = F.normalize(z_TR, p=2.0, dim=-1, eps=1e-4)
+            e_ER = e_ER * (1.5 / e_ER.norm(p=2.0, dim=-1, keepdim=True))
+        else:
+            z_TR = z_TR / (z_TR.norm(p=2, dim=-1, keepdim=True) + theta)
+            e_ER = e_ER * (1.5 / (e_ER.norm(p=2.0, dim=-1, keepdim=True) + theta))
+        return z_TR @ e_ER.t()
+
+    def libmoe_forward(self, x_TD: torch.Tensor) -> Routing:
+        """LibMoE's routing: softmax at temperature 0.3, top-k, a softmax over the kept probabilities."""
+        logits_TE = self.libmoe_similarity(x_TD)
+        probs_TE = (logits_TE / 0.3).softmax(-1)
+        k = self.config.top_k
+        _, idx_TK = probs_TE.topk(k, dim=-1)
+        weight_TK = probs_TE.gather(-1, idx_TK).softmax(-1)
+        token_idx = torch.arange(x_TD.shape[0], device=x_TD.device).repeat(k)  # rank-major
+        return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
+                       balance_top_k=1)
+
     def forward(self, x_TD: torch.Tensor) -> Routing:
+        if self.config.router_convention == "libmoe":
+            return self.libmoe_forward(x_TD)
         temperature = self.log_temperature.exp().clamp(min=0.01)
         logits_TE = self.similarity(x_TD) / temperature
         probs_TE = logits_TE.softmax(-1)
@@ -57,11 +102,23 @@ class PerturbedCosineRouter(CosineRouter):
     similarity stays well-conditioned for small vectors, which the paper shows
     improves sample efficiency; in training, Gaussian noise of standard deviation
     ``router_noise_std / num_experts`` is added to the similarity as well.
+
+    ``router_convention="libmoe"`` follows LibMoE's v2.0 ``smoe_perturbed``
+    (``MoEPerturbedCosingGating.forward`` / ``_cosine`` in ``moe_model/model/moe/smoe_perturbed.py``):
+    the cosine router's LibMoE path (see :class:`CosineRouter`) with both norms perturbed by
+    ``theta = 0.1`` (``z / (|z| + 0.1)``, ``e * 1.5 / (|e| + 0.1)``) and no noise, in training or
+    eval. LibMoE rescales its expert embeddings *in place* before every forward, and with
+    ``theta > 0`` that is not idempotent: each forward multiplies them by ``1.5 / (|e| + 0.1)``
+    (their norm drifts towards 1.4). moezoo is stateless and gives LibMoE's *first* forward
+    after loading; LibMoE's later forwards differ from it by that drift.
     """
 
     norm_eps = 0.1
+    libmoe_theta = 0.1
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
+        if self.config.router_convention == "libmoe":
+            return self.libmoe_forward(x_TD)
         sim_TE = self.similarity(x_TD)
         if self.training and self.config.router_noise_std > 0:
             sim_TE = sim_TE + torch.randn_like(sim_TE) * (self.config.router_noise_std / self.config.num_experts)

@@ -20,12 +20,33 @@ class HyperRouter(nn.Module):
     fixed hypernetwork ties the experts' routing vectors together, which the paper
     shows mitigates representation collapse while keeping the router cheap to train.
     The hypernetwork is stored as buffers, so it travels with the checkpoint.
+
+    ``router_convention="libmoe"`` builds LibMoE's hypernetwork (``HyperRouter`` in
+    ``moe_model/model/moe/hyperrouter.py``): the embedding has the token width ``D``, and the
+    network is ``Linear(D, H) -> ReLU -> Linear(H, E * (D + 1))`` *with biases*
+    (``hyper_b1``, ``hyper_b2``), ``H = router_dim or D // 4``; LibMoE's trainer freezes it too.
+    Where the two could disagree:
+
+    - LibMoE's eval forward builds the gate from the hypernetwork once (``recreate_gate``) and takes
+      the top-k of the *logits*, softmaxed among themselves; ours takes the top-k of the softmax,
+      renormalised. The two are equal up to float rounding (the softmax is monotone).
+    - In training LibMoE grows ``k`` linearly from ``topk_min`` to ``topk_max`` over the run (its
+      dynamic top-k); moezoo routes with a fixed ``top_k`` (LibMoE's eval ``num_selected``).
     """
 
     def __init__(self, config):
         super().__init__()
         self.config = config
         dim, n = config.head_dim, config.num_experts
+        if config.router_convention == "libmoe":
+            hidden = config.router_dim or max(dim // 4, 1)
+            self.hyper_embedding = nn.Parameter(torch.randn(dim))
+            # LibMoE's init: N(0, 0.02) weights and zero biases (HyperRouter.init_hypernet_weights).
+            self.register_buffer("hyper_w1", torch.randn(hidden, dim) * 0.02)
+            self.register_buffer("hyper_b1", torch.zeros(hidden))
+            self.register_buffer("hyper_w2", torch.randn(n * (dim + 1), hidden) * 0.02)
+            self.register_buffer("hyper_b2", torch.zeros(n * (dim + 1)))
+            return
         emb = config.router_dim or 64
         self.hyper_embedding = nn.Parameter(torch.randn(emb))
         # Scaled so that the generated weights have std ~0.02, like a normal router init.
@@ -34,8 +55,9 @@ class HyperRouter(nn.Module):
 
     def generated(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The router weight ``(E, D)`` and bias ``(E,)`` the hypernetwork makes now."""
-        hidden = F.relu(F.linear(self.hyper_embedding, self.hyper_w1))
-        flat = F.linear(hidden, self.hyper_w2).view(self.config.num_experts, self.config.head_dim + 1)
+        biases = (self.hyper_b1, self.hyper_b2) if self.config.router_convention == "libmoe" else (None, None)
+        hidden = F.relu(F.linear(self.hyper_embedding, self.hyper_w1, biases[0]))
+        flat = F.linear(hidden, self.hyper_w2, biases[1]).view(self.config.num_experts, self.config.head_dim + 1)
         return flat[:, :-1], flat[:, -1]
 
     def forward(self, x_TD: torch.Tensor) -> Routing:

@@ -31,6 +31,11 @@ class SoftmaxRouter(LinearGate):
     Shazeer et al. 2017; Switch (Fedus et al. 2021, arXiv 2101.03961); Mixtral
     (Jiang et al. 2024, arXiv 2401.04088). ``norm_topk_prob`` renormalises the kept
     weights (Mixtral, Qwen3-MoE) or leaves them as probabilities (OLMoE, Switch).
+
+    LibMoE's ``smoe`` (``SMoeLayer.forward`` in ``moe_model/model/moe/smoe.py``: float32 softmax,
+    top-k, renormalised) is this router with ``norm_topk_prob=True``; ``router_convention="libmoe"``
+    adds its renormalised top-1 and first-choice balance loss (:func:`token_choice`). Its gate runs
+    in the input dtype before the float32 softmax, as ours does.
     """
 
     def scores(self, x_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +78,11 @@ class SigmoidRouter(LinearGate):
     gradient after every forward, ``bias += bias_update_rate * sign(mean_load - load)``,
     so overloaded experts become less likely to be picked.
 
+    ``router_convention="libmoe"`` follows LibMoE's ``smoe_sigmoidgating`` (``SMoESigmoidGating.topk_expert``
+    and ``forward`` in ``moe_model/model/moe/smoe_sigmoidgating.py``): top-k of ``sigmoid(x W^T)``,
+    renormalised (even one kept expert); no selection bias and no bias update; the balance loss's
+    ``P`` is ``softmax(x W^T)``, not the normalised sigmoid.
+
     ``load_group``: when the router is replicated over several processes (data or expert
     parallelism, set by :mod:`moezoo.parallel`), the loads are summed over this process
     group first, so every replica takes the same step, the one of the global batch.
@@ -87,6 +97,8 @@ class SigmoidRouter(LinearGate):
     def forward(self, x_TD: torch.Tensor) -> Routing:
         logits_TE = self.gate_logits(x_TD)
         scores_TE = logits_TE.sigmoid()
+        if self.config.router_convention == "libmoe":
+            return token_choice(logits_TE, scores_TE, logits_TE.softmax(-1), self.config)
         probs_TE = scores_TE / scores_TE.sum(-1, keepdim=True)
         routing = token_choice(logits_TE, scores_TE, probs_TE, self.config, select_TE=scores_TE + self.bias)
         if self.training and self.config.bias_update_rate > 0:
