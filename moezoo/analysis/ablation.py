@@ -152,7 +152,7 @@ def ablated_routing(router: nn.Module, routing: Routing, expert: int, mode: str)
 
 def _check_reroutable(router: nn.Module) -> None:
     name = getattr(router, "router_name", type(router).__name__)
-    if name not in (*SOFTMAX_ROUTERS, "sigmoid", "expert_choice"):
+    if name not in (*SOFTMAX_ROUTERS, "sigmoid", "expert_choice") and not hasattr(router, "route_logits"):
         raise ValueError(f"cannot reroute around an expert of a {name!r} router: reroute knows the zoo's routers "
                          f"{(*SOFTMAX_ROUTERS, 'sigmoid', 'expert_choice')}; 'drop' and 'zero' work with any router")
 
@@ -162,6 +162,8 @@ def _reroute(router: nn.Module, routing: Routing, expert: int) -> Routing:
     config = router.config
     logits_TE = routing.logits.clone()
     logits_TE[:, expert] = -math.inf
+    if hasattr(router, "route_logits"):  # a router that routes from given logits (deepspeed_top2), capacity included
+        return _chosen(routing, router.route_logits(logits_TE))
     if router.router_name == "sigmoid":
         scores_TE = logits_TE.sigmoid()  # the expert's score is 0; the others' do not depend on it
         probs_TE = scores_TE / scores_TE.sum(-1, keepdim=True)

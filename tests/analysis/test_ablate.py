@@ -143,9 +143,12 @@ def _without(router: nn.Module, e: int) -> nn.Module:
     return other
 
 
-@pytest.mark.parametrize("router_name", ["softmax", "noisy_topk", "cosine", "perturbed_cosine", "sigmoid"])
+@pytest.mark.parametrize("router_name", ["softmax", "noisy_topk", "cosine", "perturbed_cosine", "sigmoid",
+                                         "deepspeed_top2"])
 @pytest.mark.parametrize("norm", [False, True], ids=["raw", "renormalised"])
 def test_reroute_is_the_router_without_the_expert(router_name, norm):
+    if router_name == "deepspeed_top2" and not norm:
+        pytest.skip("DeepSpeed's top-2 gate always renormalises")
     torch.manual_seed(0)
     router = create_router(MoEConfig(dim=8, expert_dim=8, num_experts=5, top_k=2, router=router_name,
                                      norm_topk_prob=norm)).eval()
@@ -180,7 +183,8 @@ def test_reroute_of_the_hyper_router_masks_its_generated_logits():
 
 # --- both kinds of site, every router: the forward uses the ablation, and exit restores it exactly ---------
 
-ROUTERS = ["softmax", "noisy_topk", "cosine", "perturbed_cosine", "hyper", "sigmoid", "expert_choice"]
+ROUTERS = ["softmax", "noisy_topk", "cosine", "perturbed_cosine", "hyper", "sigmoid", "expert_choice", "deepspeed_top2",
+           "deepspeed_top2+capacity"]
 
 
 def _expert_out(layer: nn.Module, e: int, x: torch.Tensor) -> torch.Tensor:
@@ -196,8 +200,12 @@ def _expert_out(layer: nn.Module, e: int, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["MoELayer", "MoEMLP"])
 def test_every_router_on_both_kinds_of_site(router, kind):
     torch.manual_seed(0)
+    router, _, capacity = router.partition("+")  # "+capacity": drops by position (capacity 2 of 6 tokens' 12)
     if kind == "MoELayer":
-        site = MoELayer(MoEConfig(dim=8, expert_dim=16, num_experts=4, top_k=2, router=router))
+        site = MoELayer(MoEConfig(dim=8, expert_dim=16, num_experts=4, top_k=2, router=router,
+                                  capacity_factor=0.5 if capacity else None))
+    elif capacity:
+        pytest.skip("MoEMLP sites take no capacity")
     else:
         site = MoEMLP(8, 16, 8, num_experts=4, top_k=2, router=router)
     model = nn.ModuleDict({"moe": site}).eval()

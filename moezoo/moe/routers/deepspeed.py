@@ -47,9 +47,12 @@ class DeepSpeedTop2Router(LinearGate):
     """
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
+        return self.route_logits(F.linear(x_TD.float(), self.weight.float()))
+
+    def route_logits(self, logits_TE: torch.Tensor) -> Routing:
+        """Steps 2-5 on given float32 logits (``T, E``); :func:`moezoo.analysis.ablate` reroutes through it."""
         c = self.config
-        T, E = x_TD.shape[0], c.num_experts
-        logits_TE = F.linear(x_TD.float(), self.weight.float())
+        T, E = logits_TE.shape
         probs_TE = logits_TE.softmax(-1)
         first_T = probs_TE.argmax(-1)
         mask1_TE = F.one_hot(first_T, E)
@@ -67,6 +70,6 @@ class DeepSpeedTop2Router(LinearGate):
         weight_TK = gate_TK / denom_T
         if c.routed_scaling_factor != 1.0:
             weight_TK = weight_TK * c.routed_scaling_factor
-        token_idx = torch.arange(T, device=x_TD.device).repeat(2)  # rank-major: all first choices first
+        token_idx = torch.arange(T, device=logits_TE.device).repeat(2)  # rank-major: all first choices first
         return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
                        balance_top_k=1)
