@@ -80,6 +80,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     model = build_model(config, read_safetensors(path), str(path), device, resolve_dtype(dtype))
     if (path / PROCESSOR_NAME).is_file():
         model.processor = Processor.from_pretrained(path)
+    elif spec.processor_reader is not None:  # a family with its own processor files
+        model.processor = spec.processor_reader(path)
     else:
         model.tokenizer = load_tokenizer(path, required=False)
     return model

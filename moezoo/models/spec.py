@@ -27,7 +27,7 @@ Example:
     >>> spec_for("MoeForCausalLM")
     Traceback (most recent call last):
     ...
-    ValueError: unknown architecture 'MoeForCausalLM'; moezoo builds ['MoEForCausalLM', 'MultimodalMoEForCausalLM']. Did you mean ['MoEForCausalLM', 'MultimodalMoEForCausalLM']?
+    ValueError: unknown architecture 'MoeForCausalLM'; moezoo builds ['MoEForCausalLM', 'MultimodalMoEForCausalLM', 'Qwen3VLMoEForConditionalGeneration']. Did you mean ['MoEForCausalLM', 'MultimodalMoEForCausalLM']?
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class ArchitectureSpec:
         exporter: ``exporter(model, path, **kwargs)`` writing a transformers checkpoint, registered
             by :mod:`moezoo.convert` (:meth:`register_exporter`); ``None`` until then.
         export_refusal: why the family has no transformers format, when it has none.
+        processor_reader: ``processor_reader(path)`` -> the processor a moezoo checkpoint dir holds, for a
+            family whose processor is not the generic one (``moezoo_processor.json``), or ``None``.
     """
 
     name: str
@@ -74,6 +76,7 @@ class ArchitectureSpec:
     language_config: Callable[[Any], Any] = lambda config: config
     exporter: Callable[..., Any] | None = None
     export_refusal: str | None = None
+    processor_reader: Callable[[Any], Any] | None = None
 
     def register_exporter(self, exporter: Callable[..., Any]) -> Callable[..., Any]:
         """Make ``exporter(model, path, **kwargs)`` this family's ``save_pretrained(format="hf")``."""
