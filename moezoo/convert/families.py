@@ -68,7 +68,8 @@ class TextFamily:
     parallel_block: str = "never"
     # the dense FFN: "swiglu" (gate/up/down, `hidden_act` silu) or "fc" (biased fc1/fc2, a GELU `hidden_act`)
     ffn: str = "swiglu"
-    # a bias on the LM head (PhiForCausalLM)
+    # a bias on the LM head (PhiForCausalLM); weights without one read as a bias-free head (LLaVA's,
+    # MoE-LLaVA's), and a bias-free head exports with a zero bias
     lm_head_bias: bool = False
     # q/k/v in one `qkv_proj` and the dense gate/up in one `gate_up_proj` (Phi3Attention / Phi3MLP)
     fused_projections: bool = False

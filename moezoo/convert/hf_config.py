@@ -14,7 +14,8 @@ from moezoo.convert.families import FAMILIES, TextFamily, supported
 from moezoo.models.lm.config import DENSE_FAMILIES, MOE_FAMILIES, LMConfig
 from moezoo.moe import MoEConfig
 
-__all__ = ["FAMILIES", "family_problems", "hf_config_from_lm", "infer_family", "lm_config_from_hf", "supported"]
+__all__ = ["FAMILIES", "family_problems", "hf_config_from_lm", "infer_family", "lm_config_from_hf", "supported",
+           "with_head_bias"]
 
 
 def _family_of(cfg: dict[str, Any]) -> TextFamily:
@@ -186,8 +187,8 @@ def _block_problems(c: LMConfig, f: TextFamily) -> list[str]:
     if f.ffn == "fc" and (c.mlp_activation not in ("gelu", "gelu_tanh") or not c.mlp_bias):
         p.append(f"{name}'s dense FFN is a biased GELU fc1/fc2 (mlp_activation={c.mlp_activation!r}, "
                  f"mlp_bias={c.mlp_bias})")
-    if c.lm_head_bias != f.lm_head_bias:
-        p.append(f"{name} {'has' if f.lm_head_bias else 'has no'} LM-head bias (lm_head_bias={c.lm_head_bias})")
+    if c.lm_head_bias and not f.lm_head_bias:  # a family with a head bias also takes a bias-free head (zeros)
+        p.append(f"{name} has no LM-head bias (lm_head_bias=True)")
     return p
 
 
@@ -200,6 +201,11 @@ def _moe_problems(c: LMConfig, f: TextFamily) -> list[str]:
                  f"(router={m.router!r}, num_heads={m.num_heads}, capacity_factor={m.capacity_factor})")
     if m.activation != "swiglu" or m.routed_scaling_factor != 1.0:
         p.append("experts must be SwiGLU with routed_scaling_factor=1")
+    # transformers' MoE blocks have no place for these weights: exporting would silently drop them
+    if m.expert_bias:
+        p.append(f"{name}'s experts have no biases (expert_bias=True)")
+    if m.use_residual:
+        p.append(f"{name} has no Residual-MoE dense MLP and coefficient (use_residual=True)")
     if f.sparse_layers == "all" and len(c.sparse_layers()) != c.num_layers:
         p.append(f"{name} has an MoE FFN in every layer")
     if f.norm_topk_prob is not None and m.norm_topk_prob != f.norm_topk_prob:
@@ -210,6 +216,18 @@ def _moe_problems(c: LMConfig, f: TextFamily) -> list[str]:
     if not f.shared_expert and m.num_shared_experts:
         p.append(f"{name} has no shared experts")
     return p
+
+
+def with_head_bias(config: LMConfig, has_bias: bool) -> LMConfig:
+    """``config`` whose LM-head bias follows the checkpoint: a family whose head has a bias (Phi) is also
+    read without one (transformers' LLaVA head, MoE-LLaVA's) when the weights hold none.
+
+    Example:
+        >>> cfg = LMConfig(vocab_size=8, dim=4, num_layers=1, num_heads=1, ffn_dim=8, lm_head_bias=True)
+        >>> with_head_bias(cfg, False).lm_head_bias, with_head_bias(cfg, True).lm_head_bias
+        (False, True)
+    """
+    return config.replace(lm_head_bias=False) if config.lm_head_bias and not has_bias else config
 
 
 def family_problems(config: LMConfig, family: str) -> list[str]:

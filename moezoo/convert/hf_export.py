@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from moezoo.checkpoint.files import INDEX_NAME, WEIGHTS_NAME, save_safetensors
-from moezoo.convert.hf_config import hf_config_from_lm, infer_family
+from moezoo.convert.hf_config import FAMILIES, hf_config_from_lm, infer_family
 from moezoo.convert.hf_weights import moezoo_to_hf
 from moezoo.models.lm.spec import LM_SPEC
 from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
@@ -37,6 +37,8 @@ def export_hf(model: Any, path: str | Path, family: str | None = None, expert_la
     dtype = str(model.embed_tokens.weight.dtype).replace("torch.", "")
     hf_config = hf_config_from_lm(config, family, dtype)  # validates before anything is written
     state = moezoo_to_hf(model.state_dict(), config, family, expert_layout)
+    if FAMILIES[family].lm_head_bias and not config.lm_head_bias:  # the class always has one: a zero bias
+        state["lm_head.bias"] = torch.zeros(config.vocab_size, dtype=model.embed_tokens.weight.dtype)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_weights(state, path, max_shard_size)

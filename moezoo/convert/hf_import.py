@@ -14,7 +14,7 @@ import torch
 from moezoo.checkpoint.files import read_safetensors, resolve_dtype
 from moezoo.checkpoint.reader import build_model
 from moezoo.convert.families import FAMILIES
-from moezoo.convert.hf_config import lm_config_from_hf
+from moezoo.convert.hf_config import lm_config_from_hf, with_head_bias
 from moezoo.convert.hf_weights import hf_to_moezoo
 from moezoo.models.lm import LM_SPEC, MoEForCausalLM
 from moezoo.models.spec import register_importer
@@ -51,6 +51,7 @@ def import_hf(path: str | Path, device: str | torch.device = "cpu", dtype: torch
     cfg, generation = read_hf_config(path)
     config = lm_config_from_hf(cfg, generation)
     state = hf_to_moezoo(read_safetensors(path), config)
+    config = with_head_bias(config, "lm_head.bias" in state)
     model = build_model(config, state, str(path), device, checkpoint_dtype(cfg, dtype))
     if with_tokenizer:
         model.tokenizer = load_tokenizer(path, required=False)

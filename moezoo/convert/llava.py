@@ -201,6 +201,8 @@ def llava_problems(config: Any) -> list[str]:
         problems.append(f"the connector's activation {connector.activation!r} is not one of transformers' ACT2FN")
     if config.modality_attention != "causal":
         problems.append(f"modality_attention={config.modality_attention!r}; LLaVA attends causally over images")
+    if config.llm.lm_head_bias:
+        problems.append("transformers' LLaVA LM head has no bias (llm.lm_head_bias=True)")
     try:
         infer_family(config.llm)
     except ValueError as err:  # it names each family's reasons (a router other than softmax top-k, ...)
@@ -266,3 +268,25 @@ def moezoo_to_llava(state: dict[str, torch.Tensor], llm_config: Any, expert_layo
         prefix = "lm_head." if key.startswith("lm_head.") else "model."
         out[prefixes[prefix] + key[len(prefix):]] = tensor
     return out
+
+
+IMAGE_TOKEN = "<image>"  # LLaVA's DEFAULT_IMAGE_TOKEN (llava/constants.py), and its forks' (moellava, moe_model)
+
+
+def add_image_token(tokenizer: Any, vocab_size: int, source: Any) -> int:
+    """Give ``tokenizer`` an ``<image>`` special token (if it has none) and return its id, a free embedding row.
+
+    The original LLaVA code and its forks (MoE-LLaVA, LibMoE) have no image token in their tokenizers:
+    ``tokenizer_image_token`` splits the prompt at ``<image>`` and splices the id -200 in. An added special
+    token splits the text at the same place, and the id is a row of the embedding the checkpoint has spare.
+
+    Raises:
+        ValueError: no embedding row is left for it (``source`` names the checkpoint).
+    """
+    if IMAGE_TOKEN not in tokenizer.get_vocab():  # a tokenizer may encode it as one id, its unknown token's
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    ids = tokenizer.encode(IMAGE_TOKEN, add_special_tokens=False)
+    if ids != [tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] or not 0 <= ids[0] < vocab_size:
+        raise ValueError(f"{source}: the tokenizer ({len(tokenizer)} tokens) leaves no embedding row for "
+                         f"{IMAGE_TOKEN} (vocab_size={vocab_size}); it encodes it as {ids}")
+    return ids[0]

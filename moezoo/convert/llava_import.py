@@ -20,6 +20,7 @@ import torch
 
 from moezoo.checkpoint.files import read_safetensors
 from moezoo.checkpoint.reader import build_model
+from moezoo.convert.hf_config import with_head_bias
 from moezoo.convert.hf_import import checkpoint_dtype, read_hf_config
 from moezoo.convert.llava import llava_to_moezoo, multimodal_fields, sub_config
 from moezoo.models.encoders.hf_vision import FAMILIES as TOWERS
@@ -66,6 +67,8 @@ def import_llava(path: str | Path, device: str | torch.device = "cpu",
     fields["vision"]["image_processor"] = files["image_processor"]
     config = MultimodalConfig(**fields)
     state = llava_to_moezoo(read_safetensors(path), config.llm)
+    # transformers' LLaVA head has no bias, whatever the text family's own head has (Phi's)
+    config = config.replace(llm=with_head_bias(config.llm, "llm.lm_head.bias" in state))
     model = build_model(config, state, str(path), device, checkpoint_dtype(cfg, dtype))
     tokenizer = load_tokenizer(path, required=False)
     if tokenizer is not None:
