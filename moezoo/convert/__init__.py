@@ -14,7 +14,11 @@ Modules:
     hf_config / hf_weights: ``config.json`` and state dicts <-> moezoo's, for the text families.
     hf_import / hf_export: ``moezoo.load`` of a text checkpoint, ``save_pretrained(format="hf")`` of an LM.
     llava / llava_import / llava_export: the same for LLaVA checkpoints, processor files included.
-    testing / llava_testing: tiny random transformers checkpoints for tests and benchmarks.
+    moe_llava / moe_llava_import / moe_llava_export: MoE-LLaVA's released format (``moe_llava_*`` model types,
+        ``save_pretrained(format="moe_llava")``).
+    libmoe / libmoe_import / libmoe_export: LibMoE's released format (``llava_phi``, MoE SigLIP tower and
+        projector; ``save_pretrained(format="libmoe")``); libmoe_testing builds tiny ones in its key layout.
+    testing / llava_testing / moe_llava_testing: tiny random transformers checkpoints for tests and benchmarks.
 
 Example:
     >>> from moezoo.convert.hf_config import FAMILIES
@@ -23,3 +27,6 @@ Example:
 """
 
 from moezoo.convert import hf_export, hf_import, llava_export, llava_import  # noqa: F401,E402  (register)
+from moezoo.convert import qwen3_vl  # noqa: F401,E402  (registers Qwen3-VL-MoE)
+from moezoo.convert import moe_llava_export, moe_llava_import  # noqa: F401,E402  (registers MoE-LLaVA)
+from moezoo.convert import libmoe_export, libmoe_import  # noqa: F401,E402  (registers LibMoE's llava_phi)

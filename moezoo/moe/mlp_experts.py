@@ -59,6 +59,10 @@ class ExpertsConfig(Config):
             ``perturbed_cosine``, ``sigmoid``, ``hyper``, ...).
         aux_loss_coef / z_loss_coef: the weights the owning model gives the router losses.
         norm_topk_prob: renormalise the kept weights (the exact upcycled start needs it).
+        router_convention / router_dim: as :class:`~moezoo.moe.MoEConfig` (``"libmoe"`` follows
+            LibMoE's released routers where they differ from ours).
+        num_shared_experts: always-on MLPs beside the routed ones (LibMoE's ``smoe_share``: one), with
+            the experts' widths; see :class:`MoEMLP` for how their output is mixed in.
 
     Example:
         >>> ExpertsConfig(num_experts=4, top_k=6)
@@ -73,9 +77,13 @@ class ExpertsConfig(Config):
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.0
     norm_topk_prob: bool = True
+    router_convention: str = "moezoo"
+    router_dim: int | None = None
+    num_shared_experts: int = 0
 
     def __post_init__(self) -> None:
         check_min(self, num_experts=1)
+        require(self, "num_shared_experts", self.num_shared_experts >= 0, "must be >= 0")
         require(self, "top_k", 1 <= self.top_k <= self.num_experts, f"must be in [1, num_experts={self.num_experts}]")
         require(self, "router", self.router in list_routers(), f"is unknown; known routers: {list_routers()}")
         for name in ("aux_loss_coef", "z_loss_coef"):
@@ -85,14 +93,19 @@ class ExpertsConfig(Config):
         """The :class:`MoEMLP` keyword arguments beyond the widths and the activation."""
         return {"num_experts": self.num_experts, "top_k": self.top_k, "router": self.router,
                 "aux_loss_coef": self.aux_loss_coef, "z_loss_coef": self.z_loss_coef,
-                "norm_topk_prob": self.norm_topk_prob}
+                "norm_topk_prob": self.norm_topk_prob, "router_convention": self.router_convention,
+                "router_dim": self.router_dim, "num_shared_experts": self.num_shared_experts}
 
 
 class MoEMLP(nn.Module):
     """``E`` two-layer MLPs with biases, ``in_dim -> hidden_dim -> out_dim``, behind a router.
 
     Each token goes through its ``top_k`` experts (dropless) and their outputs are summed
-    with the router's weights: ``y = sum_j w_j * fc2_j(act(fc1_j(x)))``.
+    with the router's weights: ``y = sum_j w_j * fc2_j(act(fc1_j(x)))``. With
+    ``num_shared_experts = n`` an always-on MLP of hidden width ``n * hidden_dim`` (``shared_fc1``,
+    ``shared_fc2``) is added, ``y + shared(x)`` (DeepSeek-MoE); with ``router_convention="libmoe"`` the
+    two are averaged, ``0.5 * shared(x) + 0.5 * y``, as LibMoE's ``smoe_share`` mixes them
+    (``MoEShareLayer.forward`` in ``moe_model/model/moe/shard_smoe.py``).
 
     **Contract with the owning model.** :meth:`forward` returns a plain tensor, so an
     ``MoEMLP`` can replace the ``nn.Module`` MLP inside a transformers / timm / open_clip
@@ -114,7 +127,8 @@ class MoEMLP(nn.Module):
         router: a name of :func:`moezoo.moe.list_routers`.
         **moe_kwargs: further :class:`~moezoo.moe.MoEConfig` fields the router reads
             (``norm_topk_prob``, ``router_dim``, ``aux_loss_coef``, ``z_loss_coef``, ...).
-            MH-MoE heads, shared experts, a residual MLP and capacity dropping are not supported here.
+            ``num_shared_experts`` adds always-on MLPs (see above). MH-MoE heads, a residual MLP and
+            capacity dropping are not supported here.
 
     Attributes:
         config: the router's :class:`~moezoo.moe.MoEConfig` (``dim=in_dim``, ``expert_dim=hidden_dim``);
@@ -141,10 +155,10 @@ class MoEMLP(nn.Module):
         self.config = MoEConfig(dim=in_dim, expert_dim=hidden_dim, num_experts=num_experts, top_k=top_k,
                                 router=router, activation="gelu", **moe_kwargs)
         c = self.config
-        if c.num_heads != 1 or c.num_shared_experts or c.use_residual:
-            raise ValueError(f"MoEMLP supports num_heads=1, num_shared_experts=0 and use_residual=False, got "
-                             f"num_heads={c.num_heads}, num_shared_experts={c.num_shared_experts}, "
-                             f"use_residual={c.use_residual}")
+        if c.num_heads != 1 or c.use_residual or c.shared_expert_gate:
+            raise ValueError(f"MoEMLP supports num_heads=1, use_residual=False and shared_expert_gate=False, got "
+                             f"num_heads={c.num_heads}, use_residual={c.use_residual}, "
+                             f"shared_expert_gate={c.shared_expert_gate}")
         if c.capacity_factor is not None and router != "expert_choice":
             raise ValueError(f"MoEMLP is dropless: capacity_factor must be None for router={router!r}, "
                              f"got {c.capacity_factor} (only expert_choice reads it, as its capacity)")
@@ -160,6 +174,9 @@ class MoEMLP(nn.Module):
         for p, fan_in in ((self.fc1_weight, in_dim), (self.fc1_bias, in_dim),
                           (self.fc2_weight, hidden_dim), (self.fc2_bias, hidden_dim)):
             nn.init.uniform_(p, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        if c.num_shared_experts:
+            self.shared_fc1 = nn.Linear(in_dim, c.num_shared_experts * hidden_dim)
+            self.shared_fc2 = nn.Linear(c.num_shared_experts * hidden_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (..., in_dim)`` -> ``(..., out_dim)``; the routing goes to the open recorder (see the class)."""
@@ -179,6 +196,12 @@ class MoEMLP(nn.Module):
         if ys:
             y_NO = torch.cat(ys)
             out_TO.index_add_(0, d.token_idx, y_NO * d.weight[:, None].to(y_NO.dtype))
+        if self.config.num_shared_experts:
+            shared_TO = self.shared_fc2(self.act(self.shared_fc1(x_TD)))
+            if self.config.router_convention == "libmoe":
+                out_TO = shared_TO * 0.5 + out_TO * 0.5
+            else:
+                out_TO = out_TO + shared_TO
         out = out_TO.reshape(*x.shape[:-1], self.out_dim)
         # The record keeps the flat (T, out_dim) base, in the routing's token order: not a view, so
         # FSDP2, which hooks every tensor of a unit's output, has no view to warn about.
@@ -225,4 +248,11 @@ class MoEMLP(nn.Module):
             for dense, w, b in ((fc1, moe.fc1_weight, moe.fc1_bias), (fc2, moe.fc2_weight, moe.fc2_bias)):
                 w.copy_(expert_copies(dense.weight, num_experts, noise_std, gen))
                 b.copy_(expert_copies(dense.bias, num_experts, noise_std, gen) if dense.bias is not None else 0.0)
+            if moe.config.num_shared_experts == 1:  # the shared expert is one more copy (LibMoE's upcycling)
+                for dense, shared in ((fc1, moe.shared_fc1), (fc2, moe.shared_fc2)):
+                    shared.weight.copy_(dense.weight)
+                    shared.bias.copy_(dense.bias if dense.bias is not None else 0.0)
+            elif moe.config.num_shared_experts:
+                raise ValueError("from_dense upcycles into at most one shared expert, got "
+                                 f"num_shared_experts={moe.config.num_shared_experts}")
         return moe.to(device=fc1.weight.device, dtype=fc1.weight.dtype)

@@ -18,6 +18,7 @@ get no gradient). Tests check the result equals transformers' LLaVA features exa
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -90,7 +91,7 @@ class HFVisionEncoder(Encoder):
         self.num_channels = tf_config.num_channels
         drop_first = config.select_strategy == "default"
         self.num_tokens = self.vision_tower.embeddings.num_positions - int(drop_first)
-        self.out_dim = tf_config.hidden_size * len(self.layers)
+        self.out_dim = tf_config.hidden_size * len(self.layers) * len(config.scales or [1])
         if config.moe is not None:  # upcycled from the pretrained MLPs, else random experts a checkpoint fills
             self.sparsify(config.moe, upcycle=config.pretrained is not None)
 
@@ -100,6 +101,38 @@ class HFVisionEncoder(Encoder):
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected pixel_values of shape (N, {', '.join(map(str, expected))}), "
                              f"got {tuple(x.shape)}")
+        if self.config.scales:
+            return self._multi_scale(x)
+        return self._encode(x)
+
+    def _multi_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """S2 multi-scale features (Shi et al. 2024, arXiv 2403.13043), as LibMoE's ``SiglipVisionTower.forward``
+        computes them: scale ``s > 1`` resizes the image bicubically to ``s`` times its side, cuts it into
+        ``ceil(s)**2`` tiles (row-major), encodes each tile, stitches their feature maps back together and
+        area-pools them to the base grid; the scales' features are concatenated on the width."""
+        import torch.nn.functional as F
+
+        side = x.shape[-1]
+        base = self._encode(x)
+        grid = math.isqrt(base.shape[1])
+        outputs = [base]
+        for scale in self.config.scales[1:]:
+            size = int(side * scale)
+            n = math.ceil(size / side)
+            big = F.interpolate(x.float(), size=size, mode="bicubic").to(x.dtype)
+            h = w = size // n
+            tiles = torch.cat([big[:, :, i * h:(i + 1) * h, j * w:(j + 1) * w] for i in range(n) for j in range(n)])
+            feats = self._encode(tiles)  # (n*n*N, T, D)
+            t = math.isqrt(feats.shape[1])
+            maps = feats.transpose(1, 2).reshape(feats.shape[0], feats.shape[2], t, t)
+            b = x.shape[0]
+            maps = torch.cat([torch.cat([maps[(i * n + j) * b:(i * n + j + 1) * b] for j in range(n)], dim=-1)
+                              for i in range(n)], dim=-2)
+            maps = F.interpolate(maps.float(), size=grid, mode="area").to(x.dtype)
+            outputs.append(maps.flatten(2).transpose(1, 2))
+        return torch.cat(outputs, dim=-1)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
         tower = self.vision_tower
         hidden_NTD = tower.embeddings(x)
         if self.family.pre_norm is not None:
@@ -164,6 +197,10 @@ class HFVisionEncoderConfig(Config):
         moe: turn the tower's block MLPs into routed experts (an
             :class:`~moezoo.models.encoders.moe.EncoderMoEConfig` or its dict); with ``pretrained``
             they are upcycled from the pretrained MLPs.
+        scales: S2 multi-scale features (LibMoE's ``scales``, e.g. ``[1, 3]``): the first must be 1;
+            each further scale adds the tower's features of the image enlarged that many times,
+            tiled and pooled back to the base grid (the width grows ``len(scales)`` times).
+            ``None``: one scale.
 
     Example:
         >>> vision = {"model_type": "clip_vision_model", "hidden_size": 32, "num_hidden_layers": 2}
@@ -182,6 +219,7 @@ class HFVisionEncoderConfig(Config):
     pretrained: str | None = None
     image_processor: dict | None = None
     moe: EncoderMoEConfig | None = None
+    scales: list[float] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):
@@ -196,6 +234,9 @@ class HFVisionEncoderConfig(Config):
                 f"must be one of {SELECT_STRATEGIES}")
         require(self, "pretrained", self.pretrained is None or (isinstance(self.pretrained, str)
                 and bool(self.pretrained)), "must be a local transformers model directory or None")
+        require(self, "scales", self.scales is None or (isinstance(self.scales, (list, tuple)) and len(self.scales) > 0
+                and self.scales[0] == 1 and all(s >= 1 for s in self.scales)),
+                "must be None or a list of scales >= 1 starting with 1 (e.g. [1, 3])")
         require(self, "image_processor", self.image_processor is None or isinstance(self.image_processor, dict),
                 "must be a transformers image-processor dict or None")
 

@@ -33,8 +33,11 @@ def upcycle_multimodal(model: MultimodalMoEForCausalLM, num_experts: int = 8, to
             ``mlp2x_gelu`` connector becomes an ``moe`` one) and ``"vision"`` (the image tower's
             block MLPs, :mod:`moezoo.models.encoders.moe`).
         noise_std / seed / layers / **moe_kwargs: as :func:`~moezoo.models.lm.upcycle.upcycle_lm`
-            (``moe_kwargs`` go to the LLM's :class:`~moezoo.moe.MoEConfig`; the connector takes
-            ``aux_loss_coef`` and ``z_loss_coef`` from them).
+            (``moe_kwargs`` go to the LLM's :class:`~moezoo.moe.MoEConfig`; the connector and the tower
+            take ``aux_loss_coef``, ``z_loss_coef``, ``router_convention``, ``router_dim`` and
+            ``num_shared_experts`` from them). LibMoE's layout (MoE tower MLPs and projector over a dense
+            LLM): ``targets=("connector", "vision")``, ``router_convention="libmoe"``, and for its
+            ``smoe_share`` ``num_shared_experts=1`` (the shared expert is one more copy).
 
     Example:
         >>> import torch, moezoo
@@ -56,7 +59,9 @@ def upcycle_multimodal(model: MultimodalMoEForCausalLM, num_experts: int = 8, to
         new.llm = upcycle_lm(model.llm, num_experts=num_experts, top_k=top_k, router=router, noise_std=noise_std,
                              layers=layers, seed=seed, **moe_kwargs)
         changes["llm"] = new.llm.config
-    losses = {k: moe_kwargs[k] for k in ("aux_loss_coef", "z_loss_coef") if k in moe_kwargs}
+    # What the connector's and tower's experts take from moe_kwargs (LibMoE's layout needs the last three).
+    losses = {k: moe_kwargs[k] for k in ("aux_loss_coef", "z_loss_coef", "router_convention", "router_dim",
+                                         "num_shared_experts") if k in moe_kwargs}
     if "connector" in targets:
         dense = {m: c for m, c in model.connectors.items() if type(c) is MLPConnector}
         if not dense:
