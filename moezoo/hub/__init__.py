@@ -9,7 +9,8 @@
   standard hub cache or in ``$MOEZOO_CACHE/models/hub``; otherwise the error gives the command.
 - URL files stream into ``DEST.part``, resume with a Range request, and are renamed into place
   only once their sha256 matches.
-- :func:`memory_report` says what an entry downloads and needs in memory, and whether it fits here.
+- :func:`memory_report` says what an entry downloads and needs in memory, and whether it fits here;
+  :func:`gpu_need` whether it needs a GPU in practice.
 
 This layer sits beside :mod:`moezoo.registry` and below :mod:`moezoo.loading`: it never imports
 either (entries are passed in), and imports huggingface_hub only when it downloads.
@@ -23,11 +24,11 @@ Example:
 from moezoo.hub.cache import cache_root, hf_hub_cache, hub_cache_dirs, is_offline, models_cache
 from moezoo.hub.hf import (DEFAULT_PATTERNS, SnapshotNotFoundError, fetch_command, fetch_snapshot,
                            find_snapshot)
-from moezoo.hub.memory import machine_memory, memory_report
+from moezoo.hub.memory import gpu_need, machine_memory, memory_report
 from moezoo.hub.sources import fetch_pretrained
 from moezoo.hub.url import DownloadError, download_url
 from moezoo.hub.verify import VerificationError
 
 __all__ = ["DEFAULT_PATTERNS", "DownloadError", "SnapshotNotFoundError", "VerificationError", "cache_root",
-           "download_url", "fetch_command", "fetch_pretrained", "fetch_snapshot", "find_snapshot",
+           "download_url", "fetch_command", "fetch_pretrained", "fetch_snapshot", "find_snapshot", "gpu_need",
            "hf_hub_cache", "hub_cache_dirs", "is_offline", "machine_memory", "memory_report", "models_cache"]

@@ -3,7 +3,8 @@
 :func:`memory_report` gives ``moezoo info`` its line: "download ~93.4 GB; the weights need
 ~93.4 GB in bfloat16, ~186.8 GB in float32; this machine has 24.0 GB: they will not fit".
 The memory figures are the weights alone (parameters x bytes per value); activations, the
-KV cache and the framework come on top, so a near fit is not a fit.
+KV cache and the framework come on top, so a near fit is not a fit. :func:`gpu_need` adds
+whether a GPU is needed in practice, by a stated rule on the same figures.
 """
 
 from __future__ import annotations
@@ -105,6 +106,54 @@ def memory_report(cfg: Any, dtypes: Sequence[str] = ("bfloat16", "float32"),
     return {"download_bytes": download, "download_estimated": estimated, "memory_bytes": need,
             "machine_bytes": total, "available_bytes": machine.get("available_bytes"), "fits": fits,
             "summary": "; ".join(parts)}
+
+
+# gpu_need's rule: past these, the weights outgrow a workstation's RAM or each token costs too much on a CPU.
+GPU_NEEDED_BYTES, GPU_NEEDED_ACTIVE = 32 * 10**9, 4 * 10**9
+GPU_RECOMMENDED_BYTES, GPU_RECOMMENDED_ACTIVE = 4 * 10**9, 10**9
+
+
+def gpu_need(cfg: Any, dtype: str = "bfloat16") -> dict[str, Any]:
+    """Whether running ``cfg`` needs a GPU in practice, by a rule on its weights' size and active parameters.
+
+    "needed" when its weights take more than 32 GB in ``dtype`` (more RAM than a workstation has) or more
+    than 4 B parameters are active per token (each generated token then reads that many weights, which a
+    CPU does slowly); "recommended" past 4 GB or 1 B active parameters (it runs on a CPU, slowly);
+    otherwise "not needed". One GPU must hold the weights in ``dtype``, or several share them.
+
+    Args:
+        cfg: a pretrained entry (``params_total``; ``params_active``, else every parameter counts as active).
+        dtype: the dtype the weights are run in.
+
+    Returns:
+        ``{"verdict": "needed" | "recommended" | "not needed" | "unknown", "weights_bytes", "summary"}``.
+
+    Example:
+        >>> from types import SimpleNamespace as Entry
+        >>> print(gpu_need(Entry(params_total=46_702_792_704, params_active=12_879_925_248))["summary"])
+        needed in practice (93.4 GB of weights in bfloat16, over 32 GB; 12.9 B parameters active per token, \
+over 4 B): one GPU with more than 93.4 GB of memory, or several sharing the weights
+        >>> gpu_need(Entry(params_total=600_000_000, params_active=None))["verdict"]
+        'not needed'
+    """
+    total = getattr(cfg, "params_total", None)
+    if total is None:
+        return {"verdict": "unknown", "weights_bytes": None, "summary": "unknown (no parameter count recorded)"}
+    active = getattr(cfg, "params_active", None) or total
+    weights = total * DTYPE_BYTES[dtype]
+    size, per_token = f"{_gb(weights)} of weights in {dtype}", f"{active / 1e9:.1f} B parameters active per token"
+    if weights > GPU_NEEDED_BYTES or active > GPU_NEEDED_ACTIVE:
+        why = [f"{size}, over {GPU_NEEDED_BYTES / 1e9:.0f} GB"] if weights > GPU_NEEDED_BYTES else []
+        why += [f"{per_token}, over {GPU_NEEDED_ACTIVE / 1e9:.0f} B"] if active > GPU_NEEDED_ACTIVE else []
+        return {"verdict": "needed", "weights_bytes": weights,
+                "summary": f"needed in practice ({'; '.join(why)}): one GPU with more than {_gb(weights)} of "
+                           "memory, or several sharing the weights"}
+    if weights > GPU_RECOMMENDED_BYTES or active > GPU_RECOMMENDED_ACTIVE:
+        return {"verdict": "recommended", "weights_bytes": weights,
+                "summary": f"recommended ({size}, {per_token}): it runs on a CPU, slowly; a GPU needs more than "
+                           f"{_gb(weights)} of memory"}
+    return {"verdict": "not needed", "weights_bytes": weights,
+            "summary": f"not needed ({size}, {per_token}): it runs on a CPU"}
 
 
 def _weights_dtype(cfg: Any) -> str:

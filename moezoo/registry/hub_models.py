@@ -10,7 +10,10 @@ Names are ``ARCH.TAG`` with the registered reference architecture (:mod:`moezoo.
 :mod:`moezoo.registry.multimodal`) and a tag for the release: Mixtral ``v0_1``, OLMoE ``0924``
 (its release date, as allenai names it), Qwen1.5-MoE ``qwen1_5`` (``qwen2_moe`` is its
 transformers family), Qwen3-30B-A3B ``2504`` (the April 2025 post-trained release; ``-Base`` or
-``-Instruct-2507`` would take their own tags), LLaVA-1.5 ``hf`` (the llava-hf conversion).
+``-Instruct-2507`` would take their own tags), LLaVA-1.5 ``hf`` (the llava-hf conversion),
+Qwen3-VL-30B-A3B ``instruct`` (``-Thinking`` would take its own tag), MoE-LLaVA-StableLM-1.6B-4e
+``languagebind`` (the organisation that released it; the ``-384`` release has a SigLIP tower, so
+another architecture).
 
 Parameter counts are those of the registered architecture (``moezoo info ARCH``; a test checks
 they agree); active counts take each token's top-k experts plus everything outside the routed
@@ -18,7 +21,14 @@ experts. Download sizes are exact where the shard sizes are recorded (OLMoE) and
 ``params_total`` x 2 bytes (``architecture["weights_dtype"]``, see :mod:`moezoo.hub.memory`).
 
 The pinned commits are ones public projects pin or cache these repos at (snapshot paths and
-pinned config links found in several independent repositories); none was made up.
+pinned config links found in several independent repositories; MoE-LLaVA-StableLM-1.6B-4e's in one,
+as its comment says); none was made up. Released models whose commit could not be found have no
+entry yet: MoE-LLaVA-Phi2-2.7B-4e and the ``-384`` releases, and LibMoE's router families
+(``Fsoft-AIC/Phi3.5-Siglip-MoE``, ``Fsoft-AIC/Phi3-SigLiP-MoE``, one sub-folder per router, which an
+entry names with ``subfolder``).
+
+``moezoo info NAME`` prints each entry's download size, the memory its weights need, whether a GPU
+is needed in practice (:func:`moezoo.hub.gpu_need`) and whether the weights fit this machine.
 """
 
 from __future__ import annotations
@@ -79,6 +89,44 @@ HUB_ENTRIES = (
         architecture={"weights_dtype": "float16"},
         description="LLaVA-1.5-7B (Liu et al. 2023), llava-hf conversion: CLIP-L/336 + MLP + Vicuna-7B; "
                     "a dense base to upcycle"),
+    # https://huggingface.co/Qwen/Qwen3-VL-30B-A3B-Instruct ; Apache-2.0 (the model card); 13 bf16 shards,
+    # ~62.1 GB. The revision is the hub-cache snapshot or pinned revision of several independent public projects
+    # (vLLM expert-parallel runs and a LoRA serving script on .../snapshots/9c4b90e1..., a judge-model downloader
+    # that pins it with the 13 shards' sha256, a Tinker training setup's MODEL_REVISION, two model registries'
+    # pinned revision fields, a pinned raw config.json link). Its processor files are the older
+    # preprocessor_config.json (+ video_preprocessor_config.json), which Qwen3VLProcessor.from_pretrained reads.
+    PretrainedCfg(
+        name="qwen3_vl_moe_30b_a3b.instruct", source="hf", location="Qwen/Qwen3-VL-30B-A3B-Instruct",
+        revision="9c4b90e1e4ba969fd3b5378b57d966d725f1b86c",
+        files=_CHECKPOINT + (PretrainedFile("tokenizer.json"), PretrainedFile("preprocessor_config.json")),
+        license="apache-2.0", modalities=("image", "video", "text"),
+        params_total=31_070_754_032, params_active=3_891_664_112,
+        architecture={"num_experts": 128, "top_k": 8, "router": "softmax", "llm_layers": 48, "llm_dim": 2048,
+                      "encoders": {"visual": "Qwen3VLVisionEncoder (27 blocks, deepstack after 8, 16, 24)"},
+                      "tokens_per_input": "one per 32x32 px (2x2 merged 16-px patches; video: per 2 frames)",
+                      "weights_dtype": "bfloat16"},
+        description="Qwen3-VL-30B-A3B-Instruct: the Qwen3-VL tower (DeepStack) + a 48-layer Qwen3-MoE LLM, "
+                    "128 experts, top-8, interleaved mRoPE; images and video"),
+    # https://huggingface.co/LanguageBind/MoE-LLaVA-StableLM-1.6B-4e ; the licence is MoE-LLaVA's (Apache-2.0,
+    # PKU-YuanGroup/MoE-LLaVA; its README: a research preview for non-commercial use); its LLM starts from
+    # stabilityai/stablelm-2-1_6b, under Stability AI's own licence. The revision is a hub-cache snapshot path in
+    # ONE public repository (an evaluation script listing .../models--LanguageBind--MoE-LLaVA-StableLM-1.6B-4e/
+    # snapshots/e48f557c...); no second source was found. Whether the weights are one model.safetensors or an
+    # index of shards is not recorded, so only config.json is listed (the fetch then requires whichever the
+    # snapshot has). MoE-LLaVA-StableLM's tokenizer is Arcade100k, Hub remote code that moezoo does not run: unless
+    # the snapshot also has a tokenizer.json, the model loads without a processor (moezoo.convert.moe_llava_import
+    # says how to add one).
+    PretrainedCfg(
+        name="moe_llava_stablelm_1_6b_4e.languagebind", source="hf", location="LanguageBind/MoE-LLaVA-StableLM-1.6B-4e",
+        revision="e48f557cd69ca1a89419e54b00f9eb5d08cb2130",
+        files=(PretrainedFile("config.json"),),
+        license="apache-2.0 (MoE-LLaVA; non-commercial research preview)", modalities=("image", "text"),
+        params_total=3_200_124_928, params_active=2_369_652_736,
+        architecture={"num_experts": 4, "top_k": 2, "router": "deepspeed_top2", "moe_layers": 12, "llm_layers": 24,
+                      "llm_dim": 2048, "encoders": {"vision": "CLIP ViT-L/14-336 (layer -2)"},
+                      "tokens_per_input": {"image": 576}, "weights_dtype": "bfloat16"},
+        description="MoE-LLaVA-1.6Bx4-Top2 (Lin et al. 2024): CLIP-L/336 + mlp2x_gelu + StableLM-2-1.6B with 4 "
+                    "experts (top-2, DeepSpeed's gate, deterministic here) in every other layer; no DeepSpeed needed"),
 )
 
 for _cfg in HUB_ENTRIES:

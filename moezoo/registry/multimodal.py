@@ -14,6 +14,10 @@
   LLaVA-1.5-7B (the llava-hf format), and MoE-LLaVA-style pairings of a SigLIP / CLIP tower
   with Qwen3-MoE and OLMoE LLMs. Their towers are the upstream ``config.json`` fields
   (linked); their LLMs come from :mod:`moezoo.registry.text`.
+* The released MoE VLMs of the hub entries (:mod:`moezoo.registry.hub_models`): Qwen3-VL-30B-A3B
+  and MoE-LLaVA-StableLM-1.6B-4e, each the ``config.json`` of the release read by its family's
+  importer (:mod:`moezoo.convert.qwen3_vl`, :mod:`moezoo.convert.moe_llava`), imported when the
+  architecture is built, so registering them costs nothing.
 """
 
 from __future__ import annotations
@@ -177,3 +181,77 @@ def uni_moe_tiny_image_audio() -> MultimodalConfig:
                             audio=dict(kind="whisper", whisper_config=whisper),
                             audio_connector=dict(kind="mlp2x_gelu"),
                             modality_attention="bidirectional")
+
+
+# https://huggingface.co/Qwen/Qwen3-VL-30B-A3B-Instruct/blob/main/config.json, the fields the importer reads. Public
+# copies agree: a parser test that transcribes the release's config.json (text and vision configs as here), and
+# run logs at the pinned snapshot 9c4b90e1 ("H=2048; 48 layers; 32 Q/4 KV heads; head dimension 128; 128 routed
+# experts; top-8; no shared expert; MoE intermediate 768"). transformers' Qwen3VLMoeConfig builds the same shapes:
+# 31,070,754,032 parameters, equal to moezoo's count (tests/hub/test_hub_models.py).
+QWEN3_VL_30B_A3B = {
+    "model_type": "qwen3_vl_moe", "architectures": ["Qwen3VLMoeForConditionalGeneration"], "tie_word_embeddings": False,
+    "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+    "text_config": {
+        "model_type": "qwen3_vl_moe_text", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
+        "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
+        "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": True, "decoder_sparse_step": 1,
+        "mlp_only_layers": [], "attention_bias": False, "max_position_embeddings": 262144, "rms_norm_eps": 1e-6,
+        "rope_theta": 5000000,
+        "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+        "bos_token_id": 151643, "eos_token_id": 151645},
+    "vision_config": {
+        "model_type": "qwen3_vl_moe", "depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+        "hidden_act": "gelu_pytorch_tanh", "in_channels": 3, "patch_size": 16, "temporal_patch_size": 2,
+        "spatial_merge_size": 2, "num_position_embeddings": 2304, "out_hidden_size": 2048,
+        "deepstack_visual_indexes": [8, 16, 24]},
+}
+# MoE-LLaVA-StableLM-1.6B-4e (https://huggingface.co/LanguageBind/MoE-LLaVA-StableLM-1.6B-4e). No public copy of its
+# config.json was found, so this is the one MoE-LLaVA's code writes for it (PKU-YuanGroup/MoE-LLaVA):
+# - the LLM is stabilityai/stablelm-2-1_6b (scripts/v1/stablelm/pretrain.sh), saved under StableLMEpochConfig's
+#   names (moellava/model/language_model/stablelm/configuration_stablelm_epoch.py): 24 layers, d=2048, 32 heads,
+#   SwiGLU 5632, vocabulary 100352 (not resized: moellava/train/train.py sets pad = unk for stablelm), as a public
+#   forward test of stablelm-2-1_6b against transformers also lists them;
+# - the "moe" dict is what EvalMoELLaVAStablelmForCausalLM's initialize_moe_modules stores from the arguments of
+#   scripts/v1/stablelm/finetune_moe.sh (moe_mode "sparse" = every other layer, 4 experts, top-2, capacity_factor
+#   1.5, use_residual False, router_aux_loss_coef 0.01) and train.py's defaults (eval_capacity_factor 2,
+#   min_capacity 0);
+# - the tower and projector come from the same script: openai/clip-vit-large-patch14-336, layer -2, patch
+#   features, mlp2x_gelu.
+# The counts agree with the paper's (Lin et al. 2024, arXiv 2401.15947, Table 1: 2.9 B total and 2.0 B activated
+# in the LLM, the tower left out): the LLM here has 2.89 B and 2.06 B of them.
+MOE_LLAVA_STABLELM_1_6B_4E = {
+    "model_type": "moe_llava_stablelm", "architectures": ["MoELLaVAStablelmForCausalLM"], "vocab_size": 100352,
+    "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 24, "num_attention_heads": 32,
+    "num_key_value_heads": 32, "hidden_act": "silu", "rope_pct": 0.25, "rope_theta": 10000,
+    "max_position_embeddings": 4096, "norm_eps": 1e-5, "use_qkv_bias": True, "tie_word_embeddings": False,
+    "bos_token_id": 100257, "eos_token_id": 100257,
+    "mm_image_tower": "openai/clip-vit-large-patch14-336", "image_projector_type": "mlp2x_gelu",
+    "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "mm_use_im_start_end": False,
+    "mm_use_im_patch_token": False,
+    "moe": {"moe_enable": True, "moe_mode": "sparse", "moe_layers_idx": list(range(0, 24, 2)), "ep_size": 1,
+            "top_k_experts": 2, "capacity_factor": 1.5, "eval_capacity_factor": 2.0, "min_capacity": 0,
+            "use_residual": False, "router_aux_loss_coef": 0.01, "num_experts": [4] * 12},
+}
+
+
+@register_model
+def qwen3_vl_moe_30b_a3b():
+    """Qwen3-VL-30B-A3B (Qwen3-VL technical report, arXiv 2511.21631): the 27-block Qwen3-VL tower (deepstack after
+    blocks 8, 16, 24) before a 48-layer Qwen3-MoE LLM with 128 experts, top-8, and interleaved multimodal RoPE."""
+    from moezoo.convert.qwen3_vl import config_from_hf
+
+    return config_from_hf(QWEN3_VL_30B_A3B)
+
+
+@register_model
+def moe_llava_stablelm_1_6b_4e() -> MultimodalConfig:
+    """MoE-LLaVA-1.6Bx4-Top2 (Lin et al. 2024, arXiv 2401.15947): CLIP-L/336 (layer -2, CLS dropped), mlp2x_gelu and
+    StableLM-2-1.6B with 4 experts (top-2, DeepSpeed's gate) in every other layer.
+
+    The ``<image>`` placeholder is the last row of the padded vocabulary, as the importer puts it when the
+    checkpoint's tokenizer (MoE-LLaVA's Arcade100k, Hub remote code) cannot be read.
+    """
+    from moezoo.convert.moe_llava import multimodal_fields
+
+    fields = multimodal_fields(MOE_LLAVA_STABLELM_1_6B_4E)
+    return MultimodalConfig(**fields, image_token_id=fields["llm"].vocab_size - 1)

@@ -41,10 +41,22 @@ def model_facts(model: nn.Module) -> dict[str, Any]:
         if moe.num_heads > 1:
             facts["moe_heads"] = moe.num_heads  # MH-MoE sub-tokens
     encoders = model.encoders()
+    counts = getattr(model, "num_tokens", None)
     if encoders:  # a multimodal model: what each input becomes
-        facts["tokens_per_input"] = dict(model.num_tokens)
+        if counts is not None:
+            facts["tokens_per_input"] = dict(counts)
+        else:  # tokens per input follow the input's size (Qwen3-VL: image_grid_thw / video_grid_thw)
+            facts["tokens_per_input"] = "variable (by the input's grid)"
         facts["encoders"] = {name: type(encoder).__name__ for name, encoder in encoders.items()}
-        facts["connectors"] = {m: model.connector_for(m).__class__.__name__ for m in model.num_tokens}
+        if counts is not None:
+            facts["connectors"] = {m: model.connector_for(m).__class__.__name__ for m in counts}
     facts["moe_sites"] = len(model.moe_sites())
-    facts["modalities"] = [*sorted(getattr(model, "num_tokens", {}) if encoders else ()), "text"]
+    facts["modalities"] = [*(_modalities(model, counts) if encoders else ()), "text"]
     return facts
+
+
+def _modalities(model: nn.Module, counts: Any) -> list[str]:
+    """The non-text inputs, sorted: the keys of ``num_tokens``, else the placeholder ids its config names."""
+    if counts is not None:
+        return sorted(counts)
+    return sorted(m for m in ("audio", "image", "video") if getattr(model.config, f"{m}_token_id", None) is not None)

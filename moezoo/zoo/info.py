@@ -2,7 +2,8 @@
 
 A shipped model: the card's facts (parameters, experts, router, metrics beside the baselines, licence,
 recipe, files with sizes and short sha256). A downloaded one (hub or URL): its source, the download
-size, the memory its weights need, and whether that fits this machine (:mod:`moezoo.hub.memory`).
+size, the memory its weights need, whether it needs a GPU in practice, and whether the weights fit this
+machine (:mod:`moezoo.hub.memory`).
 
 Example:
     >>> from moezoo.registry import PretrainedCfg
@@ -10,6 +11,8 @@ Example:
     ...                                        params_total=46_702_792_704))
     >>> facts["memory needed"]
     '93.4 GB in bfloat16, 186.8 GB in float32'
+    >>> facts["GPU"].split(" (")[0]
+    'needed in practice'
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ def _gb(n: float) -> str:
 
 
 def fit_facts(cfg: PretrainedCfg) -> dict[str, str]:
-    """Download size, the weights' memory, and whether they fit this machine (:func:`moezoo.hub.memory_report`)."""
-    from moezoo.hub import memory_report
+    """Download size, the weights' memory, whether a GPU is needed in practice (:func:`moezoo.hub.gpu_need`)
+    and whether the weights fit this machine (:func:`moezoo.hub.memory_report`)."""
+    from moezoo.hub import gpu_need, memory_report
 
     report = memory_report(cfg)
     download = report["download_bytes"]
     facts = {"download size": (_gb(download) + (" (estimated)" if report["download_estimated"] else ""))
              if download is not None else "unknown",
-             "memory needed": ", ".join(f"{_gb(n)} in {d}" for d, n in report["memory_bytes"].items()) or "unknown"}
+             "memory needed": ", ".join(f"{_gb(n)} in {d}" for d, n in report["memory_bytes"].items()) or "unknown",
+             "GPU": gpu_need(cfg)["summary"]}
     if report["machine_bytes"] is not None and report["fits"]:
         fitting = [d for d, ok in report["fits"].items() if ok]
         facts["this machine"] = (f"{_gb(report['machine_bytes'])} of memory: "

@@ -43,3 +43,21 @@ def test_unknown_machine_memory_gives_no_verdict():
 def test_machine_memory_is_this_machines():
     expected = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert machine_memory()["total_bytes"] == pytest.approx(expected, rel=0.01)
+
+
+def test_gpu_need_by_weights_and_active_parameters():
+    from moezoo.hub import gpu_need
+
+    def verdict(total, active=None, dtype="bfloat16"):
+        return gpu_need(_entry(params_total=total, params_active=active), dtype=dtype)["verdict"]
+
+    assert verdict(16 * GB, GB) == "recommended"  # 32 GB of bfloat16 weights is not over 32 GB
+    assert verdict(16 * GB) == "needed"  # without params_active, every parameter counts as active
+    assert verdict(16 * GB + 1, GB) == "needed" and verdict(GB, GB + 1) == "recommended"  # over 1 B active
+    assert verdict(2 * GB, 4 * GB + 1) == "needed"  # each token reads more than 4 B parameters
+    assert verdict(GB, GB // 4) == "not needed" and verdict(GB, GB // 4, "float32") == "not needed"  # 4 GB
+    assert verdict(GB + 1, GB // 4, "float32") == "recommended"  # the weights in the dtype they run in count
+    report = gpu_need(_entry(params_total=20 * GB, params_active=3 * GB))
+    assert report["weights_bytes"] == 40 * GB
+    assert report["summary"].startswith("needed in practice (40.0 GB of weights in bfloat16, over 32 GB)")
+    assert gpu_need(_entry())["verdict"] == "unknown"
