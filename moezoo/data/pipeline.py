@@ -40,7 +40,12 @@ from moezoo.data.media import decode_image, group_members, in_order
 from moezoo.data.robust import SampleError, SkipCounter
 from moezoo.processing.chat import ConversationError
 from moezoo.processing.documents import Encoded, TokenizerAdapter, encode_document
-from moezoo.processing.processor import DEFAULT_PLACEHOLDERS, INPUT_KEYS, MODALITIES, Processor
+from moezoo.processing.processor import (
+    DEFAULT_PLACEHOLDERS,
+    MEDIA_KEYS,
+    MODALITIES,
+    Processor,
+)
 
 # A skip streak this long means the data and the processor do not fit (say, image data for
 # a text-only model): stop with an error instead of skipping forever in a resampled epoch.
@@ -147,7 +152,7 @@ class SampleProcessor:
             raise SampleError("bad_json", str(err)[:300]) from None
         if len(enc["input_ids"]) > self.max_length:
             raise SampleError("too_long", f"{len(enc['input_ids'])} tokens > max_length={self.max_length}")
-        tensors = {k: enc[k] for k in INPUT_KEYS.values() if k in enc}
+        tensors = {k: enc[k] for k in MEDIA_KEYS if k in enc}
         meta = {k: body[k] for k in META_KEYS if k in body}
         return [ProcessedSample(key, enc["input_ids"], enc["labels"], tensors, meta)]
 
@@ -167,7 +172,7 @@ class SampleProcessor:
         n_text = text.count(placeholder)
         if not n_text and not groups:
             return [], conversations
-        if modality not in self.processor.num_tokens:  # before the names: the model cannot use them anyway
+        if modality not in self.processor.modalities:  # before the names: the model cannot use them anyway
             raise SampleError("unsupported_modality", f"the sample has {modality} ({n_text} {placeholder}, "
                                                       f"{len(groups)} member(s)) but the model takes "
                                                       f"{self.processor.modalities or 'text only'}")

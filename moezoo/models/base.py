@@ -65,7 +65,8 @@ class ZooModel(nn.Module):
     def parts(self) -> dict[str, str]:
         """Top-level child name -> its part, one of :data:`PART_KINDS`. By default the encoders are
         ``encoder``, the language model (if a child) ``llm``, and everything else ``connector``; a text
-        LM is all ``llm``."""
+        LM is all ``llm``. A family whose connector sits inside another child names it by its dotted
+        path too (Qwen3-VL's patch mergers, ``visual.merger``): the longest matching path decides."""
         encoders = {id(m) for m in self.encoders().values()}
         lm = self.language_model
         if lm is self:

@@ -37,6 +37,10 @@ PROCESSOR_NAME = "moezoo_processor.json"
 DEFAULT_PLACEHOLDERS = {"image": IMAGE, "audio": AUDIO, "video": VIDEO}
 # Modality -> the key of its preprocessed input in the model's input dict (transformers' names).
 INPUT_KEYS = {"image": "pixel_values", "audio": "input_features", "video": "pixel_values_videos"}
+# Every per-item media tensor a training example may carry, joined over a batch in order (dim 0): the inputs
+# above and the grids of the processors whose token count follows the image size (Qwen3-VL's, as transformers
+# names them).
+MEDIA_KEYS = (*INPUT_KEYS.values(), "image_grid_thw", "video_grid_thw")
 # The keys of moezoo_processor.json.
 _KEYS = ("num_tokens", "image", "audio", "video_frames", "placeholders", "chat_template", "padding_side")
 

@@ -5,20 +5,37 @@ video's timestamped frames (:mod:`moezoo.processing.qwen_vl`, which runs transfo
 processors), in the order they appear over the batch; the tokenizer then gives ``input_ids`` and
 ``attention_mask`` (left padding), and ``mm_token_type_ids`` marks 0 text, 1 image, 2 video tokens, as
 ``ProcessorMixin.create_mm_token_type_ids`` does. Prompts are rendered with the checkpoint's chat template.
+
+Training examples (:meth:`Qwen3VLProcessor.encode_example`) follow :mod:`moezoo.processing.chat`: the answered
+conversation rendered by the same template, labels ``-100`` except on each assistant answer and its
+``<|im_end|>``. A message whose text holds ``<|image_pad|>`` / ``<|video_pad|>`` (what the training data's
+``<image>`` becomes) is given to the template as parts, an image or video part at each placeholder, so the
+template writes ``<|vision_start|>`` ... ``<|vision_end|>`` around it as it does for transformers' parts.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from moezoo.processing.chat import (
+    assistant_spans,
+    media_in_parts,
+    span_labels,
+    to_message,
+    token_spans_by_offsets,
+    token_spans_by_prefix,
+)
 from moezoo.processing.qwen_vl import (
     IMAGE_TOKEN,
     VIDEO_TOKEN,
+    VISION_END,
+    VISION_START,
     QwenVLImageProcessor,
     QwenVLVideoProcessor,
 )
@@ -27,6 +44,9 @@ from moezoo.utils.io import atomic_save_pretrained
 
 # Keys of saved processor dicts that name classes rather than set the image / video processors.
 _CLASS_KEYS = ("processor_class", "auto_map", "image_processor_type", "video_processor_type")
+# A placeholder in a message's text, with the vision markers around it if the text already has them.
+_PLACEHOLDER = re.compile(f"(?:{re.escape(VISION_START)})?({re.escape(IMAGE_TOKEN)}|{re.escape(VIDEO_TOKEN)})"
+                          f"(?:{re.escape(VISION_END)})?")
 
 
 class Qwen3VLProcessor:
@@ -51,13 +71,109 @@ class Qwen3VLProcessor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
 
+    # What the training data pipeline (moezoo.data.pipeline.SampleProcessor) asks of a processor: the data's
+    # <image> / <video> become these. Qwen3-VL's token count per image follows the image's size (its grid).
+    placeholders: ClassVar[dict[str, str]] = {"image": IMAGE_TOKEN, "video": VIDEO_TOKEN}
+    modalities: ClassVar[list[str]] = ["image", "video"]
+
+    @property
+    def video_frames(self) -> int:
+        """What the shard pipeline reads a video file with (a fixed frame count): not wired to Qwen3-VL yet."""
+        raise NotImplementedError("Qwen3-VL's video processor samples a video's frames by its fps; the shard "
+                                  "pipeline's video reader (a fixed frame count) is not wired to it yet: pass "
+                                  "videos to encode_example / __call__ directly")
+
     def apply_chat_template(self, conversation: list[dict[str, Any]], add_generation_prompt: bool = True,
                             **kwargs: Any) -> str:
-        """The conversation rendered with the chat template (a string for :meth:`__call__`)."""
+        """The conversation rendered with the chat template (a string for :meth:`__call__`).
+
+        Messages may be transformers' ``{"role", "content"}`` (a string or a list of parts) or LLaVA's
+        ``{"from", "value"}``; a placeholder in a string content becomes an image / video part (module docstring).
+        """
         if self.chat_template is None:
             raise ValueError("this processor has no chat template (the checkpoint's tokenizer files carry none)")
-        return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt, **kwargs)
+        return self.tokenizer.apply_chat_template(self._messages(conversation), chat_template=self.chat_template,
+                                                  tokenize=False, add_generation_prompt=add_generation_prompt,
+                                                  **kwargs)
+
+    def encode_example(self, conversation: list[dict[str, Any]], images: Sequence | None = None,
+                       videos: Sequence | None = None, fps: Sequence[float | None] | float | None = None,
+                       return_tensors: str | None = "pt") -> Any:
+        """A training example: the answered ``conversation`` as the model's inputs, with ``labels``.
+
+        ``input_ids`` are :meth:`__call__`'s ids of ``apply_chat_template(conversation, add_generation_prompt=False)``;
+        ``labels`` are ``-100`` except on every assistant answer and its end-of-turn tokens (``<|im_end|>``; the
+        ``\\n`` after it separates turns and carries no loss), as :mod:`moezoo.processing.chat` marks them.
+        Media may be given here or carried by the parts (``{"type": "image", "image" | "path": ...}``).
+
+        Args:
+            return_tensors: ``"pt"`` (``(1, T)`` tensors) or ``None`` (lists of ids; the media stay tensors).
+
+        Raises:
+            ConversationError: no assistant turn, or a template that does not render the generation prompt
+                as the start of the answered turn.
+
+        Example:
+            >>> from PIL import Image
+            >>> from moezoo.convert.qwen3_vl_testing import IMAGE_SETTINGS, tiny_qwen3_vl_tokenizer
+            >>> proc = Qwen3VLProcessor(tiny_qwen3_vl_tokenizer(), IMAGE_SETTINGS)
+            >>> enc = proc.encode_example([{"role": "user", "content": "<|image_pad|>\\nw4 w5"},
+            ...                            {"role": "assistant", "content": "w7"}],
+            ...                           images=[Image.new("RGB", (32, 32))])
+            >>> sorted(enc)
+            ['attention_mask', 'image_grid_thw', 'input_ids', 'labels', 'mm_token_type_ids', 'pixel_values']
+            >>> proc.tokenizer.decode(enc["labels"][0][enc["labels"][0] != -100])
+            'w7 <|im_end|>'
+        """
+        from transformers import BatchFeature
+
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"return_tensors={return_tensors!r}; encode_example gives 'pt' tensors or None (lists)")
+        messages = self._messages(conversation)
+        text = self.apply_chat_template(messages, add_generation_prompt=False)
+        spans = assistant_spans(messages, lambda m, prompt: self.apply_chat_template(m, prompt), text,
+                                (IMAGE_TOKEN, VIDEO_TOKEN))
+        if images is None:
+            images = [_load(source) for source in media_in_parts(conversation, "image")] or None
+        if videos is None:
+            videos = media_in_parts(conversation, "video") or None
+        data, expansions = self._media([text], images, videos, fps)
+
+        def expand(prefix: str) -> str:  # a prefix of the text holds the first of its media, expanded alike
+            return _expand_all([prefix], expansions)[0]
+
+        expanded = expand(text)
+        if getattr(self.tokenizer, "is_fast", False):
+            tokens = self.tokenizer(expanded, return_offsets_mapping=True)
+            input_ids = tokens["input_ids"]
+            starts = [start for start, _ in tokens["offset_mapping"]]
+            token_spans = token_spans_by_offsets(starts, [(len(expand(text[:a])), len(expand(text[:b])))
+                                                          for a, b in spans])
+        else:
+            input_ids = self.tokenizer(expanded)["input_ids"]
+            token_spans = token_spans_by_prefix(lambda t: self.tokenizer(expand(t))["input_ids"], text, input_ids,
+                                                spans)
+        labels = span_labels(input_ids, token_spans, frozenset({self.image_token_id, self.video_token_id}))
+        types = [1 if i == self.image_token_id else 2 if i == self.video_token_id else 0 for i in input_ids]
+        text_data = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
+                     "mm_token_type_ids": types}
+        if return_tensors == "pt":
+            text_data = {k: torch.tensor([v], dtype=torch.long) for k, v in text_data.items()}
+        return BatchFeature({**data, **text_data})
+
+    def _messages(self, conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The conversation as template messages, each placeholder in a string content an image / video part."""
+        out = []
+        for i, message in enumerate(conversation):
+            message = to_message(message, i, self.placeholders, keep_parts=True)
+            content = message["content"]
+            if isinstance(content, str) and _PLACEHOLDER.search(content):
+                pieces = _PLACEHOLDER.split(content)  # text, token, text, token, ..., text
+                parts = [{"type": "image" if p == IMAGE_TOKEN else "video"} if k % 2 else {"type": "text", "text": p}
+                         for k, p in enumerate(pieces) if k % 2 or p]
+                message = {**message, "content": parts}
+            out.append(message)
+        return out
 
     def encode_prompt(self, conversation: list[dict[str, Any]], images: Sequence | None = None,
                       videos: Sequence | None = None, fps: Sequence[float | None] | float | None = None) -> Any:
@@ -75,27 +191,40 @@ class Qwen3VLProcessor:
         from transformers import BatchFeature
 
         texts = [text] if isinstance(text, str) else list(text)
-        data: dict[str, Any] = {}
-        images, videos = list(images or []), list(videos or [])
-        for token, media, name in ((IMAGE_TOKEN, images, "images"), (VIDEO_TOKEN, videos, "videos")):
-            found = sum(t.count(token) for t in texts)
-            if found != len(media):
-                raise ValueError(f"the text has {found} {token} placeholders but {len(media)} {name} were given")
-        if images:
-            out = self.image_processor(images)
-            data.update(pixel_values=out["pixel_values"], image_grid_thw=out["image_grid_thw"])
-            texts = _expand(texts, IMAGE_TOKEN, self.image_processor.placeholders(out["image_grid_thw"]))
-        if videos:
-            out = self.video_processor(videos, fps=fps)
-            data.update(pixel_values_videos=out["pixel_values_videos"], video_grid_thw=out["video_grid_thw"])
-            texts = _expand(texts, VIDEO_TOKEN, self.video_processor.placeholders(out["video_grid_thw"],
-                                                                                  out["timestamps"]))
+        data, expansions = self._media(texts, images, videos, fps)
+        texts = _expand_all(texts, expansions)
         encoded = self.tokenizer(texts, padding=len(texts) > 1, padding_side=self.padding_side, return_tensors="pt")
         ids = encoded["input_ids"]
         types = torch.zeros_like(ids).masked_fill(ids == self.image_token_id, 1).masked_fill(
             ids == self.video_token_id, 2)
         data.update(input_ids=ids, attention_mask=encoded["attention_mask"], mm_token_type_ids=types)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _media(self, texts: list[str], images: Sequence | None, videos: Sequence | None,
+               fps: Sequence[float | None] | float | None) -> tuple[dict[str, Any], list[tuple[str, list[str]]]]:
+        """The media inputs, and each placeholder with what its media's occurrences become, in order over
+        ``texts`` (for :func:`_expand_all`).
+
+        Raises:
+            ValueError: the placeholders in the texts and the images / videos given differ in number.
+        """
+        data: dict[str, Any] = {}
+        images, videos = list(images or []), list(videos or [])
+        for token, media, name in ((IMAGE_TOKEN, images, "images"), (VIDEO_TOKEN, videos, "videos")):
+            found = sum(t.count(token) for t in texts)
+            if found != len(media):
+                raise ValueError(f"the text has {found} {token} placeholders but {len(media)} {name} were given")
+        expansions: list[tuple[str, list[str]]] = []
+        if images:
+            out = self.image_processor(images)
+            data.update(pixel_values=out["pixel_values"], image_grid_thw=out["image_grid_thw"])
+            expansions.append((IMAGE_TOKEN, self.image_processor.placeholders(out["image_grid_thw"])))
+        if videos:
+            out = self.video_processor(videos, fps=fps)
+            data.update(pixel_values_videos=out["pixel_values_videos"], video_grid_thw=out["video_grid_thw"])
+            expansions.append((VIDEO_TOKEN, self.video_processor.placeholders(out["video_grid_thw"],
+                                                                              out["timestamps"])))
+        return data, expansions
 
     def batch_decode(self, ids: Any, skip_special_tokens: bool = True, **kwargs: Any) -> list[str]:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
@@ -135,6 +264,12 @@ class Qwen3VLProcessor:
         return cls(tokenizer, image, video, chat_template=template)
 
 
+def _load(source: Any) -> Any:
+    from moezoo.processing.image import load_image
+
+    return load_image(source)
+
+
 def _read_json(file: Path) -> dict[str, Any]:
     if not file.is_file():
         return {}
@@ -142,6 +277,13 @@ def _read_json(file: Path) -> dict[str, Any]:
         return json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{file} is not valid JSON ({err})") from None
+
+
+def _expand_all(texts: list[str], expansions: list[tuple[str, list[str]]]) -> list[str]:
+    """``texts`` with each placeholder of ``expansions`` replaced, in order, by its replacements."""
+    for token, replacements in expansions:
+        texts = _expand(texts, token, replacements)
+    return texts
 
 
 def _expand(texts: list[str], token: str, replacements: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ and placeholder token counts, so data and model cannot disagree. A batch is what
     input_ids (B, T), attention_mask (B, T), labels (B, T; -100 on prompt, placeholders, padding),
     pixel_values (N_images, 3, H, W), input_features (N_audios, mel_bins, frames),
     pixel_values_videos (N_videos, F, 3, H, W)   (each flattened over the batch in placeholder order)
+    image_grid_thw (N_images, 3), video_grid_thw (N_videos, 3)   (Qwen3-VL's, whose pixel_values are patches)
     keys (B sample keys), meta (B dicts)          (not tensors; MoEZooModule drops them)
 """
 
@@ -30,7 +31,7 @@ from moezoo.data.robust import SkipCounter, merge_totals
 from moezoo.data.shards import DatasetIndex
 from moezoo.processing.chat import IGNORE_INDEX
 from moezoo.processing.documents import TokenizerAdapter
-from moezoo.processing.processor import INPUT_KEYS, Processor
+from moezoo.processing.processor import MEDIA_KEYS, Processor
 from moezoo.train.processors import ONE_SOURCE, resolve_processor
 from moezoo.utils.checks import check_min
 
@@ -87,7 +88,7 @@ def pad_collate(samples: list[ProcessedSample], pad_id: int) -> dict[str, Any]:
         "attention_mask": torch.tensor([[1] * (length - p) + [0] * p for p in pads]),
         "labels": torch.tensor([list(s.labels) + [IGNORE_INDEX] * p for s, p in zip(samples, pads)]),
     }
-    for key in INPUT_KEYS.values():  # in batch order, each sample's items in placeholder order: the model's order
+    for key in MEDIA_KEYS:  # in batch order, each sample's items in placeholder order: the model's order
         parts = [s.media[key] for s in samples if key in s.media]
         if parts:
             if any(p.shape[1:] != parts[0].shape[1:] for p in parts):

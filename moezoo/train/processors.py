@@ -80,7 +80,7 @@ def resolve_processor(processor: Any = None, tokenizer: Any = None) -> Processor
     """The :class:`~moezoo.processing.processor.Processor` that ``processor`` or ``tokenizer`` names.
 
     Args:
-        processor: a ``Processor``; a moezoo model; a registered architecture name
+        processor: a ``Processor`` (or a family's own processor with ``encode_example``); a moezoo model; a registered architecture name
             (:func:`architecture_processor`: from its spec, the model is not built); a checkpoint
             dir (:func:`checkpoint_processor`); or anything whose ``processor`` attribute is one of
             these (a :class:`~moezoo.train.module.MoEZooModule`, what ``moezoo fit`` links to the data).
@@ -97,8 +97,8 @@ def resolve_processor(processor: Any = None, tokenizer: Any = None) -> Processor
         raise ValueError(ONE_SOURCE)
     if tokenizer is not None:
         return Processor(load_tokenizer_object(tokenizer), {})
-    if isinstance(processor, Processor):
-        return processor
+    if isinstance(processor, Processor) or callable(getattr(type(processor), "encode_example", None)):
+        return processor  # ours, or a family's own (Qwen3-VL's: moezoo.processing.qwen3_vl)
     if isinstance(processor, ZooModel):
         return model_processor(processor)
     if isinstance(processor, (str, Path)):

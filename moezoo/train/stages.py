@@ -6,10 +6,11 @@ The progressive recipe of LLaVA (Liu et al. 2023), LibMoE (arXiv 2411.00918), Mo
 * ``align``: only the connectors train, mapping frozen encoder features into the frozen LLM;
 * ``finetune``: the connectors and the LLM train (visual instruction tuning);
 * ``moe``: the model is first sparse-upcycled (Komatsuzaki et al. 2022, arXiv 2212.05055) by
-  its family's upcycler when its language model has no MoE layer or ``upcycle`` settings are
+  its family's upcycler when it has no MoE layer anywhere or ``upcycle`` settings are
   given (e.g. ``{"targets": ["connector"]}``); then the MoE layers (routers and experts,
   wherever they sit: the LLM, an ``moe`` connector, an upcycled encoder) train, and with
-  ``train_rest`` the connectors and the LLM too.
+  ``train_rest`` the connectors and the LLM too. A model whose MoE sits outside its LLM
+  (LibMoE's MoE SigLIP tower and MoE projector) trains those layers as they are.
 
 ``train_encoder`` adds the encoders to any stage (a trunk trained from scratch, as the
 quickstart's CNN). Which part a parameter belongs to is the model's to say
@@ -40,9 +41,10 @@ def check_stage(stage: str) -> str:
 
 
 def parameter_parts(model: nn.Module) -> dict[str, tuple[str, bool]]:
-    """Parameter name -> ``(part, in_moe)``: ``part`` is ``model.parts()``'s kind of the top-level
-    child holding it (``encoder``, ``connector`` or ``llm``), ``in_moe`` whether it belongs to one
-    of ``model.moe_sites()``.
+    """Parameter name -> ``(part, in_moe)``: ``part`` is ``model.parts()``'s kind of the module
+    holding it (``encoder``, ``connector`` or ``llm``: the longest of its names that is a prefix of the
+    parameter's, a top-level child or a nested part such as Qwen3-VL's ``visual.merger``), ``in_moe``
+    whether it belongs to one of ``model.moe_sites()``.
 
     Raises:
         ValueError: a parameter sits outside every part (directly on a model that is not its own
@@ -61,8 +63,9 @@ def parameter_parts(model: nn.Module) -> dict[str, tuple[str, bool]]:
     parts = model.parts()
     whole_llm = model.language_model is model
     out = {}
+    nested = sorted((k for k in parts if "." in k), key=len, reverse=True)  # the longest path decides
     for name, param in model.named_parameters():
-        top = name.split(".", 1)[0]
+        top = next((k for k in nested if name.startswith(k + ".")), name.split(".", 1)[0])
         if top not in parts and not whole_llm:
             raise ValueError(f"parameter {name!r} is in no part of {type(model).__name__}; its parts() are "
                              f"{parts} (each top-level child is an encoder, a connector or the llm)")
@@ -94,7 +97,7 @@ def set_stage(model: nn.Module, stage: str, train_encoder: bool = False, train_r
         >>> set_stage(lm, "align")
         Traceback (most recent call last):
         ...
-        ValueError: stage 'align' trains connectors, which this model has none of
+        ValueError: stage 'align' trains connectors, which this model has none of (it has: llm; MoE layers: none)
     """
     trained = STAGE_PARTS[check_stage(stage)] | ({"connector", "llm"} if stage == "moe" and train_rest else set())
     trained = trained | ({"encoder"} if train_encoder else set())
@@ -110,13 +113,18 @@ def set_stage(model: nn.Module, stage: str, train_encoder: bool = False, train_r
             counts[part] += param.numel()
             counts["moe"] += param.numel() if in_moe else 0
     if not counts["trainable"]:
-        raise ValueError(f"stage {stage!r} trains {NOTHING_TO_TRAIN[stage]}, which this model has none of")
+        sites = list(model.moe_sites())
+        kinds = ", ".join(sorted({part for part, _ in parts.values()}))
+        raise ValueError(f"stage {stage!r} trains {NOTHING_TO_TRAIN[stage]}, which this model has none of (it has: "
+                         f"{kinds}; MoE layers: {', '.join(sites[:3]) + (' ...' if len(sites) > 3 else '') or 'none'})")
     return counts
 
 
 def upcycle_for_stage(model: nn.Module, stage: str, upcycle: dict[str, Any] | None = None) -> nn.Module:
     """``model``, sparse-upcycled by its family's upcycler (:func:`moezoo.models.upcycle.upcycle`) when
-    the stage is ``moe`` and ``upcycle`` settings are given or its language model has no MoE layer.
+    the stage is ``moe`` and ``upcycle`` settings are given or the model has no MoE layer anywhere
+    (:meth:`~moezoo.models.base.ZooModel.moe_sites`: a LibMoE model, whose LLM is dense but whose
+    tower and projector are MoE, trains those as they are).
 
     The upcycled copy keeps the processor and tokenizer that feed the model.
 
@@ -128,7 +136,7 @@ def upcycle_for_stage(model: nn.Module, stage: str, upcycle: dict[str, Any] | No
         >>> upcycle_for_stage(dense, "finetune") is dense
         True
     """
-    if check_stage(stage) != "moe" or not (upcycle or not model.language_model.config.sparse_layers()):
+    if check_stage(stage) != "moe" or not (upcycle or not model.moe_sites()):
         return model
     from moezoo.models.upcycle import upcycle as upcycle_model
 
