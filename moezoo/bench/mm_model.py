@@ -1,7 +1,12 @@
-"""A LLaVA-shaped MoE model: moezoo against transformers' ``LlavaForConditionalGeneration``.
+"""A multimodal MoE model, LLaVA-shaped or Qwen3-VL-MoE (``--family``): moezoo against transformers.
 
-One model shape, two workloads, each timed interleaved and summarised by medians of
-the rounds (ratios: medians of the per-round ratios, so both sides of a ratio ran back to back):
+``--family llava`` (the default) is described here; ``--family qwen3_vl_moe`` compares moezoo's Qwen3-VL-MoE with
+transformers' ``Qwen3VLMoeForConditionalGeneration`` (:mod:`moezoo.bench.mm_qwen3_vl`, its own default shape).
+Both families print the same two ratios against the same targets (>= 1.25x forward+backward, >= 1.5x greedy).
+
+The LLaVA family: moezoo against transformers' ``LlavaForConditionalGeneration``, one model shape,
+two workloads, each timed interleaved and summarised by medians of the rounds (ratios: medians of
+the per-round ratios, so both sides of a ratio ran back to back):
 
 * **forward+backward**, a LLaVA-1.5 stage-2 step (Liu et al. 2023, arXiv 2310.03744): a batch
   of ``--batch`` samples, each ``<s>``, one image's placeholder tokens and ``--seq - 1`` text
@@ -18,34 +23,61 @@ the rounds (ratios: medians of the per-round ratios, so both sides of a ratio ra
 The model (defaults): a SigLIP-shaped tower (224 px, patch 16, width 384, 6 layers, MLP
 1536, 6 heads; ``vision_feature_layer=-2``, ``"full"`` selection, as SigLIP has no CLS),
 the ``mlp2x_gelu`` projector and a 2-layer OLMoE-shaped LLM (d=512, E=64, k=8,
-d_ff=256, 8 heads, vocab 4096). transformers runs its default ``grouped_mm`` experts and
-SDPA attention; moezoo is :func:`~moezoo.convert.llava.llava_to_moezoo` of the same
-state dict, weights drawn with std 0.02 (see :mod:`moezoo.bench.model`). The result holds
-both losses, the largest gradient difference and whether the generated ids are identical,
-so a run shows that both sides computed the same thing.
+d_ff=256, 8 heads, vocab 4096). transformers runs the experts implementation named by
+``--hf-experts`` (default ``grouped_mm``, its default and fastest on CPU) and SDPA attention;
+moezoo is :func:`~moezoo.convert.llava.llava_to_moezoo` of the same state dict, weights drawn
+with std 0.02 (see :mod:`moezoo.bench.model`). The result holds both losses, the largest gradient
+difference and whether the generated ids are identical, so a run shows that both sides computed the
+same thing.
 """
 
 from __future__ import annotations
 
 import torch
 
-from moezoo.bench.model import realistic_weights_
 from moezoo.bench.model import add_arguments as add_model_arguments
+from moezoo.bench.model import realistic_weights_
 from moezoo.bench.timing import median, paired_ratio, time_interleaved
+from moezoo.moe.config import DISPATCHES
+
+FAMILIES = ("llava", "qwen3_vl_moe")
+# Each family's default shape; a flag given on the command line wins.
+LLAVA_DEFAULTS = {"layers": 2, "dim": 512, "heads": 8, "experts": 64, "top_k": 8, "expert_dim": 256, "vocab": 4096,
+                  "batch": 4, "seq": 64, "image_size": 224, "patch_size": 16, "vision_dim": 384, "vision_layers": 6,
+                  "vision_heads": 6, "vision_ffn": 1536, "new_tokens": 64}
 
 
 def add_arguments(parser) -> None:
     add_model_arguments(parser)  # the LLM's shape, --batch, --seq (text tokens per sample), --repeats
-    parser.set_defaults(seq=64)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--patch-size", type=int, default=16)
-    parser.add_argument("--vision-dim", type=int, default=384)
-    parser.add_argument("--vision-layers", type=int, default=6)
-    parser.add_argument("--vision-heads", type=int, default=6)
-    parser.add_argument("--vision-ffn", type=int, default=1536)
+    parser.add_argument("--family", choices=FAMILIES, default="llava",
+                        help="llava: LlavaForConditionalGeneration (SigLIP + OLMoE-shaped LLM); qwen3_vl_moe: "
+                             "Qwen3VLMoeForConditionalGeneration (default: llava)")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--patch-size", type=int)
+    parser.add_argument("--vision-dim", type=int)
+    parser.add_argument("--vision-layers", type=int)
+    parser.add_argument("--vision-heads", type=int)
+    parser.add_argument("--vision-ffn", type=int)
     parser.add_argument("--feature-layer", type=int, default=-2, help="LLaVA's vision_feature_layer")
-    parser.add_argument("--new-tokens", type=int, default=64, help="generated tokens (64, as `moezoo bench generate`)")
+    parser.add_argument("--new-tokens", type=int, help="generated tokens (64, as `moezoo bench generate`)")
     parser.add_argument("--train-tower", action="store_true", help="train the vision tower too (default: frozen)")
+    parser.add_argument("--hf-experts", default="grouped_mm",
+                        help="transformers' experts implementation (set_experts_implementation; default grouped_mm, "
+                             "its fastest on CPU)")
+    parser.add_argument("--moe-dispatch", default="auto", choices=DISPATCHES,
+                        help="qwen3_vl_moe: moezoo's MoEConfig.dispatch (default auto, what moezoo.load gives)")
+    parser.set_defaults(**{key: None for key in LLAVA_DEFAULTS})  # each family's own, filled in by run()
+
+
+def family_defaults(args):
+    """``args`` with every shape flag left unset taken from ``--family``'s default shape."""
+    from moezoo.bench import mm_qwen3_vl
+
+    defaults = mm_qwen3_vl.DEFAULTS if args.family == "qwen3_vl_moe" else LLAVA_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
 
 
 VISION_KEYS = ("image_size", "patch_size", "vision_dim", "vision_layers", "vision_heads", "vision_ffn",
@@ -73,6 +105,8 @@ def llava_pair(args, seed: int = 0):
     torch.manual_seed(seed)
     hf = transformers.LlavaForConditionalGeneration(cfg)
     realistic_weights_(hf)
+    hf.model.language_model.set_experts_implementation(getattr(args, "hf_experts", "grouped_mm"))  # the text model:
+    # LlavaForConditionalGeneration itself refuses set_experts_implementation
     hf.generation_config.eos_token_id = None
     config = MultimodalConfig(**multimodal_fields(cfg.to_dict()))
     state = llava_to_moezoo({k: v.clone() for k, v in hf.state_dict().items()}, config.llm)
@@ -197,7 +231,17 @@ def _print(title: str, result: dict, note: str) -> None:
           f"(rounds {min(rounds):.2f}x-{max(rounds):.2f}x)   {note}")
 
 
+def _pair_timer(repeats: int):
+    """``time_pair(ours, theirs, tokens)``: both timed interleaved (one warm-up each), summarised."""
+    def time_pair(ours, theirs, tokens: int) -> dict:
+        return _summary(time_interleaved({"moezoo": ours, "transformers": theirs}, repeats, warmup=1), tokens)
+    return time_pair
+
+
 def run(args) -> dict:
+    family_defaults(args)
+    if args.family == "qwen3_vl_moe":
+        return _run_qwen3_vl(args)
     hf, moe = llava_pair(args)
     n_image = moe.num_tokens["image"]
     train = time_training(args, hf, moe)
@@ -207,12 +251,29 @@ def run(args) -> dict:
           f"width {args.vision_dim}, {args.vision_layers} layers, feature layer {args.feature_layer}, {tower}), "
           f"mlp2x_gelu, OLMoE-shaped LLM ({args.layers} layers, d={args.dim}, E={args.experts}, k={args.top_k}, "
           f"d_ff={args.expert_dim}), {torch.get_num_threads()} threads, median of {args.repeats}")
+    return _report(args, train, generate, n_image, "llava")
+
+
+def _run_qwen3_vl(args) -> dict:
+    from moezoo.bench import mm_qwen3_vl
+
+    hf, moe = mm_qwen3_vl.qwen3_vl_pair(args)
+    time_pair = _pair_timer(args.repeats)
+    train = mm_qwen3_vl.time_training(args, hf, moe, time_pair)
+    generate = mm_qwen3_vl.time_generation(args, hf, moe, time_pair)
+    print(f"moezoo bench mm-model --family qwen3_vl_moe: {mm_qwen3_vl.describe(args)}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    return _report(args, train, generate, mm_qwen3_vl.image_tokens(args), "qwen3_vl_moe")
+
+
+def _report(args, train: dict, generate: dict, n_image: int, family: str) -> dict:
     loss = train["loss"]
     _print(f"forward+backward, batch {args.batch} x ({n_image} image + {args.seq} text tokens):", train,
            f"loss {loss['moezoo']:.6f} / {loss['transformers']:.6f}, max grad diff {train['max_grad_diff']:.1e}")
     _print(f"greedy generation, batch 1, 1 image + {args.seq} text tokens, {args.new_tokens} new tokens:", generate,
            f"identical ids: {generate['identical_ids']}")
-    return {"shape": {k: getattr(args, k) for k in SHAPE_KEYS + VISION_KEYS}, "image_tokens": n_image,
-            "train_tower": args.train_tower, "threads": torch.get_num_threads(),
+    keys = SHAPE_KEYS + VISION_KEYS if family == "llava" else SHAPE_KEYS + VISION_KEYS[:-1]
+    return {"family": family, "shape": {k: getattr(args, k) for k in keys}, "image_tokens": n_image,
+            "train_tower": args.train_tower, "hf_experts": args.hf_experts, "moe_dispatch": args.moe_dispatch,
+            "threads": torch.get_num_threads(),
             "forward_backward": train, "generate": generate}
-

@@ -60,6 +60,12 @@ class Qwen3VLMoEForConditionalGeneration(ZooModel):
     def encoders(self) -> dict[str, nn.Module]:
         return {"visual": self.visual}
 
+    def parts(self) -> dict[str, str]:
+        """The tower is the encoder, except its patch mergers (the main one and DeepStack's): they map vision
+        features into the LLM, so they are the connector the ``align`` stage trains (Qwen-VL's own fine-tuning
+        scripts train them as the "mm MLP", apart from the tower and the LLM)."""
+        return {**super().parts(), "visual.merger": "connector", "visual.deepstack_merger_list": "connector"}
+
     # -- the mixed sequence ----------------------------------------------------------------------------
     def embed_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                      pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
