@@ -11,7 +11,6 @@ dict) and tokenizer, so ``model.processor(text=..., images=...)`` gives the ``in
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from moezoo.models.spec import register_importer
 from moezoo.processing.image import HF_IMAGE_PROCESSORS
 from moezoo.processing.processor import Processor
 from moezoo.processing.tokenizer import load_tokenizer
+from moezoo.utils.io import read_json_if_present
 
 # Keys of a saved image-processor dict that belong to the processor around it, not to the image processor.
 _PROCESSOR_KEYS = ("processor_class", "auto_map")
@@ -89,10 +89,10 @@ def processor_files(path: str | Path, default_class: str) -> dict[str, Any]:
         ``num_additional_image_tokens``, ``image_token``) and ``chat_template`` (or ``None``).
     """
     path = Path(path)
-    settings = _read_json(path / "processor_config.json")
+    settings = read_json_if_present(path / "processor_config.json")
     image_processor = settings.pop("image_processor", None)  # transformers 5 nests it here
     if image_processor is None and (path / "preprocessor_config.json").is_file():
-        image_processor = _read_json(path / "preprocessor_config.json")  # transformers 4, llava-hf
+        image_processor = read_json_if_present(path / "preprocessor_config.json")  # transformers 4, llava-hf
     if image_processor is not None:
         image_processor = {k: v for k, v in image_processor.items() if k not in _PROCESSOR_KEYS}
         name = image_processor.setdefault("image_processor_type", default_class)
@@ -103,7 +103,7 @@ def processor_files(path: str | Path, default_class: str) -> dict[str, Any]:
     if (path / "chat_template.jinja").is_file():
         template = (path / "chat_template.jinja").read_text()
     elif (path / "chat_template.json").is_file():  # the legacy processor file
-        template = _read_json(path / "chat_template.json").get("chat_template")
+        template = read_json_if_present(path / "chat_template.json").get("chat_template")
     return {"image_processor": image_processor, "settings": settings, "chat_template": template}
 
 
@@ -136,15 +136,6 @@ def _processor_token_count(settings: dict[str, Any], size: tuple[int, int]) -> i
     patch = settings["patch_size"]
     count = (size[0] // patch) * (size[1] // patch) + settings.get("num_additional_image_tokens", 0)
     return count - int(settings.get("vision_feature_select_strategy") == "default")
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON ({err})") from None
 
 
 register_importer(MULTIMODAL_SPEC, "llava", import_llava, "LlavaForConditionalGeneration")

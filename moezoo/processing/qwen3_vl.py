@@ -15,7 +15,6 @@ template writes ``<|vision_start|>`` ... ``<|vision_end|>`` around it as it does
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from moezoo.processing.qwen_vl import (
 )
 from moezoo.processing.tokenizer import load_tokenizer
 from moezoo.utils.io import atomic_save_pretrained
+from moezoo.utils.io import read_json_if_present
 
 # Keys of saved processor dicts that name classes rather than set the image / video processors.
 _CLASS_KEYS = ("processor_class", "auto_map", "image_processor_type", "video_processor_type")
@@ -253,12 +253,13 @@ class Qwen3VLProcessor:
         tokenizer = load_tokenizer(path, required=False)
         if tokenizer is None:
             return None
-        settings = _read_json(path / "processor_config.json")
-        image = settings.get("image_processor") or _read_json(path / "preprocessor_config.json")
-        video = settings.get("video_processor") or _read_json(path / "video_preprocessor_config.json")
+        settings = read_json_if_present(path / "processor_config.json")
+        image = settings.get("image_processor") or read_json_if_present(path / "preprocessor_config.json")
+        video = settings.get("video_processor") or read_json_if_present(path / "video_preprocessor_config.json")
         image = {k: v for k, v in image.items() if k not in _CLASS_KEYS} or None
         video = {k: v for k, v in video.items() if k not in _CLASS_KEYS} or None
-        template = settings.get("chat_template") or _read_json(path / "chat_template.json").get("chat_template")
+        template = (settings.get("chat_template")
+                    or read_json_if_present(path / "chat_template.json").get("chat_template"))
         if (path / "chat_template.jinja").is_file():
             template = (path / "chat_template.jinja").read_text()
         return cls(tokenizer, image, video, chat_template=template)
@@ -268,15 +269,6 @@ def _load(source: Any) -> Any:
     from moezoo.processing.image import load_image
 
     return load_image(source)
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON ({err})") from None
 
 
 def _expand_all(texts: list[str], expansions: list[tuple[str, list[str]]]) -> list[str]:

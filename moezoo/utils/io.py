@@ -11,6 +11,7 @@ are renamed into place get the mode ``os.mkdir`` gives (:func:`temporary_dir`).
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
@@ -169,3 +170,22 @@ def atomic_save_pretrained(obj: Any, out_dir: str | os.PathLike) -> Path:
             if file.is_file():
                 atomic_write_bytes(out_dir / file.name, file.read_bytes())
     return out_dir
+
+
+def read_json_if_present(file: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``file``, or ``{}`` when there is no such file (an optional processor file).
+
+    Raises:
+        ValueError: the file is there but is not valid JSON (the message names it).
+
+    Example:
+        >>> read_json_if_present("/nonexistent/preprocessor_config.json")
+        {}
+    """
+    file = Path(file)
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON ({err})") from None
