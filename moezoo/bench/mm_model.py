@@ -37,7 +37,7 @@ import torch
 
 from moezoo.bench.model import add_arguments as add_model_arguments
 from moezoo.bench.model import realistic_weights_
-from moezoo.bench.timing import median, paired_ratio, time_interleaved
+from moezoo.bench.timing import max_grad_diff, median, paired_ratio, time_interleaved
 from moezoo.moe.config import DISPATCHES
 
 FAMILIES = ("llava", "qwen3_vl_moe")
@@ -145,11 +145,7 @@ def _max_grad_diff(hf, moe) -> float:
     from moezoo.convert.llava import moezoo_to_llava
 
     grads = {name: p.grad for name, p in moe.named_parameters() if p.grad is not None}
-    ours = moezoo_to_llava(grads, moe.config.llm, expert_layout="fused")
-    theirs = {name: p.grad for name, p in hf.named_parameters() if p.grad is not None}
-    if ours.keys() != theirs.keys():
-        raise RuntimeError(f"different parameters were trained: {sorted(ours.keys() ^ theirs.keys())[:5]}")
-    return max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
+    return max_grad_diff(moezoo_to_llava(grads, moe.config.llm, expert_layout="fused"), hf)
 
 
 def time_training(args, hf, moe) -> dict:

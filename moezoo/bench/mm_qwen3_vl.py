@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from moezoo.bench.model import realistic_weights_
+from moezoo.bench.timing import max_grad_diff
 
 # The shape the issue fixes (a tiny but realistic Qwen3-VL-MoE): tower depth 4, width 256; LLM 4 layers, d=512,
 # 8 experts top-2 of width 256; one 224 x 224 image and 64 text tokens per sample, batch 2.
@@ -159,10 +160,7 @@ def _max_grad_diff(hf, moe) -> float:
     ours = moezoo_to_hf_state(grads, moe.config)
     ours = {k: v.transpose(1, 2) if k.endswith(("experts.gate_up_proj", "experts.down_proj")) else v
             for k, v in ours.items()}  # the hub layout back to transformers' in-memory one
-    theirs = {name: p.grad for name, p in hf.named_parameters() if p.grad is not None}
-    if ours.keys() != theirs.keys():
-        raise RuntimeError(f"different parameters were trained: {sorted(ours.keys() ^ theirs.keys())[:5]}")
-    return max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
+    return max_grad_diff(ours, hf)
 
 
 def time_training(args, hf, moe, time_pair) -> dict:

@@ -125,3 +125,19 @@ def _quiet_kineto() -> Iterator[None]:
             for line in captured:
                 if not _KINETO_NOISE.match(line):
                     sys.stderr.write(line)
+
+
+def max_grad_diff(ours: dict[str, torch.Tensor], reference: torch.nn.Module) -> float:
+    """The largest difference between gradients ``ours`` (already mapped to ``reference``'s parameter names and
+    layouts) and ``reference``'s own; both sides must have trained the same parameters.
+
+    Example:
+        >>> ref = torch.nn.Linear(2, 1)
+        >>> ref(torch.ones(1, 2)).sum().backward()
+        >>> max_grad_diff({"weight": torch.ones(1, 2), "bias": torch.ones(1)}, ref)
+        0.0
+    """
+    theirs = {name: p.grad for name, p in reference.named_parameters() if p.grad is not None}
+    if ours.keys() != theirs.keys():
+        raise RuntimeError(f"different parameters were trained: {sorted(ours.keys() ^ theirs.keys())[:5]}")
+    return max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
