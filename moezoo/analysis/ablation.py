@@ -152,6 +152,11 @@ def ablated_routing(router: nn.Module, routing: Routing, expert: int, mode: str)
 
 def _check_reroutable(router: nn.Module) -> None:
     name = getattr(router, "router_name", type(router).__name__)
+    convention = getattr(getattr(router, "config", None), "router_convention", "moezoo")
+    if convention != "moezoo" and not hasattr(router, "route_logits"):
+        raise ValueError(f"cannot reroute around an expert of a {name!r} router with router_convention="
+                         f"{convention!r} (an imported checkpoint's own routing rules); 'drop' and 'zero' work with "
+                         "any router")
     if name not in (*SOFTMAX_ROUTERS, "sigmoid", "expert_choice") and not hasattr(router, "route_logits"):
         raise ValueError(f"cannot reroute around an expert of a {name!r} router: reroute knows the zoo's routers "
                          f"{(*SOFTMAX_ROUTERS, 'sigmoid', 'expert_choice')}; 'drop' and 'zero' work with any router")

@@ -55,6 +55,34 @@ under ``router_convention="libmoe"``):
   adds the sites' losses with the coefficient divided by their number.
 - **Inputs.** ``image_aspect_ratio="pad"`` and ``tokenizer_image_token``: see
   :mod:`moezoo.convert.libmoe_import`.
+
+LibMoE v1.x (commit 766ddae, ``moe_model/model/moe/moe_cosinegating.py``, ``moe_perturbed.py``,
+``moe_sigmoidgating.py``; probably the layout of the hub checkpoints uploaded around November 2024, not
+checked against them here) routes three ``moe_name`` s by other routers, read under
+``router_convention="libmoe_v1"`` (the routers' docstrings give the equations):
+
+- ``smoe_cosinegating``, ``smoe_perturbed``: v1.x ``gate.weight (E, D)`` and ``gate.bias (E,)``; v2.0
+  ``inp_reduction.weight`` and ``expert_embeddings`` (and a ``gate.weight`` it never reads, no ``gate.bias``);
+- ``smoe_sigmoidgating``: v1.x ``gate.weight`` and ``gate.bias``; v2.0 ``gate.weight`` alone.
+
+**v1 vs v2 is told apart by the weights, not the config**: both write the same ``config.json`` fields
+(``moe_name``, ``num_experts``, ... ; there is no version field), and v1 has no ``xmoe`` / ``smoe_share``. A
+``moelayer`` of one of those three names is v1's when it has a ``gate.bias`` and (cosine routers) no
+``inp_reduction.weight``; every ``moelayer`` of a checkpoint must say the same (:func:`detect_convention`).
+``smoe`` and ``hyperrouter`` have the same keys and eval forward in v1 and v2 and are read as v2 (v1's
+``HyperRouter`` routes at eval with the ``gate`` it holds, v2's rebuilds it from the hypernetwork: the same
+when the stored gate is the generated one; see :class:`~moezoo.moe.routers.hyper.HyperRouter`). Export
+writes a ``libmoe_v1`` model back in v1's layout and names. Where v1's code and moezoo's could disagree:
+
+- **Eval forward, float32: none found.** v1 adds no noise (``smoe_perturbed`` neither: its "perturbation"
+  is the ``0.1`` added to both norms) and has no temperature; the cosine routers' weights are the softmax
+  over the kept ``softmax(cos) + gate.bias`` values, the sigmoid router's the renormalised top-k of
+  ``softmax(sigmoid(x W^T + b))``. v1 changes no weight in place. The tests check each layer to 1e-5.
+- **Low precision.** v1 casts the cosine routers' probabilities to the input dtype before adding the bias
+  and computes its gates in the input dtype; moezoo computes them in float32.
+- **Training only.** v1's ``smoe_cosinegating`` stores ``combine_loss``'s ``(aux, balance)`` tuple as its
+  auxiliary loss; moezoo's losses are those of the other routers (z-loss on the cosine, or on the sigmoid
+  values v1 calls its sigmoid router's gate logits; balance on the first choice).
 """
 
 from __future__ import annotations
@@ -79,6 +107,8 @@ MOE_NAMES: dict[str, tuple[str, bool]] = {
     "hyperrouter": ("hyper", False),
     "smoe_share": ("softmax", True),
 }
+# LibMoE v1.x's routers whose layout differs from v2.0's: moezoo router -> moe_name (commit 766ddae).
+V1_NAMES = {"cosine": "smoe_cosinegating", "perturbed_cosine": "smoe_perturbed", "sigmoid": "smoe_sigmoidgating"}
 # moezoo router (+ shared) -> the moe_name written on export (xmoe and smoe_cosinegating compute the same).
 EXPORT_NAMES = {("softmax", False): "smoe", ("cosine", False): "xmoe", ("sigmoid", False): "smoe_sigmoidgating",
                 ("perturbed_cosine", False): "smoe_perturbed", ("hyper", False): "hyperrouter",
@@ -119,6 +149,7 @@ class LibMoEFacts:
     mlp_smoe: bool
     scales: list[float]
     version: str
+    convention: str = "libmoe"  # the routers' MoEConfig.router_convention: "libmoe_v1" for v1.x's layout
 
     @property
     def routed(self) -> tuple[int, int]:
@@ -129,7 +160,7 @@ class LibMoEFacts:
         """The :class:`~moezoo.moe.mlp_experts.ExpertsConfig` fields of one of its MoE sites."""
         num_experts, top_k = self.routed
         return {"num_experts": num_experts, "top_k": top_k, "router": self.router, "norm_topk_prob": True,
-                "router_convention": "libmoe", "num_shared_experts": int(self.shared),
+                "router_convention": self.convention, "num_shared_experts": int(self.shared),
                 "aux_loss_coef": aux_loss_coef, "z_loss_coef": z_loss_coef}
 
 
@@ -216,7 +247,9 @@ def tower_config(cfg: dict[str, Any], source: Any) -> dict[str, Any]:
 # --- weights ------------------------------------------------------------------------------------------------
 
 
-# The router tensors each moezoo router reads from a v2.0 `moelayer`.
+# The router tensors each moezoo router reads from a v2.0 `moelayer`, and from a v1.x one (its
+# `gate = nn.Linear(D, E, bias=True)`).
+V1_ROUTER_KEYS = ("gate.weight", "gate.bias")
 ROUTER_KEYS = {"softmax": ("gate.weight",), "sigmoid": ("gate.weight",),
                "cosine": ("inp_reduction.weight", "expert_embeddings"),
                "perturbed_cosine": ("inp_reduction.weight", "expert_embeddings"),
@@ -224,26 +257,62 @@ ROUTER_KEYS = {"softmax": ("gate.weight",), "sigmoid": ("gate.weight",),
                          "hypernet.2.bias")}
 
 
-def check_router_layout(t: dict[str, torch.Tensor], facts: LibMoEFacts, where: str, source: Any) -> None:
-    """Raise ``ValueError`` when a ``moelayer`` lacks the router tensors of LibMoE v2.0's ``moe_name``.
+def is_v1_layout(t: dict[str, torch.Tensor], facts: LibMoEFacts) -> bool:
+    """Whether a ``moelayer`` (keys below it) has LibMoE v1.x's router layout for ``facts.moe_name``: a
+    ``gate.bias`` for ``smoe_sigmoidgating``, a ``gate.bias`` and no ``inp_reduction.weight`` for
+    ``smoe_cosinegating`` / ``smoe_perturbed`` (see the module docstring)."""
+    if facts.moe_name not in V1_NAMES.values() or "gate.bias" not in t:
+        return False
+    return facts.router == "sigmoid" or "inp_reduction.weight" not in t
 
-    LibMoE v1.x (``moe_cosinegating.py`` / ``moe_perturbed.py`` / ``moe_sigmoidgating.py`` of December 2024)
-    routed ``smoe_cosinegating`` and ``smoe_perturbed`` by the cosine of ``x`` and a full-width ``gate.weight``
-    without temperature, adding ``gate.bias`` before the top-k, and ``smoe_sigmoidgating`` through a biased gate
-    and the softmax of its sigmoid; those are other routers, named in the error.
+
+def detect_convention(state: dict[str, torch.Tensor], facts: LibMoEFacts, source: Any) -> str:
+    """``"libmoe_v1"`` when the checkpoint's ``moelayer`` s have LibMoE v1.x's router layout, else ``"libmoe"``.
+
+    Raises:
+        ValueError: some ``moelayer`` s in v1's layout and some in v2's (both named).
+
+    Example:
+        >>> facts = read_facts({"moe_name": "smoe_sigmoidgating", "num_experts": 2, "mm_projector_type": "moe",
+        ...                     "mlp_smoe": True}, "c.json")
+        >>> w = torch.zeros(2, 4)
+        >>> detect_convention({"a.moelayer.gate.weight": w, "a.moelayer.gate.bias": w[:, 0]}, facts, "m")
+        'libmoe_v1'
+        >>> detect_convention({"a.moelayer.gate.weight": w}, facts, "m")
+        'libmoe'
     """
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        head, sep, rest = key.partition(".moelayer.")
+        if sep:
+            layers.setdefault(head + ".moelayer", {})[rest] = tensor
+    v1 = {where: is_v1_layout(t, facts) for where, t in layers.items()}
+    if len(set(v1.values())) > 1:
+        first_v1 = next(w for w, is_v1 in v1.items() if is_v1)
+        first_v2 = next(w for w, is_v1 in v1.items() if not is_v1)
+        raise ValueError(f"{source}: moe_name={facts.moe_name!r}: {first_v1} has LibMoE v1's router layout "
+                         f"({list(V1_ROUTER_KEYS)}) but {first_v2} has v2.0's; a checkpoint has one")
+    return "libmoe_v1" if any(v1.values()) else "libmoe"
+
+
+def check_router_layout(t: dict[str, torch.Tensor], facts: LibMoEFacts, where: str, source: Any) -> None:
+    """Raise ``ValueError`` when a ``moelayer`` lacks the router tensors of ``moe_name`` in the layout
+    of ``facts.convention`` (LibMoE v2.0's, or v1.x's ``gate.weight`` and ``gate.bias``)."""
     found = sorted(k for k in t if not k.startswith("experts."))
-    if facts.router == "sigmoid" and "gate.bias" in t:  # v1.x moe_sigmoidgating.py: Linear(D, E, bias=True)
-        raise ValueError(f"{source}: moe_name={facts.moe_name!r} and {where} has a gate.bias ({found}): LibMoE v1's "
-                         "sigmoid router (top-k of softmax(sigmoid(x W^T + b)), weights renormalised), which moezoo "
-                         "does not express; it reads the v2.0 router (top-k of sigmoid(x W^T), no bias)")
+    if facts.convention == "libmoe_v1":
+        missing = [k for k in V1_ROUTER_KEYS if k not in t]
+        if missing:
+            raise ValueError(f"{source}: moe_name={facts.moe_name!r} in LibMoE v1's layout but {where} lacks "
+                             f"{missing} (it has {found})")
+        return
     missing = [k for k in ROUTER_KEYS[facts.router] if k not in t]
     if not missing:
         return
-    v1 = facts.router in ("cosine", "perturbed_cosine") and "gate.bias" in t
-    why = (" This is LibMoE v1's cosine router (softmax of cos(x, gate.weight), top-k of it plus gate.bias), "
-           "which moezoo does not express; it reads the v2.0 layout (inp_reduction, expert_embeddings)") if v1 else ""
-    raise ValueError(f"{source}: moe_name={facts.moe_name!r} but {where} lacks {missing} (it has {found}).{why}")
+    hint = ""
+    if facts.router in ("cosine", "perturbed_cosine") and "gate.bias" in t:
+        hint = (f" A gate.bias without inp_reduction is LibMoE v1's cosine layout, which only "
+                f"{sorted(V1_NAMES.values())} have (v1 has no {facts.moe_name!r}).")
+    raise ValueError(f"{source}: moe_name={facts.moe_name!r} but {where} lacks {missing} (it has {found}).{hint}")
 
 
 def moelayer_to_moezoo(t: dict[str, torch.Tensor], facts: LibMoEFacts, names: tuple[str, str]
@@ -263,7 +332,9 @@ def moelayer_to_moezoo(t: dict[str, torch.Tensor], facts: LibMoEFacts, names: tu
                                                        for e in range(num_routed)])
             if facts.shared:
                 out[f"shared_{moezoo_name}.{kind}"] = t[f"experts.{num_routed}.{libmoe_name}.{kind}"]
-    if facts.router in ("softmax", "sigmoid"):
+    if facts.convention == "libmoe_v1":  # v1.x: the full-width biased gate, for every router it changes
+        out["router.weight"], out["router.bias"] = t["gate.weight"], t["gate.bias"]
+    elif facts.router in ("softmax", "sigmoid"):
         out["router.weight"] = t["gate.weight"]
         if facts.router == "sigmoid":
             out["router.bias"] = torch.zeros(num_routed, dtype=t["gate.weight"].dtype)  # unused under libmoe
@@ -278,11 +349,13 @@ def moelayer_to_moezoo(t: dict[str, torch.Tensor], facts: LibMoEFacts, names: tu
     return out
 
 
-def moelayer_from_moezoo(t: dict[str, torch.Tensor], router: str, names: tuple[str, str]) -> dict[str, torch.Tensor]:
+def moelayer_from_moezoo(t: dict[str, torch.Tensor], router: str, names: tuple[str, str],
+                         convention: str = "libmoe") -> dict[str, torch.Tensor]:
     """The inverse of :func:`moelayer_to_moezoo`: a ``MoEMLP`` state dict as LibMoE's ``moelayer`` keys.
 
     The cosine routers get no ``gate.weight`` (LibMoE never reads it); the hyperrouter's ``gate`` is
-    written as the hypernetwork generates it, which is what LibMoE's ``recreate_gate`` sets.
+    written as the hypernetwork generates it, which is what LibMoE's ``recreate_gate`` sets. Under
+    ``convention="libmoe_v1"`` the router is written as v1.x's ``gate.weight`` and ``gate.bias``.
     """
     first, second = names
     num_routed = t["fc1_weight"].shape[0]
@@ -293,7 +366,9 @@ def moelayer_from_moezoo(t: dict[str, torch.Tensor], router: str, names: tuple[s
                 out[f"experts.{e}.{libmoe_name}.{kind}"] = t[f"{moezoo_name}_{kind}"][e]
             if f"shared_{moezoo_name}.{kind}" in t:
                 out[f"experts.{num_routed}.{libmoe_name}.{kind}"] = t[f"shared_{moezoo_name}.{kind}"]
-    if router in ("softmax", "sigmoid"):
+    if convention == "libmoe_v1" and router in V1_NAMES:
+        out["gate.weight"], out["gate.bias"] = t["router.weight"], t["router.bias"]
+    elif router in ("softmax", "sigmoid"):
         out["gate.weight"] = t["router.weight"]
     elif router in ("cosine", "perturbed_cosine"):
         out["inp_reduction.weight"] = t["router.proj"]

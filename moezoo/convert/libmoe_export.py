@@ -6,7 +6,9 @@ LibMoE checkpoint imported and exported again has every tensor LibMoE's forward 
 Not written back: the last SigLIP layer (LibMoE's features never reach it; its loader initialises it
 afresh), the cosine routers' unread ``gate.weight``, and the projector's unused ``layer_norm``. The
 config also holds the tower's ``vision_config`` (LibMoE ignores it; moezoo reads it back), and
-``moe_name`` is ``xmoe`` for a cosine router (LibMoE's ``smoe_cosinegating`` computes the same).
+``moe_name`` is ``xmoe`` for a cosine router (LibMoE's ``smoe_cosinegating`` computes the same). A model
+whose routers follow ``router_convention="libmoe_v1"`` is written in LibMoE v1.x's layout (``gate.weight``
+and ``gate.bias``) under v1's names ``smoe_cosinegating`` / ``smoe_perturbed`` / ``smoe_sigmoidgating``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from moezoo.convert.libmoe import (
     MODEL_TYPE,
     PROJECTOR_PREFIX,
     TOWER_PREFIX,
+    V1_NAMES,
     moelayer_from_moezoo,
 )
 from moezoo.models.spec import register_format
@@ -34,6 +37,13 @@ from moezoo.utils.io import atomic_write_text
 
 _TOWER = "vision.vision_tower."
 _CONNECTOR = "connectors.image."
+
+
+def export_name(site: Any) -> str:
+    """The ``moe_name`` of a MoE site: v1.x's name under ``router_convention="libmoe_v1"``, else v2.0's."""
+    if site.router_convention == "libmoe_v1":
+        return V1_NAMES[site.router]
+    return EXPORT_NAMES[(site.router, bool(site.num_shared_experts))]
 
 
 def libmoe_problems(config: Any) -> list[str]:
@@ -56,8 +66,13 @@ def libmoe_problems(config: Any) -> list[str]:
     keys = {(s.router, bool(s.num_shared_experts), s.num_experts, s.top_k) for s in sites}
     if len(keys) > 1:
         problems.append(f"LibMoE has one moe_name / num_experts / num_selected for the tower and projector, got {keys}")
+    if len({s.router_convention for s in sites}) > 1:
+        problems.append(f"LibMoE has one router layout for the tower and projector, got "
+                        f"{sorted({s.router_convention for s in sites})}")
     for site in sites:
-        if site.router_convention != "libmoe" or (site.router, bool(site.num_shared_experts)) not in EXPORT_NAMES:
+        v1 = site.router_convention == "libmoe_v1" and site.router in V1_NAMES and not site.num_shared_experts
+        v2 = site.router_convention == "libmoe" and (site.router, bool(site.num_shared_experts)) in EXPORT_NAMES
+        if not (v1 or v2):
             problems.append(f"router {site.router!r} (router_convention={site.router_convention!r}, "
                             f"num_shared_experts={site.num_shared_experts}) is none of LibMoE's")
     try:
@@ -115,7 +130,7 @@ def export_libmoe(model: Any, path: str | Path, mm_vision_tower: str | None = No
         ((vision.moe.aux_loss_coef * calls, vision.moe.z_loss_coef * calls) if vision.moe else (0.0, 0.0))
     cfg.update({
         "architectures": [ARCHITECTURE], "model_type": MODEL_TYPE,
-        "moe_name": EXPORT_NAMES[(site.router, shared)] if site else "smoe",
+        "moe_name": export_name(site) if site else "smoe",
         "num_experts": (site.num_experts + int(shared)) if site else 1,
         "num_selected": (site.top_k + int(shared)) if site else 1,
         "topk_max": (site.top_k + int(shared)) if site else 1, "topk_min": (site.top_k + int(shared)) if site else 1,
@@ -142,6 +157,7 @@ def moezoo_to_libmoe(state: dict[str, torch.Tensor], config: Any) -> dict[str, t
     llm = {k[len("llm."):]: v for k, v in state.items() if k.startswith("llm.")}
     out = dict(moezoo_to_hf(llm, config.llm, "phi3", "per_expert"))
     router = config.vision.moe.router if config.vision.moe else None
+    convention = config.vision.moe.router_convention if config.vision.moe else "libmoe"
     layers: dict[int, dict[str, torch.Tensor]] = {}
     run = config.vision.vision_config["num_hidden_layers"] + (1 + config.vision.feature_layer)
     for key, tensor in state.items():
@@ -155,12 +171,13 @@ def moezoo_to_libmoe(state: dict[str, torch.Tensor], config: Any) -> dict[str, t
         else:
             out[TOWER_PREFIX + inner] = tensor
     for i, tensors in layers.items():
-        for k, v in moelayer_from_moezoo(tensors, router, ("fc1", "fc2")).items():
+        for k, v in moelayer_from_moezoo(tensors, router, ("fc1", "fc2"), convention).items():
             out[f"{TOWER_PREFIX}encoder.layers.{i}.moelayer.{k}"] = v
     connector = {k[len(_CONNECTOR):]: v for k, v in state.items() if k.startswith(_CONNECTOR)}
     if config.image_connector.kind == "moe":
         moe = {k[len("mlp."):]: v for k, v in connector.items()}
-        for k, v in moelayer_from_moezoo(moe, config.image_connector.router, ("0", "2")).items():
+        for k, v in moelayer_from_moezoo(moe, config.image_connector.router, ("0", "2"),
+                                         config.image_connector.router_convention).items():
             out[f"{PROJECTOR_PREFIX}moelayer.{k}"] = v
     else:
         names = {"linear_1.": "0.", "linear_2.": "2."}

@@ -3,7 +3,8 @@
 The model is a :class:`~moezoo.models.multimodal.MultimodalMoEForCausalLM`: the Phi-3 / Phi-3.5 text model
 (dense), a transformers SigLIP tower whose MLPs are :class:`~moezoo.moe.mlp_experts.MoEMLP` experts
 (``clip_smoe``), S2 multi-scale features when ``scales`` has more than one scale, and a ``moe``
-connector (``mlp_smoe``), every router with ``router_convention="libmoe"``.
+connector (``mlp_smoe``), every router with ``router_convention="libmoe"`` (``"libmoe_v1"`` for a checkpoint
+in LibMoE v1.x's router layout: :func:`~moezoo.convert.libmoe.detect_convention`).
 
 With tokenizer files the model gets a :class:`~moezoo.processing.processor.Processor`: the tokenizer plus
 ``<image>`` (LibMoE splices its images in at the id -200, which no tokenizer holds, so the added token takes
@@ -19,6 +20,7 @@ for the templates' ``<image>\\n`` at a turn start with a Llama-style tokenizer; 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from moezoo.convert.libmoe import (
     TOWER_PREFIX,
     LibMoEFacts,
     check_router_layout,
+    detect_convention,
     moelayer_to_moezoo,
     read_facts,
     split_libmoe,
@@ -183,13 +186,17 @@ def import_libmoe(path: str | Path, device: str | torch.device = "cpu",
     cfg, generation = read_hf_config(path)
     source = path / "config.json"
     facts = read_facts(cfg, source)
+    weights = path / "model.safetensors"
+    where = weights if weights.is_file() else path
+    state = read_safetensors(path)
+    # LibMoE v1.x or v2.0: told apart by the routers' keys (see moezoo.convert.libmoe).
+    facts = dataclasses.replace(facts, convention=detect_convention(state, facts, where))
     fields = multimodal_fields(cfg, facts, source, generation)
     tokenizer = load_tokenizer(path, required=False)
     vocab = fields["llm"].vocab_size
     fields["image_token_id"] = add_image_token(tokenizer, vocab, path) if tokenizer is not None else vocab - 1
     config = MultimodalConfig(**fields)
-    weights = path / "model.safetensors"
-    state, _ = libmoe_to_moezoo(read_safetensors(path), config, facts, weights if weights.is_file() else path)
+    state, _ = libmoe_to_moezoo(state, config, facts, where)
     model = build_model(config, state, str(path), device, checkpoint_dtype(cfg, dtype))
     if tokenizer is not None:
         template = chat_template(facts.version)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from moezoo.convert.libmoe import MOE_NAMES
+from moezoo.convert.libmoe import MOE_NAMES, V1_NAMES
 
 IMAGE_SIZE, PATCH_SIZE, TOWER_DIM, TOWER_LAYERS = 16, 4, 16, 3
 
@@ -46,8 +46,10 @@ def tiny_siglip(seed: int = 0) -> Any:
 
 
 def random_moelayer(moe_name: str, num_experts: int, in_dim: int, hidden: int, out_dim: int,
-                    names: tuple[str, str], gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """The state of one random LibMoE ``moelayer`` of ``moe_name`` (keys below ``moelayer.``)."""
+                    names: tuple[str, str], gen: torch.Generator, layout: str = "v2") -> dict[str, torch.Tensor]:
+    """The state of one random LibMoE ``moelayer`` of ``moe_name`` (keys below ``moelayer.``), in v2.0's
+    router layout or (``layout="v1"``, the ``moe_name`` s of :data:`~moezoo.convert.libmoe.V1_NAMES`) v1.x's
+    ``gate = nn.Linear(D, E, bias=True)``."""
     def rand(*shape: int, std: float = 0.2) -> torch.Tensor:
         return torch.randn(*shape, generator=gen) * std
 
@@ -59,7 +61,12 @@ def random_moelayer(moe_name: str, num_experts: int, in_dim: int, hidden: int, o
     routed = num_experts - 1 if MOE_NAMES[moe_name][1] else num_experts
     router = MOE_NAMES[moe_name][0]
     out["gate.weight"] = rand(routed, in_dim, std=1.0)
-    if router in ("cosine", "perturbed_cosine"):
+    if layout == "v1":
+        if moe_name not in V1_NAMES.values():
+            raise ValueError(f"moe_name={moe_name!r} has no LibMoE v1 layout of its own; "
+                             f"v1's are {sorted(V1_NAMES.values())}")
+        out["gate.bias"] = rand(routed, std=0.3)
+    elif router in ("cosine", "perturbed_cosine"):
         out["inp_reduction.weight"] = rand(num_experts // 2, in_dim, std=1.0)
         out["expert_embeddings"] = rand(num_experts, num_experts // 2, std=1.0)
     elif router == "hyper":
@@ -77,12 +84,14 @@ def random_moelayer(moe_name: str, num_experts: int, in_dim: int, hidden: int, o
 
 def tiny_libmoe_checkpoint(path: str | Path, moe_name: str = "smoe", num_experts: int = 4, num_selected: int = 2,
                            scales: tuple[int, ...] = (1,), clip_smoe: bool = True, mlp_smoe: bool = True,
-                           seed: int = 0, **fields: Any) -> dict[str, Any]:
+                           seed: int = 0, layout: str = "v2", **fields: Any) -> dict[str, Any]:
     """Write a tiny random LibMoE ``llava_phi`` checkpoint to ``path``.
 
     Args:
         moe_name / num_experts / num_selected / scales / clip_smoe / mlp_smoe: LibMoE's config fields.
         seed: seeds every weight.
+        layout: ``"v2"`` (LibMoE v2.0's router keys) or ``"v1"`` (v1.x's biased ``gate``, for
+            ``smoe_cosinegating`` / ``smoe_perturbed`` / ``smoe_sigmoidgating``).
         **fields: more ``config.json`` fields (e.g. ``topk_max``), written as given.
 
     Returns:
@@ -108,11 +117,13 @@ def tiny_libmoe_checkpoint(path: str | Path, moe_name: str = "smoe", num_experts
         state["model.vision_tower.vision_model." + key] = tensor.detach().clone()
     if clip_smoe:
         for i in range(TOWER_LAYERS):
-            for k, v in random_moelayer(moe_name, num_experts, TOWER_DIM, 32, TOWER_DIM, ("fc1", "fc2"), gen).items():
+            for k, v in random_moelayer(moe_name, num_experts, TOWER_DIM, 32, TOWER_DIM, ("fc1", "fc2"), gen,
+                                        layout).items():
                 state[f"model.vision_tower.vision_model.encoder.layers.{i}.moelayer.{k}"] = v
     mm_channels, hidden = TOWER_DIM * len(scales), phi3.config.hidden_size
     if mlp_smoe:
-        for k, v in random_moelayer(moe_name, num_experts, mm_channels, hidden, hidden, ("0", "2"), gen).items():
+        for k, v in random_moelayer(moe_name, num_experts, mm_channels, hidden, hidden, ("0", "2"), gen,
+                                    layout).items():
             state[f"model.mm_projector.moelayer.{k}"] = v
     else:
         state["model.mm_projector.0.weight"] = torch.randn(hidden, mm_channels, generator=gen) * 0.2

@@ -19,7 +19,7 @@ from moezoo.utils.checks import require
 ACTIVATIONS = ("swiglu", *ELEMENTWISE_ACTIVATIONS)
 DISPATCHES = ("auto", "fused", "grouped_mm", "loop")
 # Whose equations a router follows where implementations disagree (see MoEConfig.router_convention).
-ROUTER_CONVENTIONS = ("moezoo", "libmoe")
+ROUTER_CONVENTIONS = ("moezoo", "libmoe", "libmoe_v1")
 
 
 @dataclass
@@ -71,6 +71,10 @@ class MoEConfig:
             loss, X-MoE's fixed temperature 0.3 and expert embeddings of norm 1.5, the softmax over
             the kept top-k probabilities of the cosine routers, a sigmoid router without selection
             bias, a biased ``D -> D/4`` hypernetwork. Each router's docstring lists the points.
+            ``"libmoe_v1"``: LibMoE v1.x's routers (commit 766ddae), which differ from v2.0's in
+            ``cosine`` / ``perturbed_cosine`` (a cosine of ``x`` and a full-width biased gate, no
+            temperature) and ``sigmoid`` (a biased gate, top-k of the softmax of the sigmoid); the
+            other routers behave as under ``"libmoe"``.
 
     Example:
         >>> MoEConfig(dim=64, expert_dim=128, num_experts=8, top_k=2).router

@@ -30,6 +30,7 @@ from moezoo.moe.experts import expert_copies
 from moezoo.moe.layer import MoEOutput
 from moezoo.moe.recording import record_site
 from moezoo.moe.routers import create_router, list_routers
+from moezoo.moe.routers.base import LIBMOE_CONVENTIONS
 from moezoo.utils.checks import check_min, require
 from moezoo.utils.config import Config
 
@@ -60,7 +61,7 @@ class ExpertsConfig(Config):
         aux_loss_coef / z_loss_coef: the weights the owning model gives the router losses.
         norm_topk_prob: renormalise the kept weights (the exact upcycled start needs it).
         router_convention / router_dim: as :class:`~moezoo.moe.MoEConfig` (``"libmoe"`` follows
-            LibMoE's released routers where they differ from ours).
+            LibMoE's released routers where they differ from ours, ``"libmoe_v1"`` those of LibMoE v1.x).
         num_shared_experts: always-on MLPs beside the routed ones (LibMoE's ``smoe_share``: one), with
             the experts' widths; see :class:`MoEMLP` for how their output is mixed in.
 
@@ -198,7 +199,7 @@ class MoEMLP(nn.Module):
             out_TO.index_add_(0, d.token_idx, y_NO * d.weight[:, None].to(y_NO.dtype))
         if self.config.num_shared_experts:
             shared_TO = self.shared_fc2(self.act(self.shared_fc1(x_TD)))
-            if self.config.router_convention == "libmoe":
+            if self.config.router_convention in LIBMOE_CONVENTIONS:
                 out_TO = shared_TO * 0.5 + out_TO * 0.5
             else:
                 out_TO = out_TO + shared_TO

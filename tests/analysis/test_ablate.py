@@ -389,3 +389,13 @@ def test_olmoe_reroute_of_a_firing_expert_is_the_checkpoint_whose_router_never_p
     assert torch.equal(rerouted.routings[-1].expert_idx, out_b.routings[-1].expert_idx)
     torch.testing.assert_close(rerouted.logits, out_b.logits, atol=1e-5, rtol=1e-4)
     assert (out_a.logits - out_b.logits).abs().max() > 0.1   # expert 0 mattered
+
+
+def test_reroute_refuses_an_imported_checkpoints_routing_rules():
+    router = create_router(MoEConfig(dim=4, expert_dim=8, num_experts=4, top_k=2, router="sigmoid",
+                                     router_convention="libmoe_v1")).eval()
+    site = nn.ModuleDict({"moe": MoELayer(router.config)})
+    with pytest.raises(ValueError, match="router_convention='libmoe_v1'.*'drop' and 'zero' work"):
+        ablate(site, "moe", 0, "reroute")
+    with ablate(site, "moe", 0, "drop"):
+        site["moe"](torch.randn(3, 4))

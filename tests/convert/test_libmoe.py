@@ -3,7 +3,8 @@
 Every MoE layer is checked against a forward written here from LibMoE's code (github.com/Fsoft-AIC/LibMoE,
 v2.0, ``moe_model/model/moe/*.py``; the file and function of each equation are named beside it), and the whole
 model against transformers' ``SiglipVisionModel`` + ``Phi3ForCausalLM`` composed with those references, as
-LibMoE's ``LlavaPhiForCausalLM`` composes them.
+LibMoE's ``LlavaPhiForCausalLM`` composes them. LibMoE v1.x's router layouts (commit 766ddae) are checked the
+same way against :func:`libmoe_v1_moelayer`, written from v1's code.
 """
 
 from __future__ import annotations
@@ -25,13 +26,55 @@ from moezoo.convert.libmoe_testing import IMAGE_SIZE, tiny_libmoe_checkpoint
 from moezoo.moe.recording import SiteRecorder
 
 ROUTERS = ["smoe", "xmoe", "smoe_cosinegating", "smoe_sigmoidgating", "smoe_perturbed", "hyperrouter", "smoe_share"]
+V1_ROUTERS = ["smoe_cosinegating", "smoe_perturbed", "smoe_sigmoidgating"]  # v1.x's own router layouts
 TOWER_ACT = nn.GELU(approximate="tanh")  # SigLIP's gelu_pytorch_tanh (siglip_smoe.py SiglipMLP)
 PROJECTOR_ACT = nn.GELU()  # multimodal_projector/builder.py MLPMoE: nn.Sequential(Linear, nn.GELU(), Linear)
 
 
+def libmoe_v1_moelayer(x: torch.Tensor, t: dict[str, torch.Tensor], moe_name: str, k: int,
+                       names: tuple[str, str], act: nn.Module) -> torch.Tensor:
+    """LibMoE v1.x's ``moelayer(x)`` (commit 766ddae, ``moe_model/model/moe/``), ``x (B, N, D)``, from the tensors
+    ``t`` below ``moelayer.`` (``gate`` is ``nn.Linear(D, E, bias=True)`` in all three routers' ``__init__``)."""
+    w, b = t["gate.weight"], t["gate.bias"]
+    if moe_name in ("smoe_cosinegating", "smoe_perturbed"):
+        if moe_name == "smoe_cosinegating":
+            # moe_cosinegating.py MoECosingGating.forward: (x @ W.T) / (|x| * |W_e|.T), no temperature
+            logits = (x @ w.T) / (torch.norm(x, dim=-1, keepdim=True) * torch.norm(w, dim=1, keepdim=True).T)
+        else:
+            # moe_perturbed.py MoEPerturbedCosingGating.forward: (x @ W.T) / ((|x| + theta) * (|W_e|.T + theta)),
+            # theta=0.1 (the __init__ default; MLPMoE / SiglipEncoderMoELayer pass none)
+            theta = 0.1
+            logits = (x @ w.T) / ((torch.norm(x, dim=-1, keepdim=True) + theta)
+                                  * (torch.norm(w, dim=1, keepdim=True).T + theta))
+        # both forwards: gate_softmax = F.softmax(gate_logits, dim=-1, dtype=torch.float).to(x.dtype)
+        probs = F.softmax(logits, dim=-1, dtype=torch.float).to(x.dtype)
+        # both _keepTopk(gate_softmax, self.gate.bias): x + beta, torch.topk(k, dim=2), softmax of the kept values
+        weights, idx = torch.topk(probs + b, k=k, dim=2)
+        weights = torch.softmax(weights, dim=2)
+    elif moe_name == "smoe_sigmoidgating":
+        # moe_sigmoidgating.py SMoESigmoidGating.forward: gate_logits = self.sigmoid(self.gate(x)) (biased gate)
+        gate_logits = torch.sigmoid(F.linear(x, w, b))
+        # moe.py MoeLayer.topk_expert: softmax(gate_logits, dtype=float32), torch.topk(gate_softmax, num_selected)
+        weights, idx = torch.topk(F.softmax(gate_logits, dim=-1, dtype=torch.float32), k)
+        weights = weights / torch.sum(weights, dim=-1, keepdim=True)  # SMoESigmoidGating.forward
+    else:
+        raise AssertionError(moe_name)
+    def expert(e: int) -> torch.Tensor:  # SiglipMLP / MLPMoE's Sequential, copied per expert (MoeLayer.__init__)
+        h = act(F.linear(x, t[f"experts.{e}.{names[0]}.weight"], t[f"experts.{e}.{names[0]}.bias"]))
+        return F.linear(h, t[f"experts.{e}.{names[1]}.weight"], t[f"experts.{e}.{names[1]}.bias"])
+
+    # moe.py MoeLayer.compute_moe: results[b, n] += weights[b, n, slot] * experts[i](x[b, n])
+    outs = torch.stack([expert(e) for e in range(w.shape[0])], dim=2)  # (B, N, E, D)
+    return (outs.gather(2, idx[..., None].expand(*idx.shape, outs.shape[-1])) * weights[..., None]).sum(2)
+
+
 def libmoe_moelayer(x: torch.Tensor, t: dict[str, torch.Tensor], moe_name: str, num_experts: int, k: int,
-                    names: tuple[str, str], act: nn.Module) -> torch.Tensor:
-    """LibMoE's ``moelayer(x)`` at eval, ``x (B, N, D)``, from the tensors ``t`` below ``moelayer.``."""
+                    names: tuple[str, str], act: nn.Module, layout: str = "v2") -> torch.Tensor:
+    """LibMoE's ``moelayer(x)`` at eval, ``x (B, N, D)``, from the tensors ``t`` below ``moelayer.``
+    (``layout="v1"``: :func:`libmoe_v1_moelayer`)."""
+    if layout == "v1":
+        return libmoe_v1_moelayer(x, t, moe_name, k, names, act)
+
     def expert(e: int, h: torch.Tensor) -> torch.Tensor:  # SiglipMLP / the projector's Sequential
         h = F.linear(h, t[f"experts.{e}.{names[0]}.weight"], t[f"experts.{e}.{names[0]}.bias"])
         return F.linear(act(h), t[f"experts.{e}.{names[1]}.weight"], t[f"experts.{e}.{names[1]}.bias"])
@@ -86,21 +129,21 @@ def moelayer_tensors(state: dict[str, torch.Tensor], prefix: str) -> dict[str, t
 class RefMoE(nn.Module):
     """A SigLIP layer's MLP replaced by the LibMoE reference (siglip_smoe.py SiglipEncoderMoELayer)."""
 
-    def __init__(self, tensors, moe_name, num_experts, k):
+    def __init__(self, tensors, moe_name, num_experts, k, layout="v2"):
         super().__init__()
-        self.args = (tensors, moe_name, num_experts, k, ("fc1", "fc2"), TOWER_ACT)
+        self.args = (tensors, moe_name, num_experts, k, ("fc1", "fc2"), TOWER_ACT, layout)
 
     def forward(self, x):
         return libmoe_moelayer(x, *self.args)
 
 
-def reference_features(ckpt: dict, pixel_values: torch.Tensor, scales=(1,)) -> torch.Tensor:
+def reference_features(ckpt: dict, pixel_values: torch.Tensor, scales=(1,), layout="v2") -> torch.Tensor:
     """LibMoE's image features: SiglipVisionTower.forward (siglip_encoder.py) then MLPMoE (projector builder.py)."""
     cfg, state, tower = ckpt["config"], ckpt["state"], ckpt["siglip"]
     n, k = cfg["num_experts"], cfg["num_selected"]
     for i, layer in enumerate(tower.encoder.layers):
         layer.mlp = RefMoE(moelayer_tensors(state, f"model.vision_tower.vision_model.encoder.layers.{i}.moelayer."),
-                           cfg["moe_name"], n, k)
+                           cfg["moe_name"], n, k, layout)
 
     def encode(x):  # SiglipSMoEVisionTransformer.forward: encoder_outputs[-1], the input of the last layer
         return tower(pixel_values=x, output_hidden_states=True).hidden_states[-2]
@@ -123,7 +166,7 @@ def reference_features(ckpt: dict, pixel_values: torch.Tensor, scales=(1,)) -> t
             feats.append(out.flatten(2).transpose(1, 2))
         feats = torch.cat(feats, dim=-1)
         return libmoe_moelayer(feats, moelayer_tensors(state, "model.mm_projector.moelayer."), cfg["moe_name"], n, k,
-                               ("0", "2"), PROJECTOR_ACT)
+                               ("0", "2"), PROJECTOR_ACT, layout)
 
 
 def reference_logits(ckpt, input_ids, features, image_token_id, prompt_len=None):
@@ -375,30 +418,128 @@ def test_upcycling_a_dense_phi3_siglip_llava_into_libmoe_layout(tmp_path, router
         torch.testing.assert_close(back(input_ids=ids, pixel_values=pixels).logits, expected, atol=1e-5, rtol=0)
 
 
-def test_libmoe_v1_cosine_layout_is_refused_with_the_reason(tmp_path):
-    """LibMoE v1.x's smoe_cosinegating routed by cos(x, gate.weight) + gate.bias: another router, named as such."""
+def _v1_layer_checks(model, state, moe_name, k):
+    """Every MoE layer of ``model`` against :func:`libmoe_v1_moelayer` on random inputs, to 1e-5."""
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    for i, layer in enumerate(model.vision.vision_tower.encoder.layers):
+        t = moelayer_tensors(state, f"model.vision_tower.vision_model.encoder.layers.{i}.moelayer.")
+        torch.testing.assert_close(layer.mlp(x), libmoe_v1_moelayer(x, t, moe_name, k, ("fc1", "fc2"), TOWER_ACT),
+                                   atol=1e-5, rtol=0)
+    t = moelayer_tensors(state, "model.mm_projector.moelayer.")
+    torch.testing.assert_close(model.connectors["image"](x),
+                               libmoe_v1_moelayer(x, t, moe_name, k, ("0", "2"), PROJECTOR_ACT), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("moe_name", V1_ROUTERS)
+def test_libmoe_v1_moe_layer_equals_v1_forward(tmp_path, moe_name):
+    ckpt = tiny_libmoe_checkpoint(tmp_path, moe_name, layout="v1")
+    model = moezoo.load(tmp_path)
+    for site in (model.config.vision.moe, model.config.image_connector):
+        assert (site.router_convention, site.num_experts, site.top_k) == ("libmoe_v1", 4, 2)
+    _v1_layer_checks(model, ckpt["state"], moe_name, ckpt["config"]["num_selected"])
+
+
+@pytest.mark.parametrize("moe_name", V1_ROUTERS)
+def test_libmoe_v1_top1_and_bias_moves_the_selection(tmp_path, moe_name):
+    """k=1 (v1 still softmaxes / renormalises the one kept value: weight 1) with a bias large enough to decide."""
+    ckpt = tiny_libmoe_checkpoint(tmp_path, moe_name, num_selected=1, layout="v1")
+    model = moezoo.load(tmp_path)
+    _v1_layer_checks(model, ckpt["state"], moe_name, 1)
+    router = model.connectors["image"].mlp.router
+    with torch.no_grad():
+        router.bias.copy_(torch.tensor([0.0, 0.0, 50.0, 0.0]))
+    with SiteRecorder(model.connectors["image"]) as recorder:
+        model.connectors["image"](torch.randn(1, 6, 16))
+    (record,) = recorder.records
+    assert record.output.routing.expert_idx.tolist() == [2] * 6
+    assert torch.allclose(record.output.routing.weight, torch.ones(6))
+
+
+@pytest.mark.parametrize("moe_name,scales", [("smoe_cosinegating", (1,)), ("smoe_perturbed", (1, 2)),
+                                             ("smoe_sigmoidgating", (1,))])
+def test_libmoe_v1_whole_model_equals_transformers_composition(tmp_path, moe_name, scales):
+    ckpt = tiny_libmoe_checkpoint(tmp_path, moe_name, scales=scales, layout="v1")
+    model = moezoo.load(tmp_path)
+    image_token_id = model.config.image_token_id
+    ids, pixels = _inputs(image_token_id, model.num_tokens["image"])
+    features = reference_features(ckpt, pixels, scales, layout="v1")
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=pixels).logits
+    torch.testing.assert_close(logits, reference_logits(ckpt, ids, features, image_token_id), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("moe_name", V1_ROUTERS)
+def test_libmoe_v1_export_round_trip_is_exact(tmp_path, moe_name):
+    ckpt = tiny_libmoe_checkpoint(tmp_path / "in", moe_name, layout="v1")
+    model = moezoo.load(tmp_path / "in")
+    model.save_pretrained(tmp_path / "out", format="libmoe")
+    written = load_file(str(tmp_path / "out" / "model.safetensors"))
+    last = "model.vision_tower.vision_model.encoder.layers.2."  # never runs in LibMoE: not written back
+    expected = {k: v for k, v in ckpt["state"].items() if not k.startswith(last)}
+    assert sorted(written) == sorted(expected)  # gate.weight and gate.bias, no inp_reduction / expert_embeddings
+    for key, tensor in expected.items():
+        assert torch.equal(written[key], tensor), key
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["moe_name"] == moe_name
+    again = moezoo.load(tmp_path / "out")
+    assert again.config.image_connector.router_convention == "libmoe_v1"
+    ids, pixels = _inputs(model.config.image_token_id, model.num_tokens["image"])
+    with torch.no_grad():
+        assert torch.equal(again(input_ids=ids, pixel_values=pixels).logits,
+                           model(input_ids=ids, pixel_values=pixels).logits)
+
+
+def test_libmoe_v1_cosine_layout_loads(tmp_path):
+    """A v2.0 checkpoint rewritten by hand into v1.x's smoe_cosinegating layout (cos(x, gate.weight) + gate.bias)
+    loads as v1's router."""
     from safetensors.torch import save_file
 
     ckpt = tiny_libmoe_checkpoint(tmp_path, "smoe_cosinegating")
     state = {k: v for k, v in ckpt["state"].items() if not k.endswith(("inp_reduction.weight", "expert_embeddings"))}
     for key in [k for k in state if k.endswith("moelayer.gate.weight")]:
-        state[key.replace("gate.weight", "gate.bias")] = torch.zeros(state[key].shape[0])
+        state[key.replace("gate.weight", "gate.bias")] = torch.linspace(-0.2, 0.2, state[key].shape[0])
     save_file(state, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"model\.safetensors: moe_name='smoe_cosinegating' but "
-                                         r"model\.vision_tower\.vision_model\.encoder\.layers\.0\.moelayer lacks "
-                                         r"\['inp_reduction\.weight', 'expert_embeddings'\].*"
-                                         r"LibMoE v1's cosine router"):
-        moezoo.load(tmp_path)
+    model = moezoo.load(tmp_path)
+    assert model.config.vision.moe.router_convention == "libmoe_v1"
+    _v1_layer_checks(model, state, "smoe_cosinegating", 2)
 
 
-def test_libmoe_v1_sigmoid_layout_is_refused_with_the_reason(tmp_path):
+def test_libmoe_v1_sigmoid_layout_loads(tmp_path):
     from safetensors.torch import save_file
 
     ckpt = tiny_libmoe_checkpoint(tmp_path, "smoe_sigmoidgating")
     state = dict(ckpt["state"])
     for key in [k for k in state if k.endswith("moelayer.gate.weight")]:
+        state[key.replace("gate.weight", "gate.bias")] = torch.linspace(-0.5, 0.5, state[key].shape[0])
+    save_file(state, str(tmp_path / "model.safetensors"))
+    model = moezoo.load(tmp_path)
+    assert model.config.image_connector.router_convention == "libmoe_v1"
+    _v1_layer_checks(model, state, "smoe_sigmoidgating", 2)
+
+
+def test_mixed_v1_and_v2_layouts_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    ckpt = tiny_libmoe_checkpoint(tmp_path, "smoe_sigmoidgating")
+    state = dict(ckpt["state"])
+    state["model.mm_projector.moelayer.gate.bias"] = torch.zeros(4)  # the projector in v1's layout, the tower in v2's
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"model\.mm_projector\.moelayer has LibMoE v1's router layout .* but "
+                                         r"model\.vision_tower\.vision_model\.encoder\.layers\.0\.moelayer "
+                                         r"has v2\.0's"):
+        moezoo.load(tmp_path)
+
+
+def test_xmoe_with_v1_keys_is_refused_with_the_reason(tmp_path):
+    """v1.x had no xmoe: its layout under that name is a broken checkpoint, named as such."""
+    from safetensors.torch import save_file
+
+    ckpt = tiny_libmoe_checkpoint(tmp_path, "xmoe")
+    state = {k: v for k, v in ckpt["state"].items() if not k.endswith(("inp_reduction.weight", "expert_embeddings"))}
+    for key in [k for k in state if k.endswith("moelayer.gate.weight")]:
         state[key.replace("gate.weight", "gate.bias")] = torch.zeros(state[key].shape[0])
     save_file(state, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"moe_name='smoe_sigmoidgating' and .*layers\.0\.moelayer has a gate\.bias "
-                                         r".*LibMoE v1's sigmoid router"):
+    with pytest.raises(ValueError, match=r"model\.safetensors: moe_name='xmoe' but "
+                                         r"model\.vision_tower\.vision_model\.encoder\.layers\.0\.moelayer lacks "
+                                         r"\['inp_reduction\.weight', 'expert_embeddings'\].*"
+                                         r"LibMoE v1's cosine layout.*v1 has no 'xmoe'"):
         moezoo.load(tmp_path)

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from moezoo.moe.config import MoEConfig
 
 _ROUTERS: dict[str, type[nn.Module]] = {}
+# The router conventions that follow LibMoE's code (MoEConfig.router_convention): v2.0 and v1.x share its
+# top-k, renormalisation and balance loss.
+LIBMOE_CONVENTIONS = ("libmoe", "libmoe_v1")
 
 
 @dataclass
@@ -102,13 +105,13 @@ def token_choice(logits_TE: torch.Tensor, scores_TE: torch.Tensor, probs_TE: tor
     ``scores`` give the combine weights, ``select`` (default ``scores``) picks the
     experts; they differ only for the sigmoid router's balancing bias.
 
-    With ``config.router_convention == "libmoe"`` a single kept weight is renormalised too (to 1:
+    With ``config.router_convention`` ``"libmoe"`` or ``"libmoe_v1"`` a single kept weight is renormalised too (to 1:
     LibMoE's ``weights / weights.sum(-1)`` runs for any ``num_selected``), and the balance loss
     counts only each token's first choice (``MoeLayer.balanceloss`` in LibMoE's ``moe/moe.py`` one-hots
-    ``selected_experts[..., 0]``).
+    ``selected_experts[..., 0]``; v1.x's ``moe/moe.py`` at commit 766ddae does the same).
     """
     T, k = scores_TE.shape[0], config.top_k
-    libmoe = config.router_convention == "libmoe"
+    libmoe = config.router_convention in LIBMOE_CONVENTIONS
     _, idx_TK = torch.topk(scores_TE if select_TE is None else select_TE, k, dim=-1)
     weight_TK = scores_TE.gather(-1, idx_TK)
     if config.norm_topk_prob and (k > 1 or libmoe):

@@ -34,8 +34,22 @@ class CosineRouter(nn.Module):
       (``_keepTopk``: ``softmax(topk(softmax(l / 0.3)))``), not the renormalised probabilities;
     - the z-loss reads the logits before the temperature; the balance loss counts first choices.
 
-    LibMoE's v1.1 cosine router (a cosine of ``x`` and the full-width ``gate.weight``, no
-    ``inp_reduction``) is a different model and is not expressed here.
+    ``router_convention="libmoe_v1"`` is LibMoE v1.x's ``smoe_cosinegating`` (commit 766ddae,
+    ``MoECosingGating.forward`` / ``_keepTopk`` in ``moe_model/model/moe/moe_cosinegating.py``), another
+    model: no projection, no expert embeddings, no temperature. The router holds a full-width gate
+    ``weight (E, D)`` and ``bias (E,)`` (LibMoE's ``gate = nn.Linear(D, E, bias=True)``) and computes
+
+    - ``l = x W^T / (|x| |W_e|)``, the plain cosine (no norm floor: a zero token gives NaN there too);
+    - ``p = softmax(l)`` in float32, at temperature 1;
+    - the top-k of ``p + b`` (the bias moves the *selection*), and as weights the softmax over the
+      kept ``p + b`` values (not the probabilities, not renormalised);
+    - the z-loss on ``l``, the balance loss on ``p`` and the first choice.
+
+    Where v1's code and ours could disagree: v1 casts ``p`` to the input dtype before adding the bias
+    and runs its matmul and weight softmax in the input dtype (moezoo: float32), so in bf16 a near tie
+    can pick another expert; no noise at eval or in training in either; v1's ``forward`` assigns
+    ``combine_loss``'s ``(aux, balance)`` tuple to its auxiliary loss (a training-only bug moezoo does
+    not copy).
     """
 
     norm_eps: float = 1e-4  # the L2-norm floor; the perturbed variant widens it
@@ -44,6 +58,11 @@ class CosineRouter(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
+        if config.router_convention == "libmoe_v1":  # LibMoE v1.x's full-width biased gate
+            self.weight = nn.Parameter(torch.empty(config.num_experts, config.head_dim))
+            nn.init.normal_(self.weight, std=0.02)
+            self.bias = nn.Parameter(torch.zeros(config.num_experts))
+            return
         rank = config.router_dim or max(config.num_experts // 2, 2)
         self.proj = nn.Parameter(torch.empty(rank, config.head_dim))
         nn.init.normal_(self.proj, std=0.02)
@@ -85,7 +104,24 @@ class CosineRouter(nn.Module):
         return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
                        balance_top_k=1)
 
+    def libmoe_v1_forward(self, x_TD: torch.Tensor) -> Routing:
+        """LibMoE v1.x's routing: softmax of the (perturbed) cosine with the gate, top-k of it plus the bias,
+        a softmax over the kept biased values."""
+        x_TD, w_ED = x_TD.float(), self.weight.float()
+        theta = self.libmoe_theta or 0.0
+        norms_TE = (x_TD.norm(dim=-1, keepdim=True) + theta) * (w_ED.norm(dim=1, keepdim=True).t() + theta)
+        logits_TE = (x_TD @ w_ED.t()) / norms_TE
+        probs_TE = logits_TE.softmax(-1)
+        k = self.config.top_k
+        kept_TK, idx_TK = (probs_TE + self.bias.float()).topk(k, dim=-1)
+        weight_TK = kept_TK.softmax(-1)
+        token_idx = torch.arange(x_TD.shape[0], device=x_TD.device).repeat(k)  # rank-major
+        return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
+                       balance_top_k=1)
+
     def forward(self, x_TD: torch.Tensor) -> Routing:
+        if self.config.router_convention == "libmoe_v1":
+            return self.libmoe_v1_forward(x_TD)
         if self.config.router_convention == "libmoe":
             return self.libmoe_forward(x_TD)
         temperature = self.log_temperature.exp().clamp(min=0.01)
@@ -111,12 +147,20 @@ class PerturbedCosineRouter(CosineRouter):
     ``theta > 0`` that is not idempotent: each forward multiplies them by ``1.5 / (|e| + 0.1)``
     (their norm drifts towards 1.4). moezoo is stateless and gives LibMoE's *first* forward
     after loading; LibMoE's later forwards differ from it by that drift.
+
+    ``router_convention="libmoe_v1"`` is LibMoE v1.x's ``smoe_perturbed`` (commit 766ddae,
+    ``MoEPerturbedCosingGating.forward`` / ``_keepTopk`` in ``moe_model/model/moe/moe_perturbed.py``): the
+    v1 cosine router of :class:`CosineRouter` with both norms of the full-width gate perturbed,
+    ``l = x W^T / ((|x| + 0.1) (|W_e| + 0.1))``. v1 changes no weight in place (stateless, so every
+    forward is the same) and adds no noise, in training or eval; no temperature.
     """
 
     norm_eps = 0.1
     libmoe_theta = 0.1
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
+        if self.config.router_convention == "libmoe_v1":
+            return self.libmoe_v1_forward(x_TD)
         if self.config.router_convention == "libmoe":
             return self.libmoe_forward(x_TD)
         sim_TE = self.similarity(x_TD)

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moezoo.moe.routers.base import Routing, register_router, token_choice
+from moezoo.moe.routers.base import (
+    LIBMOE_CONVENTIONS,
+    Routing,
+    register_router,
+    token_choice,
+)
 
 
 @register_router("hyper")
@@ -30,6 +35,11 @@ class HyperRouter(nn.Module):
     - LibMoE's eval forward builds the gate from the hypernetwork once (``recreate_gate``) and takes
       the top-k of the *logits*, softmaxed among themselves; ours takes the top-k of the softmax,
       renormalised. The two are equal up to float rounding (the softmax is monotone).
+    - ``"libmoe_v1"`` builds the same hypernetwork. v1.x's ``HyperRouter.forward`` (commit 766ddae) has
+      no ``recreate_gate``: at eval it routes with the ``gate.weight`` / ``gate.bias`` it holds, which
+      equal the hypernetwork's output only if the checkpoint stored the gate its last training forward
+      generated; moezoo always routes with the generated gate. v1's and v2's keys are the same, so
+      :mod:`moezoo.convert.libmoe` reads a hyperrouter checkpoint under ``"libmoe"``.
     - In training LibMoE grows ``k`` linearly from ``topk_min`` to ``topk_max`` over the run (its
       dynamic top-k); moezoo routes with a fixed ``top_k`` (LibMoE's eval ``num_selected``).
     """
@@ -38,7 +48,7 @@ class HyperRouter(nn.Module):
         super().__init__()
         self.config = config
         dim, n = config.head_dim, config.num_experts
-        if config.router_convention == "libmoe":
+        if config.router_convention in LIBMOE_CONVENTIONS:
             hidden = config.router_dim or max(dim // 4, 1)
             self.hyper_embedding = nn.Parameter(torch.randn(dim))
             # LibMoE's init: N(0, 0.02) weights and zero biases (HyperRouter.init_hypernet_weights).
@@ -55,7 +65,8 @@ class HyperRouter(nn.Module):
 
     def generated(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The router weight ``(E, D)`` and bias ``(E,)`` the hypernetwork makes now."""
-        biases = (self.hyper_b1, self.hyper_b2) if self.config.router_convention == "libmoe" else (None, None)
+        libmoe = self.config.router_convention in LIBMOE_CONVENTIONS
+        biases = (self.hyper_b1, self.hyper_b2) if libmoe else (None, None)
         hidden = F.relu(F.linear(self.hyper_embedding, self.hyper_w1, biases[0]))
         flat = F.linear(hidden, self.hyper_w2, biases[1]).view(self.config.num_experts, self.config.head_dim + 1)
         return flat[:, :-1], flat[:, -1]

@@ -83,6 +83,15 @@ class SigmoidRouter(LinearGate):
     renormalised (even one kept expert); no selection bias and no bias update; the balance loss's
     ``P`` is ``softmax(x W^T)``, not the normalised sigmoid.
 
+    ``router_convention="libmoe_v1"`` follows LibMoE v1.x's ``smoe_sigmoidgating`` (commit 766ddae,
+    ``SMoESigmoidGating.forward`` in ``moe_model/model/moe/moe_sigmoidgating.py`` and ``MoeLayer.topk_expert``
+    in ``moe.py``): the gate has a bias (``bias`` is then a trained parameter added to the logits, not a
+    selection bias, and is never updated); ``s = sigmoid(x W^T + b)``, ``p = softmax(s)`` in float32, the
+    top-k of ``p``, renormalised (even one kept expert), so the weights are the softmax over the kept
+    sigmoids; the balance loss reads ``p`` and v1's z-loss the sigmoids ``s`` (v1 calls them its gate logits).
+    Where v1's code and ours could disagree: v1 runs its gate and the sigmoid in the input dtype (moezoo:
+    float32 logits); no noise or temperature in either.
+
     ``load_group``: when the router is replicated over several processes (data or expert
     parallelism, set by :mod:`moezoo.parallel`), the loads are summed over this process
     group first, so every replica takes the same step, the one of the global batch.
@@ -92,9 +101,16 @@ class SigmoidRouter(LinearGate):
 
     def __init__(self, config):
         super().__init__(config)
-        self.register_buffer("bias", torch.zeros(config.num_experts))
+        if config.router_convention == "libmoe_v1":  # LibMoE v1.x's gate: nn.Linear(D, E, bias=True)
+            self.bias = nn.Parameter(torch.zeros(config.num_experts))
+        else:
+            self.register_buffer("bias", torch.zeros(config.num_experts))
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
+        if self.config.router_convention == "libmoe_v1":
+            scores_TE = F.linear(x_TD, self.weight, self.bias).float().sigmoid()
+            probs_TE = scores_TE.softmax(-1)
+            return token_choice(scores_TE, probs_TE, probs_TE, self.config)
         logits_TE = self.gate_logits(x_TD)
         scores_TE = logits_TE.sigmoid()
         if self.config.router_convention == "libmoe":
