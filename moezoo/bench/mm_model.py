@@ -148,7 +148,7 @@ def _max_grad_diff(hf, moe) -> float:
     return max_grad_diff(moezoo_to_llava(grads, moe.config.llm, expert_layout="fused"), hf)
 
 
-def time_training(args, hf, moe) -> dict:
+def time_training(args, hf, moe, time_pair) -> dict:
     """Forward+backward of both models, interleaved; the losses and gradients are compared."""
     from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
 
@@ -157,31 +157,48 @@ def time_training(args, hf, moe) -> dict:
     router_logits: list[torch.Tensor] = []
     hooks = [layer.mlp.gate.register_forward_hook(lambda module, inputs, out: router_logits.append(out[0]))
              for layer in hf.model.language_model.layers]
-    losses: dict[str, float] = {}
 
-    def ours():
-        moe.zero_grad(set_to_none=True)
-        loss = moe(**batch).loss  # in training: LM loss + aux_loss_coef * aux loss
-        loss.backward()
-        losses["moezoo"] = loss.item()
-
-    def theirs():
-        hf.zero_grad(set_to_none=True)
+    def hf_loss():
         router_logits.clear()
         out = hf(**batch)
         aux = load_balancing_loss_func(tuple(router_logits), args.experts, args.top_k, batch["attention_mask"])
-        loss = out.loss + hf.config.text_config.router_aux_loss_coef * aux
-        loss.backward()
-        losses["transformers"] = loss.item()
+        return out.loss + hf.config.text_config.router_aux_loss_coef * aux
 
     try:
-        times = time_interleaved({"moezoo": ours, "transformers": theirs}, args.repeats, warmup=1)
+        return compare_training(hf, moe, batch, hf_loss, _max_grad_diff,
+                                time_pair)
     finally:
         for hook in hooks:
             hook.remove()
-    result = _summary(times, batch["input_ids"].numel())
+
+
+def time_generation(args, hf, moe, time_pair) -> dict:
+    """Greedy decoding of ``--new-tokens`` after one image and the first sample's text, interleaved."""
+    batch = llava_batch(args, moe.num_tokens["image"], moe.config.image_token_id)
+    prompt = {k: batch[k][:1] for k in ("input_ids", "attention_mask", "pixel_values")}
+    return compare_generation(hf, moe, prompt, args.new_tokens, time_pair)
+
+
+def compare_training(hf, moe, batch: dict, hf_loss, grad_diff, time_pair) -> dict:
+    """Forward+backward of moezoo's ``moe`` and transformers' ``hf`` on ``batch``, timed interleaved by
+    ``time_pair``: moezoo's loss is its own (LM + weighted aux loss, in training), transformers' is
+    ``hf_loss()`` (its LM loss plus the same aux term, computed as the family's model computes it);
+    the losses, ``grad_diff(hf, moe)`` (the largest gradient difference) and the trained parameter
+    counts go in the result."""
+    losses: dict[str, float] = {}
+
+    def step(name, model, loss_fn):
+        def run():
+            model.zero_grad(set_to_none=True)
+            loss = loss_fn()
+            loss.backward()
+            losses[name] = loss.item()
+        return run
+
+    result = time_pair(step("moezoo", moe, lambda: moe(**batch).loss), step("transformers", hf, hf_loss),
+                       batch["input_ids"].numel())
     result["loss"] = losses
-    result["max_grad_diff"] = _max_grad_diff(hf, moe)
+    result["max_grad_diff"] = grad_diff(hf, moe)
     result["trained_params"] = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
                                 for name, m in (("moezoo", moe), ("transformers", hf))}
     for model in (hf, moe):
@@ -189,23 +206,21 @@ def time_training(args, hf, moe) -> dict:
     return result
 
 
-def time_generation(args, hf, moe) -> dict:
-    """Greedy decoding of ``--new-tokens`` after one image and the first sample's text, interleaved."""
+def compare_generation(hf, moe, prompt: dict, new_tokens: int, time_pair) -> dict:
+    """Greedy decoding of ``new_tokens`` after ``prompt`` by both models (eval mode), timed interleaved;
+    whether they generated the same ids goes in the result."""
     for model in (hf, moe):
         model.eval()
-    batch = llava_batch(args, moe.num_tokens["image"], moe.config.image_token_id)
-    prompt = {k: batch[k][:1] for k in ("input_ids", "attention_mask", "pixel_values")}
 
     def ours():
-        return moe.generate(**prompt, max_new_tokens=args.new_tokens, eos_token_id=[])
+        return moe.generate(**prompt, max_new_tokens=new_tokens, eos_token_id=[])
 
     def theirs():
         with torch.inference_mode():
-            return hf.generate(**prompt, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
+            return hf.generate(**prompt, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
 
     same = torch.equal(ours(), theirs())
-    times = time_interleaved({"moezoo": ours, "transformers": theirs}, args.repeats, warmup=1)
-    result = _summary(times, args.new_tokens)
+    result = time_pair(ours, theirs, new_tokens)
     result["identical_ids"] = same
     return result
 
@@ -240,8 +255,9 @@ def run(args) -> dict:
         return _run_qwen3_vl(args)
     hf, moe = llava_pair(args)
     n_image = moe.num_tokens["image"]
-    train = time_training(args, hf, moe)
-    generate = time_generation(args, hf, moe)
+    time_pair = _pair_timer(args.repeats)
+    train = time_training(args, hf, moe, time_pair)
+    generate = time_generation(args, hf, moe, time_pair)
     tower = "trained" if args.train_tower else "frozen"
     print(f"moezoo bench mm-model: SigLIP-shaped tower ({args.image_size} px, patch {args.patch_size}, "
           f"width {args.vision_dim}, {args.vision_layers} layers, feature layer {args.feature_layer}, {tower}), "

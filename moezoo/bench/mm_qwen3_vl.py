@@ -165,52 +165,24 @@ def _max_grad_diff(hf, moe) -> float:
 
 def time_training(args, hf, moe, time_pair) -> dict:
     """Forward+backward of both models, interleaved; the losses and gradients are compared."""
+    from moezoo.bench.mm_model import compare_training
+
     _set_training(hf, moe, args.train_tower)
     batch = qwen3_vl_batch(args, moe.config)
-    losses: dict[str, float] = {}
-
-    def ours():
-        moe.zero_grad(set_to_none=True)
-        loss = moe(**batch).loss  # in training: LM loss + aux_loss_coef * aux loss
-        loss.backward()
-        losses["moezoo"] = loss.item()
-
-    def theirs():
-        hf.zero_grad(set_to_none=True)
-        loss = hf(**batch, output_router_logits=True).loss  # LM loss + router_aux_loss_coef * aux loss
-        loss.backward()
-        losses["transformers"] = loss.item()
-
-    result = time_pair(ours, theirs, batch["input_ids"].numel())
-    result["loss"] = losses
-    result["max_grad_diff"] = _max_grad_diff(hf, moe)
-    result["trained_params"] = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
-                                for name, m in (("moezoo", moe), ("transformers", hf))}
-    for model in (hf, moe):
-        model.zero_grad(set_to_none=True)
-    return result
+    # transformers' loss with router logits: LM loss + router_aux_loss_coef * aux loss
+    return compare_training(hf, moe, batch, lambda: hf(**batch, output_router_logits=True).loss, _max_grad_diff,
+                            time_pair)
 
 
 def time_generation(args, hf, moe, time_pair) -> dict:
     """Greedy decoding of ``--new-tokens`` after the first sample's prompt (one image), interleaved."""
-    for model in (hf, moe):
-        model.eval()
+    from moezoo.bench.mm_model import compare_generation
+
     batch = qwen3_vl_batch(args, moe.config)
     patches = int(batch["image_grid_thw"][0].prod())
     prompt = {k: batch[k][:1] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw")}
     prompt["pixel_values"] = batch["pixel_values"][:patches]
-
-    def ours():
-        return moe.generate(**prompt, max_new_tokens=args.new_tokens, eos_token_id=[])
-
-    def theirs():
-        with torch.inference_mode():
-            return hf.generate(**prompt, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
-
-    same = torch.equal(ours(), theirs())
-    result = time_pair(ours, theirs, args.new_tokens)
-    result["identical_ids"] = same
-    return result
+    return compare_generation(hf, moe, prompt, args.new_tokens, time_pair)
 
 
 def describe(args) -> str:

@@ -19,20 +19,25 @@ def _run(*extra):
     return bench.run(parser.parse_args(TINY + list(extra)))
 
 
+def _assert_like_with_like(result: dict) -> None:
+    """Both sides computed the same loss, gradients, trained parameters and greedy ids, and both were timed."""
+    train, generate = result["forward_backward"], result["generate"]
+    assert train["loss"]["moezoo"] == pytest.approx(train["loss"]["transformers"], abs=2e-6)
+    assert train["max_grad_diff"] < 1e-5
+    assert train["trained_params"]["moezoo"] == train["trained_params"]["transformers"]
+    assert generate["identical_ids"] is True
+    for part in (train, generate):
+        assert part["moezoo_vs_transformers"] > 0 and len(part["round_ratios"]) == 1
+
+
 def test_mm_benchmark_compares_like_with_like(capsys):
     frozen, trained = _run(), _run("--train-tower")
     for result in (frozen, trained):
-        train, generate = result["forward_backward"], result["generate"]
         assert result["image_tokens"] == (32 // 8) ** 2  # SigLIP, "full": every patch
         # The same weights, batch and objective (LM loss + weighted aux loss): the same loss and gradients
         # (the gradients are the sharper check: a 1% change of a projector weight moves the loss by 7e-6 here,
         # the largest gradient difference to 5e-5).
-        assert train["loss"]["moezoo"] == pytest.approx(train["loss"]["transformers"], abs=2e-6)
-        assert train["max_grad_diff"] < 1e-5
-        assert train["trained_params"]["moezoo"] == train["trained_params"]["transformers"]
-        assert generate["identical_ids"] is True
-        for part in (train, generate):
-            assert part["moezoo_vs_transformers"] > 0 and len(part["round_ratios"]) == 1
+        _assert_like_with_like(result)
     # Frozen means frozen in both: the tower's weights (its patch embedding alone: 3 * 8 * 8 * 32) are not trained.
     assert trained["forward_backward"]["trained_params"]["moezoo"] - frozen["forward_backward"]["trained_params"][
         "moezoo"] > 3 * 8 * 8 * 32
@@ -54,17 +59,11 @@ def test_qwen3_vl_moe_family_compares_like_with_like(capsys, tmp_path):
     import json
 
     result = json.loads(out.read_text())
-    train, generate = result["forward_backward"], result["generate"]
     assert result["family"] == "qwen3_vl_moe" and result["hf_experts"] == "grouped_mm"
     assert result["image_tokens"] == (32 // 8 // 2) ** 2  # 4 x 4 patches, merged 2 x 2
     # transformers' Qwen3VLMoeForConditionalGeneration and moezoo's on the same weights and batch: the same loss
     # (LM + weighted aux loss), gradients and greedy ids, and the mergers trained with the LLM on both sides.
-    assert train["loss"]["moezoo"] == pytest.approx(train["loss"]["transformers"], abs=2e-6)
-    assert train["max_grad_diff"] < 1e-5
-    assert train["trained_params"]["moezoo"] == train["trained_params"]["transformers"]
-    assert generate["identical_ids"] is True
-    for part in (train, generate):
-        assert part["moezoo_vs_transformers"] > 0 and len(part["round_ratios"]) == 1
+    _assert_like_with_like(result)
     assert printed.count("moezoo / transformers") == 2 and "qwen3_vl_moe" in printed
 
 
