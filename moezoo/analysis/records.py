@@ -45,6 +45,7 @@ from torch import nn
 
 from moezoo.analysis.routing import chosen_experts, routing_stats
 from moezoo.analysis.sites import site_names
+from moezoo.processing.tokens import MODALITY_NAMES
 from moezoo.eval import batching
 from moezoo.eval.tasks import (
     TASKS,
@@ -55,7 +56,6 @@ from moezoo.eval.tasks import (
     model_modalities,
 )
 
-MODALITY_NAMES = ("text", "image", "audio", "video")  # the ids of MultimodalOutput.modality_ids
 ROLES = ("prompt", "answer")
 POSITIONS = ("answer", "all")
 ANSWER_TOKENS = 16  # VQATask.answer's default: the answers must be moezoo eval's

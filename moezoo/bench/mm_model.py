@@ -37,6 +37,7 @@ import torch
 
 from moezoo.bench.model import add_arguments as add_model_arguments
 from moezoo.bench.model import realistic_weights_
+from moezoo.bench.compare import compare_generation, compare_training
 from moezoo.bench.timing import max_grad_diff, median, paired_ratio, time_interleaved
 from moezoo.moe.config import DISPATCHES
 
@@ -177,52 +178,6 @@ def time_generation(args, hf, moe, time_pair) -> dict:
     batch = llava_batch(args, moe.num_tokens["image"], moe.config.image_token_id)
     prompt = {k: batch[k][:1] for k in ("input_ids", "attention_mask", "pixel_values")}
     return compare_generation(hf, moe, prompt, args.new_tokens, time_pair)
-
-
-def compare_training(hf, moe, batch: dict, hf_loss, grad_diff, time_pair) -> dict:
-    """Forward+backward of moezoo's ``moe`` and transformers' ``hf`` on ``batch``, timed interleaved by
-    ``time_pair``: moezoo's loss is its own (LM + weighted aux loss, in training), transformers' is
-    ``hf_loss()`` (its LM loss plus the same aux term, computed as the family's model computes it);
-    the losses, ``grad_diff(hf, moe)`` (the largest gradient difference) and the trained parameter
-    counts go in the result."""
-    losses: dict[str, float] = {}
-
-    def step(name, model, loss_fn):
-        def run():
-            model.zero_grad(set_to_none=True)
-            loss = loss_fn()
-            loss.backward()
-            losses[name] = loss.item()
-        return run
-
-    result = time_pair(step("moezoo", moe, lambda: moe(**batch).loss), step("transformers", hf, hf_loss),
-                       batch["input_ids"].numel())
-    result["loss"] = losses
-    result["max_grad_diff"] = grad_diff(hf, moe)
-    result["trained_params"] = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
-                                for name, m in (("moezoo", moe), ("transformers", hf))}
-    for model in (hf, moe):
-        model.zero_grad(set_to_none=True)
-    return result
-
-
-def compare_generation(hf, moe, prompt: dict, new_tokens: int, time_pair) -> dict:
-    """Greedy decoding of ``new_tokens`` after ``prompt`` by both models (eval mode), timed interleaved;
-    whether they generated the same ids goes in the result."""
-    for model in (hf, moe):
-        model.eval()
-
-    def ours():
-        return moe.generate(**prompt, max_new_tokens=new_tokens, eos_token_id=[])
-
-    def theirs():
-        with torch.inference_mode():
-            return hf.generate(**prompt, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-
-    same = torch.equal(ours(), theirs())
-    result = time_pair(ours, theirs, new_tokens)
-    result["identical_ids"] = same
-    return result
 
 
 def _summary(times: dict[str, list[float]], tokens: int) -> dict:

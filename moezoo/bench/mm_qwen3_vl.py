@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from moezoo.bench.model import realistic_weights_
+from moezoo.bench.compare import compare_generation, compare_training
 from moezoo.bench.timing import max_grad_diff
 
 # The shape the issue fixes (a tiny but realistic Qwen3-VL-MoE): tower depth 4, width 256; LLM 4 layers, d=512,
@@ -165,8 +166,6 @@ def _max_grad_diff(hf, moe) -> float:
 
 def time_training(args, hf, moe, time_pair) -> dict:
     """Forward+backward of both models, interleaved; the losses and gradients are compared."""
-    from moezoo.bench.mm_model import compare_training
-
     _set_training(hf, moe, args.train_tower)
     batch = qwen3_vl_batch(args, moe.config)
     # transformers' loss with router logits: LM loss + router_aux_loss_coef * aux loss
@@ -176,8 +175,6 @@ def time_training(args, hf, moe, time_pair) -> dict:
 
 def time_generation(args, hf, moe, time_pair) -> dict:
     """Greedy decoding of ``--new-tokens`` after the first sample's prompt (one image), interleaved."""
-    from moezoo.bench.mm_model import compare_generation
-
     batch = qwen3_vl_batch(args, moe.config)
     patches = int(batch["image_grid_thw"][0].prod())
     prompt = {k: batch[k][:1] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw")}

@@ -36,8 +36,21 @@ def save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[
                   metadata=metadata or {"format": "pt"})
 
 
+# Pickled weight files: never downloaded (moezoo.hub) nor read, because unpickling a file can run code.
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+class PickleOnlyCheckpointError(FileNotFoundError, ValueError):
+    """A checkpoint dir whose weights are only pickled files (no safetensors): refused, with how to convert."""
+
+
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint dir: ``model.safetensors``, or the shards of its index."""
+    """All tensors of a checkpoint dir: ``model.safetensors``, or the shards of its index.
+
+    Raises:
+        PickleOnlyCheckpointError: the dir holds only pickled weights (the message names the file and says how
+            to convert it); ``FileNotFoundError``: no weights at all; ``ValueError``: an unreadable file.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -48,6 +61,16 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         weight_map = json.loads((path / INDEX_NAME).read_text())["weight_map"]
         files = [path / shard for shard in sorted(set(weight_map.values()))]
     else:
+        pickles = sorted({p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern)}) if path.is_dir() else []
+        if pickles:
+            raise PickleOnlyCheckpointError(
+                f"{path / pickles[0]}: this checkpoint holds only pickled weights ({', '.join(pickles)}); moezoo "
+                "reads safetensors checkpoints only, because unpickling a file can run arbitrary code. Convert it "
+                "once, in an environment you trust (with the model's own code installed where it needs it): "
+                "`model = AutoModelForCausalLM.from_pretrained(dir)` (or `torch.load(file)` of each file), then "
+                "`model.save_pretrained(out_dir, safe_serialization=True)`, which writes safetensors only (or "
+                "safetensors' `save_file`), and "
+                "copy config.json and the tokenizer files beside it")
         found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
         raise FileNotFoundError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {path} (found {found}); "
                                 "moezoo reads safetensors checkpoints only (no pickled .bin files)")

@@ -388,26 +388,21 @@ def moelayer_from_moezoo(t: dict[str, torch.Tensor], router: str, names: tuple[s
 _LAYER = re.compile(r"encoder\.layers\.(\d+)\.")
 
 
-def split_libmoe(state: dict[str, torch.Tensor], num_layers: int) -> tuple[dict, dict, dict, list[str]]:
-    """LibMoE's state dict as ``(llm, tower, projector, dropped)``: the Phi-3 keys (``model.*``, ``lm_head.*``),
-    the tower's and the projector's keys below their prefixes, and the keys moezoo does not import (the
-    last tower layer, which never runs; the unused ``mm_projector.layer_norm`` of a projector trained
-    from scratch)."""
-    llm, tower, projector, dropped = {}, {}, {}, []
+def split_libmoe(state: dict[str, torch.Tensor], num_layers: int) -> tuple[dict, dict, dict]:
+    """LibMoE's state dict as ``(llm, tower, projector)``: the Phi-3 keys (``model.*``, ``lm_head.*``) and the
+    tower's and the projector's keys below their prefixes, without the keys moezoo does not import (the last
+    tower layer, which never runs; the unused ``mm_projector.layer_norm`` of a projector trained from scratch)."""
+    llm, tower, projector = {}, {}, {}
     for key, tensor in state.items():
         if key.startswith(TOWER_PREFIX):
             inner = key[len(TOWER_PREFIX):]
             match = _LAYER.match(inner)
-            if match and int(match.group(1)) == num_layers - 1:
-                dropped.append(key)
-            else:
+            if not (match and int(match.group(1)) == num_layers - 1):
                 tower[inner] = tensor
         elif key.startswith(PROJECTOR_PREFIX):
             inner = key[len(PROJECTOR_PREFIX):]
-            if inner.startswith("layer_norm."):
-                dropped.append(key)
-            else:
+            if not inner.startswith("layer_norm."):
                 projector[inner] = tensor
         else:
             llm[key] = tensor
-    return llm, tower, projector, dropped
+    return llm, tower, projector

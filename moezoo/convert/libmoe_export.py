@@ -33,7 +33,7 @@ from moezoo.convert.libmoe import (
     moelayer_from_moezoo,
 )
 from moezoo.models.spec import register_format
-from moezoo.utils.io import atomic_write_text
+from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 _TOWER = "vision.vision_tower."
 _CONNECTOR = "connectors.image."
@@ -145,9 +145,8 @@ def export_libmoe(model: Any, path: str | Path, mm_vision_tower: str | None = No
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_weights(state, path, max_shard_size)
-    processor = getattr(model, "processor", None)
-    if processor is not None and getattr(processor, "tokenizer", None) is not None:
-        processor.tokenizer.save_pretrained(str(path))
+    if getattr(model, "tokenizer", None) is not None:  # the processor's own tokenizer when it has one
+        atomic_save_pretrained(model.tokenizer, path)
     atomic_write_text(path / "config.json", json.dumps(cfg, indent=2) + "\n")  # last: the dir is complete
     return path
 

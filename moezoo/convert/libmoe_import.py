@@ -126,14 +126,14 @@ def multimodal_fields(cfg: dict[str, Any], facts: LibMoEFacts, source: Any,
 
 
 def libmoe_to_moezoo(state: dict[str, torch.Tensor], config: MultimodalConfig, facts: LibMoEFacts,
-                     source: Any = "the checkpoint") -> tuple[dict[str, torch.Tensor], list[str]]:
-    """LibMoE's state dict in moezoo's names, and the LibMoE keys left out (they never reach the output).
+                     source: Any = "the checkpoint") -> dict[str, torch.Tensor]:
+    """LibMoE's state dict in moezoo's names (without the keys that never reach the output: :func:`split_libmoe`).
 
     Raises:
         ValueError: a ``moelayer`` without its router's tensors (:func:`~moezoo.convert.libmoe.check_router_layout`).
     """
     num_layers = config.vision.vision_config["num_hidden_layers"] + 1
-    llm, tower, projector, dropped = split_libmoe(state, num_layers)
+    llm, tower, projector = split_libmoe(state, num_layers)
     out = {f"llm.{k}": v for k, v in hf_to_moezoo(llm, config.llm).items()}
     layers: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in tower.items():
@@ -161,7 +161,7 @@ def libmoe_to_moezoo(state: dict[str, torch.Tensor], config: MultimodalConfig, f
         names = {"0.": "linear_1.", "2.": "linear_2."}
         for k, v in projector.items():
             out["connectors.image." + names.get(k[:2], "?") + k[2:]] = v
-    return out, dropped
+    return out
 
 
 def import_libmoe(path: str | Path, device: str | torch.device = "cpu",
@@ -196,7 +196,7 @@ def import_libmoe(path: str | Path, device: str | torch.device = "cpu",
     vocab = fields["llm"].vocab_size
     fields["image_token_id"] = add_image_token(tokenizer, vocab, path) if tokenizer is not None else vocab - 1
     config = MultimodalConfig(**fields)
-    state, _ = libmoe_to_moezoo(state, config, facts, where)
+    state = libmoe_to_moezoo(state, config, facts, where)
     model = build_model(config, state, str(path), device, checkpoint_dtype(cfg, dtype))
     if tokenizer is not None:
         template = chat_template(facts.version)

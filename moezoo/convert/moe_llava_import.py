@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from moezoo.checkpoint.files import INDEX_NAME, WEIGHTS_NAME, read_safetensors
+from moezoo.checkpoint.files import read_safetensors
 from moezoo.checkpoint.reader import build_model
 from moezoo.convert.hf_import import checkpoint_dtype, read_hf_config
 from moezoo.convert.llava_import import processor_files
@@ -29,7 +29,6 @@ from moezoo.models.spec import register_importer
 from moezoo.processing.processor import Processor
 from moezoo.processing.tokenizer import load_tokenizer
 
-_PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
 def import_moe_llava(path: str | Path, device: str | torch.device = "cpu",
@@ -62,7 +61,7 @@ def import_moe_llava(path: str | Path, device: str | torch.device = "cpu",
     files = processor_files(path, "CLIPImageProcessor")
     fields["vision"]["image_processor"] = files["image_processor"]
     config = MultimodalConfig(**fields)
-    state = moe_llava_to_moezoo(read_weights(path), config.llm)
+    state = moe_llava_to_moezoo(read_safetensors(path), config.llm)
     model = build_model(config, state, str(path), device, checkpoint_dtype(cfg, dtype))
     if tokenizer is not None:
         template = chat_template(cfg["model_type"])
@@ -94,29 +93,7 @@ def _tokenizer(path: Path) -> Any:
     return None
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The safetensors weights of ``path``; a pickle-only dir is refused with how to convert it."""
-    if not (path / WEIGHTS_NAME).exists() and not (path / INDEX_NAME).exists():
-        pickles = sorted(p.name for pattern in _PICKLES for p in path.glob(pattern))
-        if pickles:
-            raise ValueError(
-                f"{path / pickles[0]}: this checkpoint holds only pickled weights ({', '.join(pickles)}); moezoo "
-                "reads safetensors only, because unpickling a file can run arbitrary code. Convert it once, in "
-                "an environment you trust, with MoE-LLaVA's code installed: "
-                "`model = AutoModelForCausalLM.from_pretrained(dir)` (or `torch.load(file)` of each file), then "
-                "`model.save_pretrained(out_dir, safe_serialization=True)` (or safetensors' `save_file`), and "
-                "copy config.json and the tokenizer files beside it")
-    return read_safetensors(path)
-
-
-def _refused(model_type: str):
-    def importer(path: str | Path, device: Any = "cpu", dtype: Any = None) -> MultimodalMoEForCausalLM:
-        raise ValueError(f"{Path(path) / 'config.json'}: model_type={model_type!r} is refused: "
-                         f"{REFUSED[model_type]}")
-    return importer
-
-
 for _model_type, (_family, _architecture, _) in BASES.items():
     register_importer(MULTIMODAL_SPEC, _model_type, import_moe_llava, _architecture)
-for _model_type in REFUSED:
-    register_importer(MULTIMODAL_SPEC, _model_type, _refused(_model_type), "MoELLaVAQWenForCausalLM")
+for _model_type in REFUSED:  # multimodal_fields refuses them, with the reason, before anything is read
+    register_importer(MULTIMODAL_SPEC, _model_type, import_moe_llava, "MoELLaVAQWenForCausalLM")

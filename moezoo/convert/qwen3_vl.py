@@ -124,7 +124,7 @@ def hf_config(config: Qwen3VLMoEConfig, dtype: str = "float32") -> dict[str, Any
         ValueError: the LLM is not one Qwen3-VL-MoE's text model can express (every reason listed).
     """
     c = config.llm
-    problems = [p for p in family_problems(c, "qwen3_moe") if "renormalises" not in p]
+    problems = family_problems(c, "qwen3_moe")
     if not c.moe.norm_topk_prob:
         problems.append("Qwen3-VL-MoE always renormalises the top-k weights (moe.norm_topk_prob=False)")
     if not c.mrope_interleaved:

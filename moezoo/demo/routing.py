@@ -37,9 +37,8 @@ from torch import nn
 from moezoo.eval.chat import Reply
 from moezoo.moe import MoELayer
 from moezoo.processing.chat import IGNORE_INDEX
-from moezoo.processing.processor import MODALITIES
+from moezoo.processing.tokens import MODALITY_NAMES
 
-MODALITY_NAMES = ("text", *MODALITIES)  # MultimodalOutput.modality_ids: 0 text, 1 image, 2 audio, 3 video
 # Pale backgrounds, one per modality, dark text stays readable on each.
 MODALITY_COLOURS = {"text": "#dbeafe", "image": "#ffedd5", "audio": "#dcfce7", "video": "#f3e8ff"}
 

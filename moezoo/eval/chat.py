@@ -53,6 +53,9 @@ def build_inputs(model: nn.Module, prompt: str, images: Sequence[str] = (), audi
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return dict(tok(text, return_tensors="pt", add_special_tokens=adds_special_tokens(tok, text)))
     media = {"image": list(images), "audio": list(audios), "video": list(videos)}
+    for m, files in media.items():
+        if files and m not in processor.placeholders:
+            raise ValueError(f"{type(model).__name__} takes no {m}: it takes {', '.join(processor.placeholders)}")
     prefix = "".join(f"{processor.placeholders[m]}\n" * len(files) for m, files in media.items()
                      if files and processor.placeholders.get(m, "\0") not in prompt)
     messages = ([{"role": "system", "content": system}] if system else []) + [

@@ -27,11 +27,11 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from moezoo.checkpoint.files import PICKLE_PATTERNS
 from moezoo.hub.cache import hf_hub_cache, hub_cache_dirs, is_offline, marker_path, repo_folder
 from moezoo.hub.verify import Expected, check_marker, read_marker, verify_files, write_marker
 
 DEFAULT_PATTERNS = ("*.safetensors", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja")
-PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")  # never downloaded nor read
 INDEX_NAME = "model.safetensors.index.json"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from moezoo.processing.chat import (
+    adds_special_tokens,
     assistant_spans,
     media_in_parts,
     span_labels,
@@ -182,23 +183,35 @@ class Qwen3VLProcessor:
         return self(self.apply_chat_template(conversation, add_generation_prompt=True), images, videos, fps)
 
     def __call__(self, text: str | Sequence[str], images: Sequence | None = None, videos: Sequence | None = None,
-                 fps: Sequence[float | None] | float | None = None, return_tensors: str = "pt") -> Any:
+                 fps: Sequence[float | None] | float | None = None, return_tensors: str = "pt",
+                 audios: Sequence | None = None, add_special_tokens: bool = True) -> Any:
         """Tokenise ``text`` with every placeholder expanded and preprocess the media (flat, in placeholder order).
 
+        ``audios`` and ``add_special_tokens`` are the other processors' arguments (``moezoo chat`` and
+        ``moezoo demo`` pass them to every processor): Qwen3-VL hears nothing, so audio is refused.
+
         Raises:
-            ValueError: the placeholders in the text and the images / videos given differ in number.
+            ValueError: the placeholders in the text and the images / videos given differ in number, or audio.
         """
         from transformers import BatchFeature
 
+        if audios:
+            raise ValueError("Qwen3-VL-MoE takes images and videos, not audio")
         texts = [text] if isinstance(text, str) else list(text)
         data, expansions = self._media(texts, images, videos, fps)
         texts = _expand_all(texts, expansions)
-        encoded = self.tokenizer(texts, padding=len(texts) > 1, padding_side=self.padding_side, return_tensors="pt")
+        encoded = self.tokenizer(texts, padding=len(texts) > 1, padding_side=self.padding_side, return_tensors="pt",
+                                 add_special_tokens=add_special_tokens)
         ids = encoded["input_ids"]
         types = torch.zeros_like(ids).masked_fill(ids == self.image_token_id, 1).masked_fill(
             ids == self.video_token_id, 2)
         data.update(input_ids=ids, attention_mask=encoded["attention_mask"], mm_token_type_ids=types)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def adds_special_tokens(self, rendered: str) -> bool:
+        """Whether a rendered chat is tokenised with the tokenizer's special tokens (never doubling a BOS the
+        template wrote), as for every processor: :func:`moezoo.processing.chat.adds_special_tokens`."""
+        return adds_special_tokens(self.tokenizer, rendered)
 
     def _media(self, texts: list[str], images: Sequence | None, videos: Sequence | None,
                fps: Sequence[float | None] | float | None) -> tuple[dict[str, Any], list[tuple[str, list[str]]]]:

@@ -16,6 +16,7 @@ SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE, AUDIO, VIDEO, SYSTEM, USER, ASSISTANT, END)
 PLACEHOLDERS = (IMAGE, AUDIO, VIDEO)
 MODALITIES = ("image", "audio", "video")  # the media a model may take, in placeholder order
+MODALITY_NAMES = ("text", *MODALITIES)  # MultimodalOutput.modality_ids: 0 text, 1 image, 2 audio, 3 video
 # The zoo's chat template (moezoo/assets/tokenizer/chat_template.jinja, written by `moezoo data tokenizer`):
 # inference and training (Processor.encode_example) both render conversations with it.
 CHAT_TEMPLATE = (

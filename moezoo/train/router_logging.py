@@ -34,10 +34,10 @@ from moezoo.analysis.switch import SWITCH_RATES, switch_rate
 from moezoo.models.base import ZooModel
 from moezoo.moe import MoELayer, MoEOutput
 from moezoo.moe.mlp_experts import MoEMLP
+from moezoo.processing.tokens import MODALITY_NAMES
 from moezoo.utils.io import atomic_write_bytes
 
 __all__ = ["ExpertLoadLogger", "load_fractions", "plot_expert_load", "site_label"]
-MODALITY_NAMES = ("text", "image", "audio", "video")  # MultimodalOutput.modality_ids
 
 # "layers.3.mlp" (a text LM) or "llm.layers.3.mlp" (a multimodal model's LLM) -> "layer3".
 _LLM_LAYER = re.compile(r"^(?:llm\.)?layers\.(\d+)\.mlp$")

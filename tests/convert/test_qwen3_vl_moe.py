@@ -246,3 +246,21 @@ def test_training_step_reaches_the_tower_through_deepstack(pair):
     finally:
         ours.zero_grad(set_to_none=True)
         ours.eval()
+
+
+def test_chat_answers_through_the_checkpoints_processor(tmp_path):
+    """``moezoo chat`` / ``moezoo demo``'s one code path (``moezoo.eval.chat``) runs a Qwen3-VL-MoE checkpoint:
+    its prompt is the processor's chat template with one image, and the reply is its greedy answer."""
+    from moezoo.eval.chat import build_inputs, reply
+
+    tiny_qwen3_vl_checkpoint(tmp_path)
+    model = moezoo.load(tmp_path)
+    image = tmp_path / "scene.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    inputs = build_inputs(model, "what colour?", images=[str(image)])
+    assert int((inputs["mm_token_type_ids"] == 1).sum()) == int(inputs["image_grid_thw"].prod()) // 4
+    with pytest.raises(ValueError, match="takes no audio: it takes image, video"):
+        build_inputs(model, "what colour?", audios=[str(image)])
+    ids = model.generate(**inputs, max_new_tokens=3)
+    assert reply(model, "what colour?", images=[str(image)], max_new_tokens=3).text == model.processor.tokenizer.decode(
+        ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -183,13 +183,13 @@ class MoEForCausalLM(ZooModel):
         mask, is_causal = attention_mask_for(attention_mask, T, start, x.device, spans, self.config.sliding_window)
         moe_outputs: list[MoEOutput] = []
         deepstack = deepstack_visual_embeds or []
+        visual = visual_pos_masks.nonzero(as_tuple=True) if deepstack else None  # found once, not per layer
         for k, layer in enumerate(self.layers):
             x, moe = layer(x, cos, sin, mask, is_causal, cache)
             if moe is not None:
                 moe_outputs.append(moe)
             if k < len(deepstack):
-                select = visual_pos_masks[..., None]  # (B, T, 1)
-                x = x.masked_scatter(select, x[visual_pos_masks] + deepstack[k].to(x.dtype))
+                x = x.index_put(visual, deepstack[k].to(x.dtype), accumulate=True)
         if cache is not None:
             cache.length += T
         x = self.norm(x if logits_to_keep <= 0 else x[:, -logits_to_keep:])
