@@ -45,6 +45,23 @@ class Routing:
     token_choice: bool = True
     balance_top_k: int | None = None
 
+    @classmethod
+    def rank_major(cls, idx_TK: torch.Tensor, weight_TK: torch.Tensor, logits_TE: torch.Tensor,
+                   probs_TE: torch.Tensor, balance_top_k: int | None = None) -> Routing:
+        """The token-choice routing of each token's ``k`` choices ``idx_TK`` with weights ``weight_TK``, laid out
+        rank-major: every token's first choice, then every second choice, ...
+
+        Example:
+            >>> r = Routing.rank_major(torch.tensor([[2, 0], [1, 3]]), torch.tensor([[.75, .25], [.5, .5]]),
+            ...                        torch.zeros(2, 4), torch.zeros(2, 4))
+            >>> r.token_idx.tolist(), r.expert_idx.tolist(), r.weight.tolist()
+            ([0, 1, 0, 1], [2, 1, 0, 3], [0.75, 0.5, 0.25, 0.5])
+        """
+        T, k = idx_TK.shape
+        token_idx = torch.arange(T, device=idx_TK.device).repeat(k)
+        return cls(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
+                   balance_top_k=balance_top_k)
+
     @property
     def balance_expert_idx(self) -> torch.Tensor:
         """The experts of the assignments the load-balancing loss counts (see ``balance_top_k``)."""
@@ -110,7 +127,7 @@ def token_choice(logits_TE: torch.Tensor, scores_TE: torch.Tensor, probs_TE: tor
     counts only each token's first choice (``MoeLayer.balanceloss`` in LibMoE's ``moe/moe.py`` one-hots
     ``selected_experts[..., 0]``; v1.x's ``moe/moe.py`` at commit 766ddae does the same).
     """
-    T, k = scores_TE.shape[0], config.top_k
+    k = config.top_k
     libmoe = config.router_convention in LIBMOE_CONVENTIONS
     _, idx_TK = torch.topk(scores_TE if select_TE is None else select_TE, k, dim=-1)
     weight_TK = scores_TE.gather(-1, idx_TK)
@@ -118,7 +135,5 @@ def token_choice(logits_TE: torch.Tensor, scores_TE: torch.Tensor, probs_TE: tor
         weight_TK = weight_TK / weight_TK.sum(-1, keepdim=True).clamp_min(1e-20)
     if config.routed_scaling_factor != 1.0:
         weight_TK = weight_TK * config.routed_scaling_factor
-    token_idx = torch.arange(T, device=logits_TE.device).repeat(k)  # rank-major
-    return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
-                   balance_top_k=1 if libmoe else None)
+    return Routing.rank_major(idx_TK, weight_TK, logits_TE, probs_TE, balance_top_k=1 if libmoe else None)
 

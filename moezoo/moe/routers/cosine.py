@@ -97,12 +97,9 @@ class CosineRouter(nn.Module):
         """LibMoE's routing: softmax at temperature 0.3, top-k, a softmax over the kept probabilities."""
         logits_TE = self.libmoe_similarity(x_TD)
         probs_TE = (logits_TE / 0.3).softmax(-1)
-        k = self.config.top_k
-        _, idx_TK = probs_TE.topk(k, dim=-1)
+        _, idx_TK = probs_TE.topk(self.config.top_k, dim=-1)
         weight_TK = probs_TE.gather(-1, idx_TK).softmax(-1)
-        token_idx = torch.arange(x_TD.shape[0], device=x_TD.device).repeat(k)  # rank-major
-        return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
-                       balance_top_k=1)
+        return Routing.rank_major(idx_TK, weight_TK, logits_TE, probs_TE, balance_top_k=1)
 
     def libmoe_v1_forward(self, x_TD: torch.Tensor) -> Routing:
         """LibMoE v1.x's routing: softmax of the (perturbed) cosine with the gate, top-k of it plus the bias,
@@ -112,12 +109,9 @@ class CosineRouter(nn.Module):
         norms_TE = (x_TD.norm(dim=-1, keepdim=True) + theta) * (w_ED.norm(dim=1, keepdim=True).t() + theta)
         logits_TE = (x_TD @ w_ED.t()) / norms_TE
         probs_TE = logits_TE.softmax(-1)
-        k = self.config.top_k
-        kept_TK, idx_TK = (probs_TE + self.bias.float()).topk(k, dim=-1)
+        kept_TK, idx_TK = (probs_TE + self.bias.float()).topk(self.config.top_k, dim=-1)
         weight_TK = kept_TK.softmax(-1)
-        token_idx = torch.arange(x_TD.shape[0], device=x_TD.device).repeat(k)  # rank-major
-        return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
-                       balance_top_k=1)
+        return Routing.rank_major(idx_TK, weight_TK, logits_TE, probs_TE, balance_top_k=1)
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
         if self.config.router_convention == "libmoe_v1":

@@ -70,6 +70,4 @@ class DeepSpeedTop2Router(LinearGate):
         weight_TK = gate_TK / denom_T
         if c.routed_scaling_factor != 1.0:
             weight_TK = weight_TK * c.routed_scaling_factor
-        token_idx = torch.arange(T, device=logits_TE.device).repeat(2)  # rank-major: all first choices first
-        return Routing(token_idx, idx_TK.t().reshape(-1), weight_TK.t().reshape(-1), logits_TE, probs_TE,
-                       balance_top_k=1)
+        return Routing.rank_major(idx_TK, weight_TK, logits_TE, probs_TE, balance_top_k=1)
