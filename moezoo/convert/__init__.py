@@ -15,9 +15,10 @@ Modules:
     hf_import / hf_export: ``moezoo.load`` of a text checkpoint, ``save_pretrained(format="hf")`` of an LM.
     llava / llava_import / llava_export: the same for LLaVA checkpoints, processor files included.
     moe_llava / moe_llava_import / moe_llava_export: MoE-LLaVA's released format (``moe_llava_*`` model types,
-        ``save_pretrained(format="moe_llava")``).
+        a CLIP or SigLIP tower; ``save_pretrained(format="moe_llava")``).
     libmoe / libmoe_import / libmoe_export: LibMoE's released format (``llava_phi``, MoE SigLIP tower and
         projector; ``save_pretrained(format="libmoe")``); libmoe_testing builds tiny ones in its key layout.
+    towers: the Hub CLIP / SigLIP towers that released checkpoints name, with their configs (no download).
     testing / llava_testing / moe_llava_testing: tiny random transformers checkpoints for tests and benchmarks.
 
 Example:

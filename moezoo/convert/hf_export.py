@@ -34,20 +34,50 @@ def export_hf(model: Any, path: str | Path, family: str | None = None, expert_la
     """
     config = model.config
     family = family or infer_family(config)
-    dtype = str(model.embed_tokens.weight.dtype).replace("torch.", "")
-    hf_config = hf_config_from_lm(config, family, dtype)  # validates before anything is written
+    # Validates before anything is written.
+    hf_config = hf_config_from_lm(config, family, dtype_name(model.embed_tokens.weight))
     state = moezoo_to_hf(model.state_dict(), config, family, expert_layout)
     if FAMILIES[family].lm_head_bias and not config.lm_head_bias:  # the class always has one: a zero bias
         state["lm_head.bias"] = torch.zeros(config.vocab_size, dtype=model.embed_tokens.weight.dtype)
+    return write_hf_dir(path, state, hf_config, max_shard_size, generation_config(config), model.tokenizer)
+
+
+def dtype_name(tensor: torch.Tensor) -> str:
+    """A tensor's dtype as ``config.json`` names it (``torch_dtype`` / ``dtype``).
+
+    Example:
+        >>> dtype_name(torch.zeros(1, dtype=torch.bfloat16))
+        'bfloat16'
+    """
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def generation_config(llm: Any) -> dict[str, Any]:
+    """The ``generation_config.json`` of an :class:`~moezoo.models.lm.LMConfig`: its special token ids."""
+    return {"bos_token_id": llm.bos_token_id, "eos_token_id": llm.eos_token_id, "pad_token_id": llm.pad_token_id}
+
+
+def write_hf_dir(path: str | Path, state: dict[str, torch.Tensor], config_json: dict[str, Any],
+                 max_shard_size: int | None = None, generation: dict[str, Any] | None = None,
+                 files: Any = None) -> Path:
+    """Write a checkpoint dir the way every exporter does: the weights, ``generation_config.json``, the
+    processor or tokenizer files (``files``: anything with ``save_pretrained``), then ``config.json`` last, so
+    that a dir holding a ``config.json`` is complete. Each file is written atomically.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> out = write_hf_dir(tempfile.mkdtemp(), {"w": torch.zeros(2)}, {"model_type": "toy"}, generation={})
+        >>> sorted(os.listdir(out)), json.loads((out / "config.json").read_text())
+        (['config.json', 'generation_config.json', 'model.safetensors'], {'model_type': 'toy'})
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_weights(state, path, max_shard_size)
-    generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
-                  "pad_token_id": config.pad_token_id}
-    atomic_write_text(path / "generation_config.json", json.dumps(generation, indent=2) + "\n")
-    if model.tokenizer is not None:
-        atomic_save_pretrained(model.tokenizer, path)
-    atomic_write_text(path / "config.json", json.dumps(hf_config, indent=2) + "\n")
+    if generation is not None:
+        atomic_write_text(path / "generation_config.json", json.dumps(generation, indent=2) + "\n")
+    if files is not None:
+        atomic_save_pretrained(files, path)
+    atomic_write_text(path / "config.json", json.dumps(config_json, indent=2) + "\n")  # last: the dir is complete
     return path
 
 

@@ -49,11 +49,14 @@ under ``router_convention="libmoe"``):
 - **Low precision.** LibMoE casts the cosine routers' probabilities to the input dtype before the top-k and
   multiplies expert outputs by float32 weights; moezoo keeps the probabilities in float32 and casts the
   weights to the expert dtype. In bf16 a near tie can pick another expert.
-- **Training only.** HyperRouter's dynamic top-k (refused unless ``topk_max == topk_min``); LibMoE's
+- **Training only.** HyperRouter's dynamic top-k: k grows from ``topk_min`` to ``topk_max`` during training
+  and LibMoE's eval routes with ``num_selected``; moezoo routes (and fine-tunes) with that fixed k, reading a
+  schedule that ends at it (``topk_max == num_selected``: LibMoE v1.1's defaults 1 -> 2 with 2 selected) and
+  refusing one that ends elsewhere. LibMoE's
   balance loss is per image (mean over the batch of per-image ``E * sum(f * P)``), moezoo's over all
   tokens; LibMoE averages the tower's layer losses (the unused last layer included) and S2 scales, moezoo
   adds the sites' losses with the coefficient divided by their number.
-- **Inputs.** ``image_aspect_ratio="pad"`` and ``tokenizer_image_token``: see
+- **Inputs.** ``tokenizer_image_token`` (``image_aspect_ratio="pad"`` is followed): see
   :mod:`moezoo.convert.libmoe_import`.
 
 LibMoE v1.x (commit 766ddae, ``moe_model/model/moe/moe_cosinegating.py``, ``moe_perturbed.py``,
@@ -94,6 +97,9 @@ from typing import Any
 
 import torch
 
+from moezoo.convert.towers import towers_of
+from moezoo.models.encoders.hf_vision import ASPECT_RATIOS
+
 # LibMoE's `moe_name` -> (moezoo router, shared expert). The v2.0 classes each follows, in moe_model/model/moe/:
 # smoe.py SMoeLayer, xmoe.py XMOE, smoe_cosinegating.py MoECosingGating, smoe_sigmoidgating.py
 # SMoESigmoidGating, smoe_perturbed.py MoEPerturbedCosingGating, hyperrouter.py HyperRouter,
@@ -120,15 +126,8 @@ LIBMOE_FIELDS = ("moe_name", "num_experts", "num_selected", "topk_max", "topk_mi
                  "sparse_upcycling", "balance_loss_coef", "router_z_loss_coef", "router_loss_coef", "mm_vision_tower",
                  "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer", "mm_vision_select_feature",
                  "mm_patch_merge_type", "image_aspect_ratio", "version", "use_mm_proj", "vision_config")
-# The SigLIP towers LibMoE names (SiglipVisionConfig.from_pretrained(mm_vision_tower) reads them from the hub),
-# from the vision_config of google/siglip-so400m-patch14-{224,384}/config.json.
-_SO400M = {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
-           "num_hidden_layers": 27, "num_attention_heads": 16, "patch_size": 14, "num_channels": 3,
-           "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6}
-KNOWN_TOWERS = {
-    "google/siglip-so400m-patch14-224": {**_SO400M, "image_size": 224},
-    "google/siglip-so400m-patch14-384": {**_SO400M, "image_size": 384},
-}
+# The SigLIP towers LibMoE names (SiglipVisionConfig.from_pretrained(mm_vision_tower) reads them from the hub).
+KNOWN_TOWERS = towers_of("siglip_vision_model")
 TOWER_PREFIX = "model.vision_tower.vision_model."
 PROJECTOR_PREFIX = "model.mm_projector."
 # LibMoE's Phi-3 conversation templates (moe_model/conversation.py: conv_phi_3_instruct, conv_phi_35_instruct,
@@ -169,7 +168,7 @@ def read_facts(cfg: dict[str, Any], source: Any) -> LibMoEFacts:
 
     Raises:
         ValueError: a value moezoo cannot express, naming the file and the field: an unknown ``moe_name``
-            (the known ones listed), HyperRouter's dynamic top-k (``topk_max != topk_min``), a projector
+            (the known ones listed), a HyperRouter top-k schedule that does not end at ``num_selected``, a projector
             other than ``mlp2x_gelu`` / ``moe``, a patch merge other than ``flat``, or bad expert counts.
 
     Example:
@@ -193,12 +192,14 @@ def read_facts(cfg: dict[str, Any], source: Any) -> LibMoEFacts:
         raise bad("num_selected", f"must be in [1, num_experts={num_experts}]")
     if shared and top_k < 2:
         raise bad("num_selected", "must be >= 2 for smoe_share (the shared expert plus at least one routed)")
-    if name == "hyperrouter" and cfg.get("topk_max", top_k) != cfg.get("topk_min", top_k):
+    k_max, k_min = cfg.get("topk_max", top_k), cfg.get("topk_min", top_k)
+    if name == "hyperrouter" and (k_max != top_k or not 1 <= k_min <= k_max):
         raise ValueError(
-            f"{source}: topk_max={cfg.get('topk_max')!r} != topk_min={cfg.get('topk_min')!r}: HyperRouter's dynamic "
-            "top-k (k grown from topk_min to topk_max during training) is not something moezoo expresses; it routes "
-            f"with a fixed k. LibMoE's own eval forward routes with num_selected={top_k}: to load the checkpoint "
-            f"with that fixed k, set topk_max and topk_min to {top_k} in config.json")
+            f"{source}: topk_max={k_max!r}, topk_min={k_min!r} with num_selected={top_k}: HyperRouter's dynamic "
+            "top-k grows k from topk_min to topk_max during training, and LibMoE evaluates with num_selected. "
+            "moezoo routes with a fixed k, so it reads a schedule that ends at the eval k (topk_min <= topk_max == "
+            f"num_selected, as LibMoE v1.1's released hyperrouter has: 1, 2, 2), not one that ends elsewhere; set "
+            f"topk_max to {top_k} in config.json if num_selected is the k the checkpoint should route with")
     projector = cfg.get("mm_projector_type", "linear")
     mlp_smoe = bool(cfg.get("mlp_smoe", False))
     if projector not in ("moe", "mlp2x_gelu"):
@@ -214,8 +215,8 @@ def read_facts(cfg: dict[str, Any], source: Any) -> LibMoEFacts:
     scales = [float(s) for s in (cfg.get("scales") or [1])]
     if scales[0] != 1 or any(s < 1 or s != int(s) for s in scales):
         raise bad("scales", "must be whole numbers >= 1 starting with 1 (LibMoE's S2 tiling), e.g. [1, 3]")
-    if cfg.get("image_aspect_ratio", "square") == "anyres":
-        raise bad("image_aspect_ratio", "is 'anyres'; moezoo reads 'pad' and 'square'")
+    if (cfg.get("image_aspect_ratio") or "square") not in ASPECT_RATIOS:
+        raise bad("image_aspect_ratio", f"is not one moezoo reads ({list(ASPECT_RATIOS)}; no anyres tiling)")
     version = cfg.get("version") or "phi35"
     if version not in SYSTEMS:
         raise bad("version", f"is not a Phi-3 conversation template moezoo renders ({sorted(SYSTEMS)})")

@@ -13,14 +13,13 @@ and ``gate.bias``) under v1's names ``smoe_cosinegating`` / ``smoe_perturbed`` /
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from moezoo.convert.hf_config import hf_config_from_lm, infer_family
-from moezoo.convert.hf_export import write_weights
+from moezoo.convert.hf_export import dtype_name, write_hf_dir
 from moezoo.convert.hf_weights import moezoo_to_hf
 from moezoo.convert.libmoe import (
     ARCHITECTURE,
@@ -33,7 +32,6 @@ from moezoo.convert.libmoe import (
     moelayer_from_moezoo,
 )
 from moezoo.models.spec import register_format
-from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 _TOWER = "vision.vision_tower."
 _CONNECTOR = "connectors.image."
@@ -121,8 +119,7 @@ def export_libmoe(model: Any, path: str | Path, mm_vision_tower: str | None = No
     if mm_vision_tower is None:
         mm_vision_tower = next((name for name, known in KNOWN_TOWERS.items()
                                 if all(tower.get(k) == v for k, v in known.items())), None)
-    dtype = str(model.llm.embed_tokens.weight.dtype).replace("torch.", "")
-    cfg = hf_config_from_lm(config.llm, "phi3", dtype)
+    cfg = hf_config_from_lm(config.llm, "phi3", dtype_name(model.llm.embed_tokens.weight))
     scales = [int(s) for s in (vision.scales or [1])]
     shared = bool(site.num_shared_experts) if site else False
     calls = run * sum(s * s for s in scales) / len(scales)
@@ -138,17 +135,12 @@ def export_libmoe(model: Any, path: str | Path, mm_vision_tower: str | None = No
         "sparse_upcycling": True, "balance_loss_coef": coef[0], "router_z_loss_coef": coef[1],
         "router_loss_coef": 0.01, "mm_vision_tower": mm_vision_tower, "mm_hidden_size": tower["hidden_size"],
         "mm_projector_type": "moe" if connector.kind == "moe" else "mlp2x_gelu", "mm_vision_select_layer": -2,
-        "mm_vision_select_feature": "patch", "mm_patch_merge_type": "flat", "image_aspect_ratio": "pad",
+        "mm_vision_select_feature": "patch", "mm_patch_merge_type": "flat",
+        "image_aspect_ratio": vision.image_aspect_ratio,
         "version": version, "use_mm_proj": True, "vision_config": tower,
     })
     state = moezoo_to_libmoe(model.state_dict(), config)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    write_weights(state, path, max_shard_size)
-    if getattr(model, "tokenizer", None) is not None:  # the processor's own tokenizer when it has one
-        atomic_save_pretrained(model.tokenizer, path)
-    atomic_write_text(path / "config.json", json.dumps(cfg, indent=2) + "\n")  # last: the dir is complete
-    return path
+    return write_hf_dir(path, state, cfg, max_shard_size, files=getattr(model, "tokenizer", None))
 
 
 def moezoo_to_libmoe(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:

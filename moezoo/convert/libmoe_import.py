@@ -11,9 +11,10 @@ With tokenizer files the model gets a :class:`~moezoo.processing.processor.Proce
 a free embedding row), the SigLIP image processor at the tower's size, and :func:`chat_template` for the
 config's ``version``.
 
-Where moezoo's inputs could differ from LibMoE's (not its model): LibMoE's ``image_aspect_ratio="pad"``
-pads an image to a square with the mean colour before the SigLIP processor, moezoo's processor resizes it
-(pad the image first for the same pixels); LibMoE's ``tokenizer_image_token`` tokenizes the text on each
+LibMoE's ``image_aspect_ratio="pad"`` pads an image to a square with the mean colour before the SigLIP
+processor (``process_images`` in ``moe_model/mm_utils.py``); the importer carries it to the tower's config, so
+moezoo's processor pads the same way. Where moezoo's inputs could differ from LibMoE's (not its model):
+LibMoE's ``tokenizer_image_token`` tokenizes the text on each
 side of ``<image>`` separately, moezoo the whole string with ``<image>`` as one special token (the same ids
 for the templates' ``<image>\\n`` at a turn start with a Llama-style tokenizer; check yours).
 """
@@ -117,6 +118,7 @@ def multimodal_fields(cfg: dict[str, Any], facts: LibMoEFacts, source: Any,
     calls = vision_config["num_hidden_layers"] * sum(math.ceil(s) ** 2 for s in facts.scales) / len(facts.scales)
     vision = {"kind": "hf_vision", "vision_config": vision_config, "feature_layer": -1, "select_strategy": "full",
               "scales": facts.scales if len(facts.scales) > 1 else None,
+              "image_aspect_ratio": cfg.get("image_aspect_ratio") or "square",
               "moe": facts.experts_fields(balance / calls, z / calls) if facts.clip_smoe else None}
     if facts.mlp_smoe:
         connector = {"kind": "moe", "activation": "gelu", **facts.experts_fields(balance, z)}

@@ -16,17 +16,15 @@ multimodal family's exporter (:meth:`~moezoo.models.spec.ArchitectureSpec.regist
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from moezoo.convert.hf_export import write_weights
+from moezoo.convert.hf_export import dtype_name, generation_config, write_hf_dir
 from moezoo.convert.llava import llava_config, llava_problems, moezoo_to_llava
 from moezoo.models.multimodal.spec import MULTIMODAL_SPEC
 from moezoo.processing.image import HF_IMAGE_PROCESSORS
-from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 
 def export_llava(model: Any, path: str | Path, expert_layout: str = "per_expert",
@@ -57,18 +55,9 @@ def export_llava(model: Any, path: str | Path, expert_layout: str = "per_expert"
         problems = _tower_problems(model.vision.vision_tower) + _processor_problems(model)
     if problems:
         raise ValueError("cannot export as a transformers LLaVA checkpoint: " + "; ".join(problems))
-    dtype = str(model.llm.embed_tokens.weight.dtype).replace("torch.", "")
-    hf_config = llava_config(config, dict(config.vision.vision_config), dtype)
+    hf_config = llava_config(config, dict(config.vision.vision_config), dtype_name(model.llm.embed_tokens.weight))
     state = moezoo_to_llava(model.state_dict(), config.llm, expert_layout)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    write_weights(state, path, max_shard_size)
-    llm = config.llm
-    generation = {"bos_token_id": llm.bos_token_id, "eos_token_id": llm.eos_token_id, "pad_token_id": llm.pad_token_id}
-    atomic_write_text(path / "generation_config.json", json.dumps(generation, indent=2) + "\n")
-    atomic_save_pretrained(_hf_processor(model), path)
-    atomic_write_text(path / "config.json", json.dumps(hf_config, indent=2) + "\n")  # last: the dir is complete
-    return path
+    return write_hf_dir(path, state, hf_config, max_shard_size, generation_config(config.llm), _hf_processor(model))
 
 
 def _tower_problems(tower: Any) -> list[str]:

@@ -5,9 +5,12 @@ llava_{stablelm,phi,qwen1_5}_moe.py`` (a config class per base whose ``__init__`
 settings in one ``"moe"`` dict; ``EvalMoELLaVA*ForCausalLM`` swaps ``model.layers[i].mlp`` for DeepSpeed's
 ``MoE(hidden_size, expert=mlp, num_experts, ep_size, k=top_k_experts, capacity_factor,
 eval_capacity_factor, min_capacity, use_residual)`` at each ``moe_layers_idx``; its ``lm_head`` has no
-bias, Phi's included), ``moellava/model/llava_arch.py`` + ``multimodal_encoder/clip_encoder.py`` (a
-``CLIPVisionModel`` at ``model.image_tower.image_tower``, features ``hidden_states[mm_vision_select_layer]``,
-``[:, 1:]`` for ``mm_vision_select_feature="patch"``) and ``multimodal_projector/builder.py``
+bias, Phi's included), ``moellava/model/llava_arch.py`` + ``multimodal_encoder/{clip,siglip}_encoder.py`` (a
+``CLIPVisionModel`` for an ``openai`` / ``laion`` ``mm_image_tower``, a ``SiglipVisionModel`` for a ``google`` one,
+as ``multimodal_encoder/builder.py`` picks them: the ``-384`` releases' ``google/siglip-so400m-patch14-384``; at
+``model.image_tower.image_tower``, features ``hidden_states[mm_vision_select_layer]``, ``[:, 1:]`` for
+``mm_vision_select_feature="patch"``: for SigLIP too, which has no CLS, so a 384 image gives 728 tokens, not 729;
+the tower's own image processor, ``SiglipImageProcessor`` for SigLIP) and ``multimodal_projector/builder.py``
 (``image_projector_type="mlp2x_gelu"``: ``Linear -> nn.GELU() -> Linear`` at
 ``model.mm_projector.image_spatial_proj.{0,2}``).
 
@@ -26,7 +29,9 @@ MoE-LLaVA                                            moezoo
                                                      ``down_proj``)
 ``model.layers.N.mlp.coefficient.*``                 ``L.coefficient.*``
 other ``model.*`` / ``lm_head.*`` (the base's)       ``llm.*`` (:mod:`moezoo.convert.hf_weights`)
-``model.image_tower.image_tower.vision_model.*``     ``vision.vision_tower.*``
+``model.image_tower.image_tower.vision_model.*``     ``vision.vision_tower.*`` (CLIP's or SigLIP's own names; SigLIP's
+                                                     ``post_layernorm.*`` and pooling ``head.*``, which the
+                                                     features never reach, are kept and written back)
 ``model.mm_projector.image_spatial_proj.{0,2}.*``    ``connectors.image.linear_{1,2}.*``
 ===================================================  ==========================================================
 
@@ -39,8 +44,10 @@ Capacity depends on the tokens of each forward, so a prompt is prefilled in one 
 MoE-LLaVA puts ``IMAGE_TOKEN_INDEX = -200`` (``moellava/constants.py``) into ``input_ids`` and replaces that one id
 by the image's features; moezoo expands a placeholder token into one id per feature, so the importer adds
 ``<image>`` to the tokenizer (the first unused row of the embedding) and the processor expands it.
-MoE-LLaVA pads non-square images to a square (``image_aspect_ratio="pad"``) before the CLIP processor;
-moezoo's processor does not (square images get identical pixels).
+MoE-LLaVA pads non-square images to a square (``image_aspect_ratio="pad"``, with the processor's mean colour)
+before the tower's image processor (``process_images`` in ``moellava/mm_utils.py``); the importer carries the
+setting to the tower's :class:`~moezoo.models.encoders.hf_vision.HFVisionEncoderConfig`, so moezoo's processor
+pads the same way and the pixels are equal.
 """
 
 from __future__ import annotations
@@ -53,7 +60,9 @@ import torch
 
 from moezoo.convert.hf_config import lm_config_from_hf
 from moezoo.convert.hf_weights import hf_to_moezoo, moezoo_to_hf
+from moezoo.convert.towers import towers_of
 from moezoo.moe import MoEConfig
+from moezoo.models.encoders.hf_vision import ASPECT_RATIOS
 
 FORMAT = "moe_llava"
 CONFIG_FILE = "config.json"
@@ -79,18 +88,18 @@ STABLELM_RENAMES = {"rope_pct": ("partial_rotary_factor", 0.25), "norm_eps": ("l
 MOE_DEFAULTS = {"moe_enable": True, "moe_mode": "sparse", "moe_layers_idx": None, "ep_size": 1, "top_k_experts": 2,
                 "capacity_factor": 1.0, "eval_capacity_factor": 1.0, "min_capacity": 4, "use_residual": False,
                 "router_aux_loss_coef": 0.01}
-# Hub towers MoE-LLaVA names in `mm_image_tower`, with their CLIPVisionConfig (the vision_config of the
-# tower's own config.json on the Hub), so a checkpoint naming one needs no download.
-_CLIP_L14 = {"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
-             "num_hidden_layers": 24, "num_attention_heads": 16, "patch_size": 14, "hidden_act": "quick_gelu",
-             "layer_norm_eps": 1e-5, "projection_dim": 768, "num_channels": 3}
-KNOWN_TOWERS = {
-    "openai/clip-vit-large-patch14-336": {**_CLIP_L14, "image_size": 336},
-    "openai/clip-vit-large-patch14": {**_CLIP_L14, "image_size": 224},
-}
-# moezoo's addition to the config.json it writes: the tower's CLIPVisionConfig, for towers not listed above
-# (MoE-LLaVA's config class keeps unknown fields as attributes and reads none of them).
+# Hub towers MoE-LLaVA names in `mm_image_tower`, with their CLIPVisionConfig / SiglipVisionConfig (the
+# vision_config of the tower's own config.json on the Hub), so a checkpoint naming one needs no download.
+KNOWN_TOWERS = towers_of("clip_vision_model", "siglip_vision_model")
+# multimodal_encoder/builder.py's build_image_tower picks the tower class by the name's prefix: CLIPVisionTower
+# for "openai" / "laion", SiglipVisionTower for "google" (LanguageBind towers are refused: not on this list).
+TOWER_PREFIXES = {"clip_vision_model": ("openai", "laion"), "siglip_vision_model": ("google",)}
+# moezoo's addition to the config.json it writes: the tower's CLIPVisionConfig / SiglipVisionConfig, for towers
+# not listed above (MoE-LLaVA's config class keeps unknown fields as attributes and reads none of them).
 TOWER_CONFIG_FIELD = "mm_image_tower_config"
+# mm_vision_select_feature -> HFVisionEncoder's select_strategy. "patch" drops the first token of the selected
+# hidden state ([:, 1:]) for SigLIP too (siglip_encoder.py), which has no CLS: a 384 image gives 728 tokens, not
+# 729, as "default" gives them.
 SELECT_FEATURES = {"patch": "default", "cls_patch": "full"}
 PROJECTOR = "mlp2x_gelu"
 _NOISE = ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "auto_map")
@@ -163,19 +172,39 @@ def text_config(cfg: dict[str, Any], source: Any = ".") -> dict[str, Any]:
 
 
 def vision_config(cfg: dict[str, Any], source: Any = ".") -> dict[str, Any]:
-    """The tower's ``CLIPVisionConfig`` dict, from moezoo's ``mm_image_tower_config`` or the named Hub tower."""
+    """The tower's ``CLIPVisionConfig`` / ``SiglipVisionConfig`` dict, from moezoo's ``mm_image_tower_config`` or
+    the named Hub tower.
+
+    Raises:
+        ValueError: a tower moezoo does not know and no config for it, a tower that is neither CLIP nor SigLIP,
+            or a name that makes MoE-LLaVA build the other family's tower (the file and field named).
+
+    Example:
+        >>> vision_config({"mm_image_tower": "google/siglip-so400m-patch14-384"})["model_type"]
+        'siglip_vision_model'
+        >>> vision_config({"mm_image_tower": "x/vit", "mm_image_tower_config": {"model_type": "vit"}}, "ckpt")
+        Traceback (most recent call last):
+        ...
+        ValueError: ckpt/config.json: mm_image_tower_config has model_type 'vit'; MoE-LLaVA's image towers are \
+CLIP (clip_vision_model) or SigLIP (siglip_vision_model)
+    """
     name = cfg.get("mm_image_tower") or cfg.get("image_tower")
     if cfg.get(TOWER_CONFIG_FIELD):
-        vision = dict(cfg[TOWER_CONFIG_FIELD])
+        vision, field = dict(cfg[TOWER_CONFIG_FIELD]), TOWER_CONFIG_FIELD
     elif name in KNOWN_TOWERS:
-        vision = dict(KNOWN_TOWERS[name])
+        vision, field = dict(KNOWN_TOWERS[name]), "mm_image_tower"
     else:
         raise refuse(source, "mm_image_tower", f"={name!r} is not a tower moezoo knows ({sorted(KNOWN_TOWERS)}); "
-                     f"add its CLIPVisionConfig as a dict under {TOWER_CONFIG_FIELD!r}")
-    if vision.get("model_type", "clip_vision_model") != "clip_vision_model":
-        raise refuse(source, TOWER_CONFIG_FIELD, f"has model_type {vision['model_type']!r}; MoE-LLaVA's "
-                     "released models use a CLIP tower (clip_vision_model)")
-    vision["model_type"] = "clip_vision_model"
+                     f"add its CLIPVisionConfig or SiglipVisionConfig as a dict under {TOWER_CONFIG_FIELD!r}")
+    model_type = vision.setdefault("model_type", "clip_vision_model")
+    if model_type not in TOWER_PREFIXES:
+        raise refuse(source, field, f"has model_type {model_type!r}; MoE-LLaVA's image towers are CLIP "
+                     "(clip_vision_model) or SigLIP (siglip_vision_model)")
+    other = next((t for t, prefixes in TOWER_PREFIXES.items() if t != model_type and str(name).startswith(prefixes)),
+                 None)
+    if other is not None:
+        raise refuse(source, "mm_image_tower", f"={name!r} makes MoE-LLaVA's builder.py build a {other} tower, but "
+                     f"{field} has model_type {model_type!r}")
     vision["_name_or_path"] = name or ""  # written back to mm_image_tower on export
     return vision
 
@@ -201,6 +230,8 @@ def multimodal_fields(cfg: dict[str, Any], generation: dict[str, Any] | None = N
         ("mm_use_im_patch_token", not cfg.get("mm_use_im_patch_token"), "=True is not supported"),
         ("mm_vision_select_feature", cfg.get("mm_vision_select_feature", "patch") in SELECT_FEATURES,
          f"must be one of {sorted(SELECT_FEATURES)}"),
+        ("image_aspect_ratio", (cfg.get("image_aspect_ratio") or "square") in ASPECT_RATIOS,
+         f"must be one of {list(ASPECT_RATIOS)} (MoE-LLaVA's process_images pads or not; no tiling)"),
     ):
         if not ok:
             raise refuse(source, field, f"={cfg.get(field)!r} {why}")
@@ -221,7 +252,8 @@ def multimodal_fields(cfg: dict[str, Any], generation: dict[str, Any] | None = N
         moe_layers=moe["moe_layers_idx"])
     vision = {"kind": "hf_vision", "vision_config": vision_config(cfg, source),
               "feature_layer": cfg.get("mm_vision_select_layer", -2),
-              "select_strategy": SELECT_FEATURES[cfg.get("mm_vision_select_feature", "patch")]}
+              "select_strategy": SELECT_FEATURES[cfg.get("mm_vision_select_feature", "patch")],
+              "image_aspect_ratio": cfg.get("image_aspect_ratio") or "square"}  # unset: process_images keeps it
     connector = {"kind": "mlp2x_gelu", "bias": True, "activation": "gelu"}  # nn.GELU(): exact GELU
     return {"llm": llm, "vision": vision, "image_connector": connector}
 

@@ -3,22 +3,23 @@
 Writes MoE-LLaVA's ``config.json`` (its base's text fields under the base's own names, the nested ``"moe"``
 dict, the ``mm_*`` fields of ``moellava/model/llava_arch.py``), ``model.safetensors`` in its key layout
 (:mod:`moezoo.convert.moe_llava`), ``generation_config.json`` and the tokenizer. moezoo adds one field that
-MoE-LLaVA ignores: ``mm_image_tower_config``, the tower's ``CLIPVisionConfig``, so a tower not on the Hub
-reads back. ``moezoo.load`` of the result gives back the same state dict, bit for bit.
+MoE-LLaVA ignores: ``mm_image_tower_config``, the tower's ``CLIPVisionConfig`` / ``SiglipVisionConfig``, so a
+tower not on the Hub reads back; ``mm_image_tower`` names the tower (its Hub name, which MoE-LLaVA builds it
+from). A SigLIP tower's post-layernorm and pooling head, which MoE-LLaVA's features never reach, are written
+back as they were read. ``moezoo.load`` of the result gives back the same state dict, bit for bit.
 
-A model MoE-LLaVA cannot express (no CLIP tower, a connector other than ``mlp2x_gelu``, an LLM whose base is
-not StableLM, Phi-2 or Qwen1.5, a router other than ``deepspeed_top2``, differing expert counts) gets a
+A model MoE-LLaVA cannot express (no CLIP or SigLIP tower, a connector other than ``mlp2x_gelu``, an LLM whose
+base is not StableLM, Phi-2 or Qwen1.5, a router other than ``deepspeed_top2``, differing expert counts) gets a
 ``ValueError`` naming what stands in the way, before anything is written.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from moezoo.convert.hf_config import family_problems, hf_config_from_lm
-from moezoo.convert.hf_export import write_weights
+from moezoo.convert.hf_export import dtype_name, generation_config, write_hf_dir
 from moezoo.convert.moe_llava import (
     BASES,
     FORMAT,
@@ -26,10 +27,10 @@ from moezoo.convert.moe_llava import (
     SELECT_FEATURES,
     STABLELM_RENAMES,
     TOWER_CONFIG_FIELD,
+    TOWER_PREFIXES,
     moezoo_to_moe_llava,
 )
 from moezoo.models.spec import register_format
-from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 _TEXT_DROPS = ("architectures", "dtype", "rope_parameters")
 _STABLELM_DROPS = ("qk_layernorm", "use_parallel_residual")  # StableLMEpochConfig has neither
@@ -47,9 +48,10 @@ def moe_llava_problems(config: Any) -> list[str]:
         ["the image encoder is 'cnn'", 'the LLM has no MoE layer']
     """
     problems, llm, vision, connector = [], config.llm, config.vision, config.image_connector
-    if vision is None or vision.kind != "hf_vision" or vision.vision_config.get("model_type") != "clip_vision_model":
+    if vision is None or vision.kind != "hf_vision" or vision.vision_config.get("model_type") not in TOWER_PREFIXES:
         kind = None if vision is None else vision.kind
-        problems.append(f"the image encoder is {kind!r}; MoE-LLaVA's tower is a transformers CLIPVisionModel")
+        problems.append(f"the image encoder is {kind!r}; MoE-LLaVA's tower is a transformers CLIPVisionModel or "
+                        "SiglipVisionModel")
     elif vision.moe is not None:
         problems.append("the vision tower's MLPs are experts (vision.moe); MoE-LLaVA's tower is dense")
     elif vision.select_strategy not in SELECT_FEATURES.values():
@@ -60,6 +62,10 @@ def moe_llava_problems(config: Any) -> list[str]:
         problems.append("the tower has no Hub name for mm_image_tower (MoE-LLaVA builds its tower from that name): "
                         "set vision.vision_config['_name_or_path'], or use a tower of "
                         f"{sorted(KNOWN_TOWERS)}")
+    elif _other_family(vision.vision_config) is not None:
+        problems.append(f"mm_image_tower={_tower_name(vision.vision_config)!r} would make MoE-LLaVA's builder.py "
+                        f"build a {_other_family(vision.vision_config)} tower, but the tower is "
+                        f"{vision.vision_config['model_type']!r}")
     if connector is None or connector.kind != "mlp2x_gelu" or not connector.bias or connector.activation != "gelu":
         problems.append("the image connector must be mlp2x_gelu with biases and exact GELU (MoE-LLaVA's "
                         "image_projector_type 'mlp2x_gelu': Linear -> nn.GELU() -> Linear)")
@@ -102,6 +108,12 @@ def _tower_name(vision_config: dict[str, Any]) -> str | None:
                  if all(mine.get(k) == v for k, v in known.items())), None)
 
 
+def _other_family(vision_config: dict[str, Any]) -> str | None:
+    """The tower family MoE-LLaVA would build for the tower's name, where it is not the tower's own."""
+    name, own = _tower_name(vision_config), vision_config["model_type"]
+    return next((t for t, prefixes in TOWER_PREFIXES.items() if t != own and str(name).startswith(prefixes)), None)
+
+
 def _dense(llm: Any) -> Any:
     """The LLM as its base would be without experts (what the base's family must fit)."""
     return llm.replace(moe=None, moe_layers=None)
@@ -128,7 +140,7 @@ def export_moe_llava(model: Any, path: str | Path, max_shard_size: int | None = 
     llm, vision = config.llm, config.vision
     family = _family(llm)
     model_type, (_, architecture, _) = next((t, b) for t, b in BASES.items() if b[0] == family)
-    dtype = str(model.llm.embed_tokens.weight.dtype).replace("torch.", "")
+    dtype = dtype_name(model.llm.embed_tokens.weight)
     text = hf_config_from_lm(_dense(llm), family, dtype)
     text.update(rope_theta=llm.rope_theta)
     if llm.rope_scaling:
@@ -158,18 +170,11 @@ def export_moe_llava(model: Any, path: str | Path, max_shard_size: int | None = 
         "mm_vision_select_layer": vision.feature_layer,
         "mm_vision_select_feature": {v: k for k, v in SELECT_FEATURES.items()}[vision.select_strategy],
         "image_projector_type": "mlp2x_gelu", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
-        "image_aspect_ratio": "pad", "use_mm_proj": True, "mm_video_tower": None, "torch_dtype": dtype,
+        "image_aspect_ratio": vision.image_aspect_ratio, "use_mm_proj": True, "mm_video_tower": None,
+        "torch_dtype": dtype,
     }
     state = moezoo_to_moe_llava(model.state_dict(), llm, family)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    write_weights(state, path, max_shard_size)
-    generation = {"bos_token_id": llm.bos_token_id, "eos_token_id": llm.eos_token_id, "pad_token_id": llm.pad_token_id}
-    atomic_write_text(path / "generation_config.json", json.dumps(generation, indent=2) + "\n")
-    if model.tokenizer is not None:
-        atomic_save_pretrained(model.tokenizer, path)
-    atomic_write_text(path / "config.json", json.dumps(hf_config, indent=2) + "\n")  # last: the dir is complete
-    return path
+    return write_hf_dir(path, state, hf_config, max_shard_size, generation_config(llm), model.tokenizer)
 
 
 register_format(FORMAT, export_moe_llava)

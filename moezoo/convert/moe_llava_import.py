@@ -4,7 +4,9 @@ The config and weights are mapped by :mod:`moezoo.convert.moe_llava`. Weights ar
 only: a dir that holds only pickled ``pytorch_model*.bin`` / ``*.pt`` files is refused with the way to
 convert it. With tokenizer files the model gets a :class:`~moezoo.processing.processor.Processor`: the
 tokenizer plus ``<image>`` (MoE-LLaVA splices its image in at the id -200, which no tokenizer holds), the
-tower's CLIP image processor, and the Jinja equivalent of MoE-LLaVA's conversation template as
+tower's image processor (the dir's ``preprocessor_config.json`` if it has one, else the tower family's at its
+size: ``CLIPImageProcessor`` for CLIP, ``SiglipImageProcessor`` for SigLIP: resize to the square, mean and
+std 0.5, no crop), and the Jinja equivalent of MoE-LLaVA's conversation template as
 ``chat_template`` (also set on the tokenizer). A tokenizer that exists only as Hub remote code
 (MoE-LLaVA-StableLM's ``Arcade100kTokenizer``) is never run: its ``tokenizer.json`` is read if present, else
 the model loads without a processor and a warning says how to add one.
@@ -21,14 +23,14 @@ import torch
 from moezoo.checkpoint.files import read_safetensors
 from moezoo.checkpoint.reader import build_model
 from moezoo.convert.hf_import import checkpoint_dtype, read_hf_config
+from moezoo.convert.llava import IMAGE_TOKEN, add_image_token
 from moezoo.convert.llava_import import processor_files
 from moezoo.convert.moe_llava import BASES, REFUSED, chat_template, moe_llava_to_moezoo, multimodal_fields
-from moezoo.convert.llava import IMAGE_TOKEN, add_image_token
+from moezoo.models.encoders.hf_vision import FAMILIES as TOWERS
 from moezoo.models.multimodal import MULTIMODAL_SPEC, MultimodalConfig, MultimodalMoEForCausalLM
 from moezoo.models.spec import register_importer
 from moezoo.processing.processor import Processor
 from moezoo.processing.tokenizer import load_tokenizer
-
 
 
 def import_moe_llava(path: str | Path, device: str | torch.device = "cpu",
@@ -58,7 +60,7 @@ def import_moe_llava(path: str | Path, device: str | torch.device = "cpu",
         fields["image_token_id"] = add_image_token(tokenizer, vocab, path)
     else:  # no tokenizer to extend: the last embedding row holds the placeholder
         fields["image_token_id"] = vocab - 1
-    files = processor_files(path, "CLIPImageProcessor")
+    files = processor_files(path, TOWERS[fields["vision"]["vision_config"]["model_type"]].image_processor)
     fields["vision"]["image_processor"] = files["image_processor"]
     config = MultimodalConfig(**fields)
     state = moe_llava_to_moezoo(read_safetensors(path), config.llm)

@@ -19,7 +19,6 @@ renormalised, ``decoder_sparse_step`` / ``mlp_only_layers``) plus ``rope_paramet
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 from moezoo.checkpoint.files import read_safetensors
 from moezoo.checkpoint.reader import build_model
 from moezoo.convert.hf_config import family_problems, lm_config_from_hf
-from moezoo.convert.hf_export import write_weights
+from moezoo.convert.hf_export import dtype_name, generation_config, write_hf_dir
 from moezoo.convert.hf_import import checkpoint_dtype, read_hf_config
 from moezoo.convert.hf_weights import hf_to_moezoo, moezoo_to_hf
 from moezoo.models.encoders.qwen3_vl import HF_PREFIX, Qwen3VLVisionConfig
@@ -40,7 +39,6 @@ from moezoo.models.qwen3_vl import (
 )
 from moezoo.models.spec import register_importer
 from moezoo.processing.qwen3_vl import Qwen3VLProcessor
-from moezoo.utils.io import atomic_save_pretrained, atomic_write_text
 
 TEXT_PREFIX = "model.language_model."
 _EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
@@ -179,21 +177,10 @@ def export_qwen3_vl_moe(model: Qwen3VLMoEForConditionalGeneration, path: str | P
     Raises:
         ValueError: the model has no Qwen3-VL-MoE equivalent (reasons listed); nothing is written.
     """
-    dtype = str(model.llm.embed_tokens.weight.dtype).replace("torch.", "")
-    config_json = hf_config(model.config, dtype)  # validates before anything is written
+    config_json = hf_config(model.config, dtype_name(model.llm.embed_tokens.weight))  # validates before writing
     state = moezoo_to_hf_state(model.state_dict(), model.config)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    write_weights(state, path, max_shard_size)
-    llm = model.config.llm
-    generation = {"bos_token_id": llm.bos_token_id, "eos_token_id": llm.eos_token_id, "pad_token_id": llm.pad_token_id}
-    atomic_write_text(path / "generation_config.json", json.dumps(generation, indent=2) + "\n")
-    if model.processor is not None:
-        model.processor.save_pretrained(path)
-    elif model.tokenizer is not None:
-        atomic_save_pretrained(model.tokenizer, path)
-    atomic_write_text(path / "config.json", json.dumps(config_json, indent=2) + "\n")  # last: the dir is complete
-    return path
+    return write_hf_dir(path, state, config_json, max_shard_size, generation_config(model.config.llm),
+                        model.processor if model.processor is not None else model.tokenizer)
 
 
 register_importer(QWEN3_VL_MOE_SPEC, "qwen3_vl_moe", import_qwen3_vl_moe, "Qwen3VLMoeForConditionalGeneration")

@@ -3,7 +3,8 @@
 - :func:`fetch_pretrained` turns a pretrained entry (``source`` ``"hf"`` or ``"url"``) into a local
   folder that :func:`moezoo.load` reads; :func:`fetch_snapshot` and :func:`download_url` are the
   two mechanisms underneath.
-- Hub snapshots come through ``huggingface_hub.snapshot_download`` at a pinned commit, safetensors
+- Hub snapshots come through ``huggingface_hub.snapshot_download`` at a pinned commit (or, for an
+  entry that follows a branch, the commit its first fetch got, locked: :mod:`moezoo.hub.lock`), safetensors
   only; each file is checked once against the hub's published digest, then a marker in moezoo's
   cache lets later loads check sizes only. Offline (``HF_HUB_OFFLINE=1``) they are found in the
   standard hub cache or in ``$MOEZOO_CACHE/models/hub``; otherwise the error gives the command.

@@ -16,7 +16,7 @@ from moezoo.hub.hf import SnapshotNotFoundError, fetch_snapshot
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moezoo.hub", description=__doc__.splitlines()[0])
     parser.add_argument("repo_id", help="e.g. allenai/OLMoE-1B-7B-0924")
-    parser.add_argument("--revision", required=True, help="the pinned 40-hex commit")
+    parser.add_argument("--revision", required=True, help="the 40-hex commit (a branch or tag is resolved to one)")
     parser.add_argument("--subfolder", default=None, help="a folder of the repo holding the checkpoint")
     args = parser.parse_args(argv)
     try:

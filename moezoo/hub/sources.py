@@ -5,6 +5,8 @@ sits below the registry and never imports it):
 
 - ``source="hf"``: :func:`moezoo.hub.hf.fetch_snapshot` of repo ``location`` at the pinned
   ``revision`` (its ``subfolder``); the entry's ``files`` must be there, at their sizes when given.
+  An entry whose ``revision`` is a branch (no public source pins a commit of that release) takes
+  the commit its first fetch got, locked in moezoo's cache (:mod:`moezoo.hub.lock`).
 - ``source="url"``: each file is ``location/[subfolder/]path``, downloaded by
   :func:`moezoo.hub.url.download_url` into ``$MOEZOO_CACHE/models/url/NAME/`` and checked
   against the entry's sha256; a marker then lets later calls check sizes only. An entry
@@ -14,12 +16,14 @@ sits below the registry and never imports it):
 from __future__ import annotations
 
 import urllib.parse
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from moezoo.hub.cache import is_offline, marker_path, models_cache
 from moezoo.hub.hf import SnapshotNotFoundError, fetch_snapshot
+from moezoo.hub.lock import is_commit, lock_path, read_lock, snapshot_commit, write_lock
 from moezoo.hub.url import download_url
 from moezoo.hub.verify import check_marker, read_marker, write_marker
 
@@ -60,7 +64,7 @@ def fetch_pretrained(cfg: PretrainedSource, progress: bool | None = None) -> Pat
         if not cfg.revision:
             raise ValueError(f"{cfg.name}: no pinned revision recorded for hub repo {cfg.location}; moezoo "
                              "downloads hub weights only at a pinned commit (add revision= to its entry)")
-        return fetch_snapshot(cfg.location, cfg.revision, cfg.subfolder, files={f.path: f.size for f in cfg.files})
+        return _fetch_hf_entry(cfg)
     if cfg.source == "url":
         return _fetch_url_entry(cfg, progress)
     raise ValueError(f"{cfg.name}: source {cfg.source!r} is not downloaded; fetch_pretrained takes 'hf' and 'url' "
@@ -77,6 +81,23 @@ def entry_url(cfg: PretrainedSource, path: str) -> str:
     """
     parts = [cfg.location.rstrip("/")] + ([cfg.subfolder.strip("/")] if cfg.subfolder else [])
     return "/".join(parts + [urllib.parse.quote(path)])
+
+
+def _fetch_hf_entry(cfg: PretrainedSource) -> Path:
+    """A pinned entry's snapshot; a branch-following one's at its locked commit, locking it on the first fetch."""
+    files = {f.path: f.size for f in cfg.files}
+    if is_commit(cfg.revision):
+        return fetch_snapshot(cfg.location, cfg.revision, cfg.subfolder, files=files)
+    lock = read_lock(cfg.name, cfg.location, cfg.revision, cfg.subfolder)
+    if lock is not None:
+        return fetch_snapshot(cfg.location, lock["commit"], cfg.subfolder, files=files)
+    folder = fetch_snapshot(cfg.location, cfg.revision, cfg.subfolder, files=files)
+    commit = snapshot_commit(folder)
+    write_lock(cfg.name, cfg.location, cfg.revision, cfg.subfolder, commit)
+    warnings.warn(f"{cfg.name}: no public source pins a commit of {cfg.location}, so its entry follows branch "
+                  f"{cfg.revision!r}; this first fetch got {commit}, now locked in {lock_path(cfg.name)} "
+                  "(later loads take that commit; delete the file to follow the branch again)", stacklevel=3)
+    return folder
 
 
 def _fetch_url_entry(cfg: PretrainedSource, progress: bool | None) -> Path:

@@ -10,6 +10,10 @@ weights were trained with, so moezoo never re-implements a resize that could dri
 * ``"hf_image"``: a transformers CLIP / SigLIP image processor rebuilt from its dict (allow-listed classes);
 * ``"simple"``: a bilinear resize to a fixed size and a normalisation, for trunks trained from scratch.
 
+An ``hf_image`` or ``simple`` spec with ``"pad_to_square": true`` first pads each image to a square in the
+processor's mean colour, centred (LLaVA's ``image_aspect_ratio="pad"``: ``expand2square`` in LLaVA's,
+MoE-LLaVA's and LibMoE's ``mm_utils.py``), so a wide picture is not cropped.
+
 Inputs may be PIL images, ``(H, W[, C])`` uint8 numpy arrays or ``(C, H, W)`` tensors (uint8, or float
 in [0, 1]). Grey images become RGB and transparency is composited onto white, as transformers'
 ``convert_to_rgb`` does, so every library sees the same RGB picture. Files and bytes are read by
@@ -52,16 +56,22 @@ class ImageProcessor:
         size: the output ``(H, W)``.
     """
 
-    def __init__(self, spec: dict[str, Any], transform: Callable[[list], torch.Tensor], size: tuple[int, int]):
+    def __init__(self, spec: dict[str, Any], transform: Callable[[list], torch.Tensor], size: tuple[int, int],
+                 mean: Sequence[float] | None = None):
         self.spec = spec
         self.size = (int(size[0]), int(size[1]))
         self._transform = transform
+        self.pad_fill = None  # the RGB colour non-square images are padded with, if the spec pads them
+        if spec.get("pad_to_square") and mean is not None:  # the kinds in PADDED_KINDS pass their mean
+            self.pad_fill = tuple(int(m * 255) for m in mean)  # LLaVA's colour: int(x * 255) of the image mean
 
     def __call__(self, images: Sequence[Any] | Any) -> torch.Tensor:
         """Preprocess a list of images (a single image is taken as a list of one)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
         rgb = [to_rgb_image(image, index) for index, image in enumerate(images)]
+        if self.pad_fill is not None:
+            rgb = [expand_to_square(image, self.pad_fill) for image in rgb]
         if not rgb:
             return torch.zeros(0, 3, *self.size)
         pixels_N3HW = self._transform(rgb).float()
@@ -183,6 +193,27 @@ def _pil_to_rgb(image):
     return image.convert("RGB")
 
 
+def expand_to_square(image: Any, fill: tuple[int, ...]) -> Any:
+    """A PIL image padded to a square with ``fill``, centred as LLaVA's ``expand2square`` places it (the
+    offset rounds down); a square image is returned as is.
+
+    Example:
+        >>> from PIL import Image
+        >>> square = expand_to_square(Image.new("RGB", (4, 1), (255, 0, 0)), (0, 0, 9))
+        >>> square.size, square.getpixel((0, 0)), square.getpixel((0, 1))
+        ((4, 4), (0, 0, 9), (255, 0, 0))
+    """
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    result = Image.new(image.mode, (side, side), fill)
+    result.paste(image, ((side - width) // 2, (side - height) // 2))
+    return result
+
+
 def _stack(transform: Callable) -> Callable[[list], torch.Tensor]:
     return lambda images: torch.stack([transform(image) for image in images])
 
@@ -219,7 +250,8 @@ def _build_hf_image(spec: dict) -> ImageProcessor:
     else:  # a shortest-edge resize without a crop keeps the aspect ratio: no fixed batch shape
         raise ValueError(f"hf_image spec {name} gives no fixed output size (size={resize}, no center crop); "
                          "set size to {height, width} or enable the center crop")
-    return ImageProcessor(spec, lambda images: processor(images, return_tensors="pt")["pixel_values"], size)
+    return ImageProcessor(spec, lambda images: processor(images, return_tensors="pt")["pixel_values"], size,
+                          mean=processor.image_mean)
 
 
 def _build_simple(spec: dict) -> ImageProcessor:
@@ -238,9 +270,10 @@ def _build_simple(spec: dict) -> ImageProcessor:
         pixels_HWC = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         return (pixels_HWC.permute(2, 0, 1) - mean_C11) / std_C11
 
-    return ImageProcessor(spec, _stack(transform), (height, width))
+    return ImageProcessor(spec, _stack(transform), (height, width), mean=spec["mean"])
 
 
+PADDED_KINDS = ("hf_image", "simple")  # the spec kinds that take "pad_to_square" (they know their mean colour)
 IMAGE_PROCESSOR_BUILDERS: dict[str, Callable[[dict], ImageProcessor]] = {
     "timm": _build_timm,
     "open_clip": _build_open_clip,
@@ -265,4 +298,6 @@ def build_image_processor(spec: dict[str, Any]) -> ImageProcessor:
     kind = spec.get("kind") if isinstance(spec, dict) else None
     if kind not in IMAGE_PROCESSOR_BUILDERS:
         raise ValueError(f"unknown image preprocessing kind {kind!r}; known kinds: {sorted(IMAGE_PROCESSOR_BUILDERS)}")
+    if spec.get("pad_to_square") and kind not in PADDED_KINDS:
+        raise ValueError(f"pad_to_square is not supported for {kind!r} specs, only for {list(PADDED_KINDS)}")
     return IMAGE_PROCESSOR_BUILDERS[kind](spec)

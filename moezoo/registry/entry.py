@@ -47,7 +47,9 @@ class PretrainedCfg:
         source: ``"shipped"``, ``"hf"`` or ``"url"``.
         location: shipped: the dir under ``checkpoints/``; hf: the repo id; url: the base URL.
         files: every file with its size and sha256.
-        revision: hf: the pinned 40-hex commit; shipped: ``"1"``, ``"2"``, ... (bumped on retraining).
+        revision: hf: the pinned 40-hex commit, or a branch (``"main"``) for a release no public source pins a
+            commit of: its first fetch locks the commit it gets (:mod:`moezoo.hub.lock`); shipped: ``"1"``,
+            ``"2"``, ... (bumped on retraining).
         subfolder: a folder inside the repo / URL that holds the files.
         license: the weights' licence (an SPDX id where there is one).
         modalities: e.g. ``("image", "text")``.

@@ -11,9 +11,9 @@ Names are ``ARCH.TAG`` with the registered reference architecture (:mod:`moezoo.
 (its release date, as allenai names it), Qwen1.5-MoE ``qwen1_5`` (``qwen2_moe`` is its
 transformers family), Qwen3-30B-A3B ``2504`` (the April 2025 post-trained release; ``-Base`` or
 ``-Instruct-2507`` would take their own tags), LLaVA-1.5 ``hf`` (the llava-hf conversion),
-Qwen3-VL-30B-A3B ``instruct`` (``-Thinking`` would take its own tag), MoE-LLaVA-StableLM-1.6B-4e
-``languagebind`` (the organisation that released it; the ``-384`` release has a SigLIP tower, so
-another architecture).
+Qwen3-VL-30B-A3B ``instruct`` (``-Thinking`` would take its own tag), the MoE-LLaVA releases
+``languagebind`` (the organisation that released them; each ``-384`` release has a SigLIP tower, so
+its own architecture), LibMoE's ``fsoft`` (FPT Software AI Center's; one architecture per router).
 
 Parameter counts are those of the registered architecture (``moezoo info ARCH``; a test checks
 they agree); active counts take each token's top-k experts plus everything outside the routed
@@ -22,10 +22,10 @@ experts. Download sizes are exact where the shard sizes are recorded (OLMoE) and
 
 The pinned commits are ones public projects pin or cache these repos at (snapshot paths and
 pinned config links found in several independent repositories; MoE-LLaVA-StableLM-1.6B-4e's in one,
-as its comment says); none was made up. Released models whose commit could not be found have no
-entry yet: MoE-LLaVA-Phi2-2.7B-4e and the ``-384`` releases, and LibMoE's router families
-(``Fsoft-AIC/Phi3.5-Siglip-MoE``, ``Fsoft-AIC/Phi3-SigLiP-MoE``, one sub-folder per router, which an
-entry names with ``subfolder``).
+as its comment says); none was made up. The releases no public source records a commit of follow
+their ``main`` branch instead, and the first fetch locks the commit it gets (:mod:`moezoo.hub.lock`):
+MoE-LLaVA-Phi2-2.7B-4e and the ``-384`` releases (:data:`MOE_LLAVA_ENTRIES`), and LibMoE's Phi-3.5 +
+SigLIP router family (:data:`LIBMOE_ENTRIES`, ``Fsoft-AIC/Phi3.5-Siglip-MoE``, one ``subfolder`` per router).
 
 ``moezoo info NAME`` prints each entry's download size, the memory its weights need, whether a GPU
 is needed in practice (:func:`moezoo.hub.gpu_need`) and whether the weights fit this machine.
@@ -129,5 +129,63 @@ HUB_ENTRIES = (
                     "experts (top-2, DeepSpeed's gate, deterministic here) in every other layer; no DeepSpeed needed"),
 )
 
-for _cfg in HUB_ENTRIES:
+# The other MoE-LLaVA releases (https://huggingface.co/LanguageBind/MoE-LLaVA-Phi2-2.7B-4e, -StableLM-1.6B-4e-384,
+# -Phi2-2.7B-4e-384; PKU-YuanGroup/MoE-LLaVA README "Model Zoo"). No public source records a commit of these repos,
+# so their entries follow `main` and the first fetch locks the commit it gets (moezoo.hub.lock). The architectures
+# are the config.json MoE-LLaVA's code writes for them (moezoo.registry.moe_llava); the -384 releases use
+# google/siglip-so400m-patch14-384, whose 729 patches MoE-LLaVA's "patch" selection cuts to 728. Licence as for the
+# StableLM entry; phi-2 is MIT, StableLM-2-1.6B under Stability AI's own licence, SigLIP Apache-2.0.
+_CLIP_336 = "CLIP ViT-L/14-336 (layer -2)"
+_SIGLIP_384 = "SigLIP so400m/14-384 (layer -2, the first token dropped as MoE-LLaVA does)"
+_MOE_LLAVA_RELEASES = (
+    ("moe_llava_phi2_2_7b_4e", "MoE-LLaVA-Phi2-2.7B-4e", 5_609_680_896, 3_931_549_696, 32, 2560, _CLIP_336, 576,
+     "MoE-LLaVA-2.7Bx4-Top2: CLIP-L/336 + mlp2x_gelu + phi-2"),
+    ("moe_llava_stablelm_1_6b_4e_384", "MoE-LLaVA-StableLM-1.6B-4e-384", 3_325_105_216, 2_494_633_024, 24, 2048,
+     _SIGLIP_384, 728, "MoE-LLaVA-1.6Bx4-Top2-384: SigLIP-so400m/384 + mlp2x_gelu + StableLM-2-1.6B"),
+    ("moe_llava_phi2_2_7b_4e_384", "MoE-LLaVA-Phi2-2.7B-4e-384", 5_734_726_720, 4_056_595_520, 32, 2560, _SIGLIP_384,
+     728, "MoE-LLaVA-2.7Bx4-Top2-384: SigLIP-so400m/384 + mlp2x_gelu + phi-2"),
+)
+MOE_LLAVA_ENTRIES = tuple(
+    PretrainedCfg(
+        name=f"{arch}.languagebind", source="hf", location=f"LanguageBind/{repo}", revision="main",
+        files=(PretrainedFile("config.json"),),
+        license="apache-2.0 (MoE-LLaVA; non-commercial research preview)", modalities=("image", "text"),
+        params_total=total, params_active=active,
+        architecture={"num_experts": 4, "top_k": 2, "router": "deepspeed_top2", "moe_layers": layers // 2,
+                      "llm_layers": layers, "llm_dim": dim, "encoders": {"vision": tower},
+                      "tokens_per_input": {"image": tokens}, "weights_dtype": "bfloat16"},
+        description=f"{about} with 4 experts (top-2, DeepSpeed's gate, deterministic here) in every other layer; "
+                    "no DeepSpeed needed")
+    for arch, repo, total, active, layers, dim, tower, tokens, about in _MOE_LLAVA_RELEASES)
+
+# LibMoE's Phi-3.5 + SigLIP router family (https://huggingface.co/Fsoft-AIC/Phi3.5-Siglip-MoE, one sub-folder per
+# router, linked from LibMoE's README "Checkpoints" table since v1.1). No public source records a commit of this repo
+# (no snapshot path, pinned revision or blob link was found), so these entries follow `main` and the first fetch locks
+# the commit it gets (moezoo.hub.lock). Licence: LibMoE's WEIGHT_LICENSE (CC BY-NC 4.0); the bases are
+# microsoft/Phi-3.5-mini-instruct (MIT) and google/siglip-so400m-patch14-224 (Apache-2.0). The architectures are the
+# config.json LibMoE v1.1 writes for them (moezoo.registry.libmoe); the weight layout is not recorded, so only
+# config.json is listed. The download holds a little more than the parameters counted (the tower's unused last layer,
+# the hyperrouter's frozen hypernetwork), about 10.2-10.3 GB in bf16 against the 10.1 GB estimated.
+_LIBMOE_ROUTERS = (("smoe", "smoe", 5_058_402_304, 4_509_422_528, "softmax", "SMoE-R: a softmax top-2 gate"),
+                   ("cosine", "smoe_cosinegating", 5_058_402_412, 4_509_422_636, "cosine",
+                    "Cosine-R: X-MoE's cosine router (v1.1's biased full-width gate)"),
+                   ("hyper", "hyperrouter", 5_058_305_536, 4_509_325_760, "hyper",
+                    "Hyper-R: the gate generated by a frozen hypernetwork from a learned embedding"),
+                   ("perturbed", "smoe_perturbed", 5_058_402_412, 4_509_422_636, "perturbed_cosine",
+                    "Perturbed Cosine-R: the cosine router with both norms perturbed"))
+LIBMOE_ENTRIES = tuple(
+    PretrainedCfg(
+        name=f"libmoe_phi3_5_siglip_{arch}.fsoft", source="hf", location="Fsoft-AIC/Phi3.5-Siglip-MoE",
+        revision="main", subfolder=f"sft_full/{moe_name}", files=(PretrainedFile("config.json"),),
+        license="cc-by-nc-4.0 (LibMoE weights; Phi-3.5-mini MIT, SigLIP Apache-2.0)", modalities=("image", "text"),
+        params_total=total, params_active=active,
+        architecture={"num_experts": 4, "top_k": 2, "router": router, "moe_sites": 27, "llm_layers": 32,
+                      "llm_dim": 3072,
+                      "encoders": {"vision": "SigLIP so400m/14-224 (layer -2), S2 scales (1, 3), 4-expert MLPs"},
+                      "tokens_per_input": {"image": 256}, "weights_dtype": "bfloat16"},
+        description=f"LibMoE (Nguyen et al. 2024) {about}, 4 experts top-2 in every SigLIP MLP and in the projector, "
+                    "before a dense Phi-3.5-mini")
+    for arch, moe_name, total, active, router, about in _LIBMOE_ROUTERS)
+
+for _cfg in HUB_ENTRIES + MOE_LLAVA_ENTRIES + LIBMOE_ENTRIES:
     register_pretrained(_cfg)

@@ -13,16 +13,17 @@
 * Real-size reference architectures that build on the meta device without weights:
   LLaVA-1.5-7B (the llava-hf format), and MoE-LLaVA-style pairings of a SigLIP / CLIP tower
   with Qwen3-MoE and OLMoE LLMs. Their towers are the upstream ``config.json`` fields
-  (linked); their LLMs come from :mod:`moezoo.registry.text`.
-* The released MoE VLMs of the hub entries (:mod:`moezoo.registry.hub_models`): Qwen3-VL-30B-A3B
-  and MoE-LLaVA-StableLM-1.6B-4e, each the ``config.json`` of the release read by its family's
-  importer (:mod:`moezoo.convert.qwen3_vl`, :mod:`moezoo.convert.moe_llava`), imported when the
-  architecture is built, so registering them costs nothing.
+  (:mod:`moezoo.convert.towers`); their LLMs come from :mod:`moezoo.registry.text`.
+* The released MoE VLMs of the hub entries (:mod:`moezoo.registry.hub_models`): Qwen3-VL-30B-A3B, the
+  ``config.json`` of the release read by its family's importer (:mod:`moezoo.convert.qwen3_vl`), imported
+  when the architecture is built, so registering it costs nothing. The MoE-LLaVA releases are in
+  :mod:`moezoo.registry.moe_llava`.
 """
 
 from __future__ import annotations
 
 from moezoo.convert.hf_config import lm_config_from_hf
+from moezoo.convert.towers import CLIP_L14_336, SIGLIP_SO400M_384
 from moezoo.models.encoders.video import VideoConfig
 from moezoo.models.lm.config import LMConfig
 from moezoo.models.multimodal.config import MultimodalConfig
@@ -31,14 +32,6 @@ from moezoo.processing.tokenizer import ZOO_VOCAB_SIZE
 from moezoo.registry.core import register_model
 from moezoo.registry.text import OLMOE_1B_7B, QWEN3_30B_A3B
 
-# https://huggingface.co/openai/clip-vit-large-patch14-336/blob/main/config.json (vision_config)
-CLIP_L_336 = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                  num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
-                  layer_norm_eps=1e-5)
-# https://huggingface.co/google/siglip-so400m-patch14-384/blob/main/config.json (vision_config)
-SIGLIP_SO400M_384 = dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
-                         num_hidden_layers=27, num_attention_heads=16, image_size=384, patch_size=14,
-                         hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
 # https://huggingface.co/llava-hf/llava-1.5-7b-hf/blob/main/config.json (text_config: Vicuna-7B v1.5)
 VICUNA_7B = dict(model_type="llama", vocab_size=32064, hidden_size=4096, intermediate_size=11008,
                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
@@ -139,7 +132,7 @@ def llava_1_5_7b() -> MultimodalConfig:
     https://huggingface.co/llava-hf/llava-1.5-7b-hf/blob/main/config.json
     """
     return MultimodalConfig(llm=lm_config_from_hf(VICUNA_7B), image_token_id=32000,
-                            vision=dict(kind="hf_vision", vision_config=CLIP_L_336, feature_layer=-2))
+                            vision=dict(kind="hf_vision", vision_config=CLIP_L14_336, feature_layer=-2))
 
 
 @register_model
@@ -160,7 +153,7 @@ def moe_llava_clip_olmoe_1b_7b() -> MultimodalConfig:
     The image placeholder is the last id of OLMoE's padded vocabulary (unused by its tokenizer).
     """
     return MultimodalConfig(llm=lm_config_from_hf(OLMOE_1B_7B), image_token_id=50303,
-                            vision=dict(kind="hf_vision", vision_config=CLIP_L_336, feature_layer=-2))
+                            vision=dict(kind="hf_vision", vision_config=CLIP_L14_336, feature_layer=-2))
 
 
 @register_model
@@ -205,33 +198,6 @@ QWEN3_VL_30B_A3B = {
         "spatial_merge_size": 2, "num_position_embeddings": 2304, "out_hidden_size": 2048,
         "deepstack_visual_indexes": [8, 16, 24]},
 }
-# MoE-LLaVA-StableLM-1.6B-4e (https://huggingface.co/LanguageBind/MoE-LLaVA-StableLM-1.6B-4e). No public copy of its
-# config.json was found, so this is the one MoE-LLaVA's code writes for it (PKU-YuanGroup/MoE-LLaVA):
-# - the LLM is stabilityai/stablelm-2-1_6b (scripts/v1/stablelm/pretrain.sh), saved under StableLMEpochConfig's
-#   names (moellava/model/language_model/stablelm/configuration_stablelm_epoch.py): 24 layers, d=2048, 32 heads,
-#   SwiGLU 5632, vocabulary 100352 (not resized: moellava/train/train.py sets pad = unk for stablelm), as a public
-#   forward test of stablelm-2-1_6b against transformers also lists them;
-# - the "moe" dict is what EvalMoELLaVAStablelmForCausalLM's initialize_moe_modules stores from the arguments of
-#   scripts/v1/stablelm/finetune_moe.sh (moe_mode "sparse" = every other layer, 4 experts, top-2, capacity_factor
-#   1.5, use_residual False, router_aux_loss_coef 0.01) and train.py's defaults (eval_capacity_factor 2,
-#   min_capacity 0);
-# - the tower and projector come from the same script: openai/clip-vit-large-patch14-336, layer -2, patch
-#   features, mlp2x_gelu.
-# The counts agree with the paper's (Lin et al. 2024, arXiv 2401.15947, Table 1: 2.9 B total and 2.0 B activated
-# in the LLM, the tower left out): the LLM here has 2.89 B and 2.06 B of them.
-MOE_LLAVA_STABLELM_1_6B_4E = {
-    "model_type": "moe_llava_stablelm", "architectures": ["MoELLaVAStablelmForCausalLM"], "vocab_size": 100352,
-    "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 24, "num_attention_heads": 32,
-    "num_key_value_heads": 32, "hidden_act": "silu", "rope_pct": 0.25, "rope_theta": 10000,
-    "max_position_embeddings": 4096, "norm_eps": 1e-5, "use_qkv_bias": True, "tie_word_embeddings": False,
-    "bos_token_id": 100257, "eos_token_id": 100257,
-    "mm_image_tower": "openai/clip-vit-large-patch14-336", "image_projector_type": "mlp2x_gelu",
-    "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "mm_use_im_start_end": False,
-    "mm_use_im_patch_token": False,
-    "moe": {"moe_enable": True, "moe_mode": "sparse", "moe_layers_idx": list(range(0, 24, 2)), "ep_size": 1,
-            "top_k_experts": 2, "capacity_factor": 1.5, "eval_capacity_factor": 2.0, "min_capacity": 0,
-            "use_residual": False, "router_aux_loss_coef": 0.01, "num_experts": [4] * 12},
-}
 
 
 @register_model
@@ -241,17 +207,3 @@ def qwen3_vl_moe_30b_a3b():
     from moezoo.convert.qwen3_vl import config_from_hf
 
     return config_from_hf(QWEN3_VL_30B_A3B)
-
-
-@register_model
-def moe_llava_stablelm_1_6b_4e() -> MultimodalConfig:
-    """MoE-LLaVA-1.6Bx4-Top2 (Lin et al. 2024, arXiv 2401.15947): CLIP-L/336 (layer -2, CLS dropped), mlp2x_gelu and
-    StableLM-2-1.6B with 4 experts (top-2, DeepSpeed's gate) in every other layer.
-
-    The ``<image>`` placeholder is the last row of the padded vocabulary, as the importer puts it when the
-    checkpoint's tokenizer (MoE-LLaVA's Arcade100k, Hub remote code) cannot be read.
-    """
-    from moezoo.convert.moe_llava import multimodal_fields
-
-    fields = multimodal_fields(MOE_LLAVA_STABLELM_1_6B_4E)
-    return MultimodalConfig(**fields, image_token_id=fields["llm"].vocab_size - 1)

@@ -52,6 +52,10 @@ def pretrained_facts(cfg: PretrainedCfg) -> dict[str, Any]:
     else:
         pinned = f"@{cfg.revision}" if cfg.revision else ""
         facts["source"] = f"{cfg.source}: {cfg.location}{pinned}" + (f" ({cfg.subfolder})" if cfg.subfolder else "")
+        if cfg.source == "hf":
+            from moezoo.hub.lock import describe_revision
+
+            facts["revision"] = describe_revision(cfg.name, cfg.location, cfg.revision, cfg.subfolder)
     if cfg.description:
         facts["description"] = cfg.description
     facts.update({"license": cfg.license or "unknown", "modalities": ", ".join(cfg.modalities),

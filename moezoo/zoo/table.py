@@ -41,7 +41,8 @@ def human_count(n: int | None) -> str:
 def table_row(cfg: Any) -> list[str]:
     """One entry's cells: name, source, modalities, parameters (total / active), router, headline."""
     top = headline(cfg)
-    where = "shipped" if cfg.source == "shipped" else f"{cfg.source}: `{cfg.location}`"
+    where = "shipped" if cfg.source == "shipped" else \
+        f"{cfg.source}: `{cfg.location}`" + (f" (`{cfg.subfolder}`)" if cfg.subfolder else "")
     return [f"`{cfg.name}`", where, ", ".join(cfg.modalities),
             f"{human_count(cfg.params_total)} / {human_count(cfg.params_active)}",
             cfg.architecture.get("router", "—"), f"{top[0]} {top[1]} {top[2]:.3f}" if top else "—"]

@@ -63,4 +63,4 @@ def test_list_and_info(capsys):
     out = capsys.readouterr().out
     assert "7,063,427,072" in out and "{'image': 576}" in out  # LLaVA-1.5-7B: 7.06 B parameters, 24x24 tokens
     assert main(["info", "llava_1_5_7c"]) == 2
-    assert "Did you mean ['llava_1_5_7b']" in capsys.readouterr().err
+    assert "Did you mean ['llava_1_5_7b'" in capsys.readouterr().err  # the closest name first

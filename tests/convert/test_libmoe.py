@@ -275,7 +275,9 @@ def test_dense_projector_and_tower(tmp_path):
 
 @pytest.mark.parametrize("fields,match", [
     ({"moe_name": "smoe_plus_plus"}, r"config\.json: moe_name='smoe_plus_plus' is not a LibMoE router .*'smoe_share'"),
-    ({"moe_name": "hyperrouter", "topk_max": 2, "topk_min": 1}, r"config\.json: topk_max=2 != topk_min=1"),
+    ({"moe_name": "hyperrouter", "topk_max": 3, "topk_min": 1},
+     r"config\.json: topk_max=3, topk_min=1 with num_selected=2: HyperRouter's dynamic top-k"),
+    ({"moe_name": "hyperrouter", "topk_max": 2, "topk_min": 0}, r"config\.json: topk_max=2, topk_min=0"),
     ({"scales": [2, 3]}, r"config\.json: scales=\[2, 3\] must be whole numbers >= 1 starting with 1"),
     ({"mm_projector_type": "moe", "mlp_smoe": False}, r"config\.json: mlp_smoe=False must be True"),
     ({"mm_patch_merge_type": "spatial_unpad"}, r"config\.json: mm_patch_merge_type='spatial_unpad'"),
@@ -286,6 +288,15 @@ def test_refusals_name_the_file_and_field(tmp_path, fields, match):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, **fields}))
     with pytest.raises(ValueError, match=match):
         moezoo.load(tmp_path)
+
+
+def test_hyperrouter_schedule_ending_at_num_selected_loads_with_that_k(tmp_path):
+    """LibMoE v1.1 writes train.py's defaults (topk_min 1, topk_max 2) into every config; its hyperrouter release
+    grew k from 1 to 2 and evaluates with num_selected 2: it loads, routing with k = 2 at every site."""
+    tiny_libmoe_checkpoint(tmp_path, "hyperrouter", topk_max=2, topk_min=1)
+    config = moezoo.load(tmp_path).config
+    assert config.vision.moe.top_k == config.image_connector.top_k == 2
+    assert config.vision.moe.router == config.image_connector.router == "hyper"
 
 
 def test_known_siglip_towers():
@@ -341,6 +352,25 @@ def test_processor_applies_the_template_and_encodes_examples(tmp_path):
     assert enc["pixel_values"].shape[-2:] == (IMAGE_SIZE, IMAGE_SIZE)
     trained = [i for i, label in zip(ids, enc["labels"].reshape(-1).tolist()) if label != -100]
     assert trained == tokenizer.encode("w5 w6<|end|>\n", add_special_tokens=False)  # the answer and its <|end|>
+
+
+def test_processor_pads_wide_images_as_libmoe_does(tmp_path):
+    """image_aspect_ratio "pad" (the releases', sft.sh): process_images in moe_model/mm_utils.py centres the image on
+    a square of int(255 * image_mean) (``expand2square``) before SigLIP's processor; moezoo's pixels are the same."""
+    import transformers
+    from PIL import Image
+
+    from moezoo.processing.image import build_image_processor
+
+    tiny_libmoe_checkpoint(tmp_path, "smoe")
+    model = moezoo.load(tmp_path)
+    image = Image.fromarray((torch.rand(IMAGE_SIZE, 2 * IMAGE_SIZE + 3, 3) * 255).byte().numpy())
+    siglip = transformers.SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    side = image.width
+    square = Image.new("RGB", (side, side), tuple(int(x * 255) for x in siglip.image_mean))
+    square.paste(image, (0, (side - image.height) // 2))
+    pixels = build_image_processor(model.preprocess_specs()["image"])([image])  # what the processor runs
+    torch.testing.assert_close(pixels, siglip(square, return_tensors="pt")["pixel_values"], rtol=0, atol=0)
 
 
 def _hub_cache_snapshot(cache, repo_id: str, commit: str, files: dict[str, bytes]):

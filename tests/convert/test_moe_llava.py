@@ -29,6 +29,7 @@ from moezoo.convert.llava_testing import tiny_llava_checkpoint
 from moezoo.convert.moe_llava import SYSTEM
 from moezoo.convert.moe_llava_testing import (
     IMAGE_SIZE,
+    PATCH,
     tiny_moe_llava_checkpoint,
     tiny_moe_llava_config,
     tiny_text_model,
@@ -42,6 +43,9 @@ ds_ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ds_ref)  # DeepSpeedMoE: hidden size ds_ref.DIM (16), ds_ref.E (4) experts
 
 IMAGE_ID = -200  # moellava/constants.py: IMAGE_TOKEN_INDEX
+# multimodal_encoder/clip_encoder.py and siglip_encoder.py: transformers' own tower classes.
+TOWER_CLASSES = {"clip_vision_model": (transformers.CLIPVisionModel, transformers.CLIPVisionConfig),
+                 "siglip_vision_model": (transformers.SiglipVisionModel, transformers.SiglipVisionConfig)}
 
 
 class ReferenceMoE(nn.Module):
@@ -58,7 +62,8 @@ class ReferenceMoE(nn.Module):
 
 
 def reference_model(base: str, config: dict, state: dict) -> nn.Module:
-    """transformers' text model + CLIPVisionModel + projector, MoE layers swapped, loaded from MoE-LLaVA's keys."""
+    """transformers' text model + CLIPVisionModel / SiglipVisionModel + projector, MoE layers swapped, loaded from
+    MoE-LLaVA's keys."""
     text = tiny_text_model(base)
     moe = config["moe"]
     assert config["hidden_size"] == ds_ref.DIM and set(moe["num_experts"]) == {ds_ref.E}
@@ -67,7 +72,9 @@ def reference_model(base: str, config: dict, state: dict) -> nn.Module:
     text.lm_head = nn.Linear(config["hidden_size"], config["vocab_size"], bias=False)  # MoELLaVA*ForCausalLM's
     ref = nn.Module()
     ref.text = text
-    ref.tower = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**config["mm_image_tower_config"]))
+    tower_class, tower_config = TOWER_CLASSES[config["mm_image_tower_config"]["model_type"]]
+    ref.tower = tower_class(tower_config(**{k: v for k, v in config["mm_image_tower_config"].items()
+                                            if k != "model_type"}))
     ref.proj = nn.Sequential(nn.Linear(config["mm_hidden_size"], config["hidden_size"]), nn.GELU(),
                              nn.Linear(config["hidden_size"], config["hidden_size"]))
     renamed = {}
@@ -103,7 +110,8 @@ def tokenizer_image_token(prompt: str, tokenizer) -> list[int]:
 
 
 def reference_embeds(ref: nn.Module, ids: list[int], pixel_values: torch.Tensor, select_layer: int) -> torch.Tensor:
-    features = ref.tower(pixel_values, output_hidden_states=True).hidden_states[select_layer][:, 1:]  # "patch"
+    # "patch": [:, 1:] for CLIP and, although it has no CLS, for SigLIP too (siglip_encoder.py's feature_select)
+    features = ref.tower(pixel_values, output_hidden_states=True).hidden_states[select_layer][:, 1:]
     features = ref.proj(features)[0]
     at = ids.index(IMAGE_ID)
     embed = ref.text.get_input_embeddings()
@@ -128,7 +136,24 @@ PROMPT = "<image>\nw5 w9 w12 w7 w30 w31 w2"
 @pytest.mark.parametrize("residual", [False, True], ids=["moe", "residual"])
 @pytest.mark.parametrize("base", ["stablelm", "phi", "qwen1_5"])
 def test_logits_and_greedy_ids_match_the_reference_composition(tmp_path, base, residual):
-    state = tiny_moe_llava_checkpoint(tmp_path, base, use_residual=residual)
+    clip = transformers.CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                                           crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    _check_against_the_reference(tmp_path, base, residual, "clip", clip)
+
+
+@pytest.mark.parametrize("base", ["stablelm", "phi"])
+def test_a_siglip_tower_matches_the_reference_composition(tmp_path, base):
+    """The -384 releases' tower: transformers' SiglipVisionModel, hidden_states[-2][:, 1:] (the first patch dropped
+    as MoE-LLaVA drops it: 15 of the tiny tower's 16 positions), through SiglipImageProcessor's pixels."""
+    siglip = transformers.SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    model = _check_against_the_reference(tmp_path, base, False, "siglip", siglip)
+    assert model.num_tokens == {"image": (IMAGE_SIZE // PATCH) ** 2 - 1}
+
+
+def _check_against_the_reference(tmp_path, base: str, residual: bool, tower: str, image_processor):
+    """Pixels equal ``image_processor``'s, ids MoE-LLaVA's around the image, logits and 16 greedy ids the
+    reference composition's; returns the model."""
+    state = tiny_moe_llava_checkpoint(tmp_path, base, use_residual=residual, tower=tower)
     config = json.loads((tmp_path / "config.json").read_text())
     model = moezoo.load(tmp_path)  # moe_llava_qwen1_5 runs transformers' Qwen2 (llava_qwen1_5_moe.py)
     ref = reference_model(base, config, state)
@@ -136,9 +161,7 @@ def test_logits_and_greedy_ids_match_the_reference_composition(tmp_path, base, r
     conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "w5 w9 w12"}]}]
     prompt = model.processor.apply_chat_template(conv)
     inputs = model.processor(text=prompt, images=[image])
-    clip = transformers.CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                           crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    torch.testing.assert_close(inputs["pixel_values"], clip(image, return_tensors="pt")["pixel_values"])
+    torch.testing.assert_close(inputs["pixel_values"], image_processor(image, return_tensors="pt")["pixel_values"])
     ids = tokenizer_image_token(prompt, model.tokenizer)
     mine = inputs["input_ids"][0].tolist()
     image_at = mine.index(model.config.image_token_id)
@@ -154,6 +177,52 @@ def test_logits_and_greedy_ids_match_the_reference_composition(tmp_path, base, r
         want = reference_greedy(ref, embeds, 16)
     got = model.generate(**inputs, max_new_tokens=16, do_sample=False, eos_token_id=[])
     assert got[0, inputs["input_ids"].shape[1]:].tolist() == want
+    return model
+
+
+def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:
+    """``expand2square`` of MoE-LLaVA's ``moellava/mm_utils.py`` (LLaVA's): the image centred on a square of
+    ``background``, the offset rounded down."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    square = Image.new(image.mode, (side, side), background)
+    square.paste(image, (0, (width - height) // 2) if width > height else ((height - width) // 2, 0))
+    return square
+
+
+@pytest.mark.parametrize("aspect", ["pad", "square"])
+def test_a_siglip_processor_pads_as_configured_then_squashes_without_a_crop(tmp_path, aspect):
+    """A non-square image: with image_aspect_ratio "pad" (the releases') it is first padded to a square in the
+    processor's mean colour (process_images: ``expand2square(image, tuple(int(x*255) for x in image_mean))``),
+    then SigLIP's processor resizes it to the tower's square (no crop), mean and std 0.5, exactly as transformers'
+    SiglipImageProcessor does; with "square" it is resized as it is."""
+    tiny_moe_llava_checkpoint(tmp_path, "stablelm", tower="siglip", image_aspect_ratio=aspect)
+    model = moezoo.load(tmp_path)
+    image = Image.fromarray((torch.rand(20, 48, 3) * 255).byte().numpy())
+    pixels = model.processor(text="<image> w5", images=[image])["pixel_values"]
+    theirs = transformers.SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    if aspect == "pad":
+        image = expand2square(image, tuple(int(x * 255) for x in theirs.image_mean))
+    torch.testing.assert_close(pixels, theirs(image, return_tensors="pt")["pixel_values"], rtol=0, atol=0)
+    spec = model.preprocess_specs()["image"]
+    assert spec["class"] == "SiglipImageProcessor" and spec["config"]["size"] == {"height": 32, "width": 32}
+    assert spec["config"]["image_mean"] == spec["config"]["image_std"] == [0.5, 0.5, 0.5]
+    assert spec.get("pad_to_square", False) == (aspect == "pad")
+    model.save_pretrained(tmp_path / "out", format="moe_llava")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["image_aspect_ratio"] == aspect
+
+
+def test_a_clip_release_pads_in_clip_mean_colour(tmp_path):
+    tiny_moe_llava_checkpoint(tmp_path, "phi")
+    model = moezoo.load(tmp_path)
+    image = Image.fromarray((torch.rand(40, 24, 3) * 255).byte().numpy())
+    pixels = model.processor(text="<image> w5", images=[image])["pixel_values"]
+    theirs = transformers.CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                                             crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    padded = expand2square(image, tuple(int(x * 255) for x in theirs.image_mean))  # (122, 116, 104)
+    torch.testing.assert_close(pixels, theirs(padded, return_tensors="pt")["pixel_values"], rtol=0, atol=0)
 
 
 def test_the_prompt_overflows_the_eval_capacity(tmp_path):
@@ -212,6 +281,54 @@ def test_round_trips_are_exact(tmp_path, base):
     mine, theirs = model.state_dict(), again.state_dict()
     assert sorted(mine) == sorted(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert again.processor.chat_template == model.processor.chat_template
+
+
+def test_a_siglip_round_trip_is_exact(tmp_path):
+    """The SigLIP tower goes back under its own keys, post-layernorm and pooling head included (MoE-LLaVA saves
+    them; its features never reach them), and ``mm_image_tower`` names it."""
+    state = tiny_moe_llava_checkpoint(tmp_path / "in", "phi", tower="siglip")
+    assert "model.image_tower.image_tower.vision_model.head.probe" in state
+    assert "model.image_tower.image_tower.vision_model.post_layernorm.weight" in state
+    model = moezoo.load(tmp_path / "in")
+    model.save_pretrained(tmp_path / "out", format="moe_llava")
+    written = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert sorted(written) == sorted(state) and all(torch.equal(written[k], state[k]) for k in state)
+    config_in = json.loads((tmp_path / "in" / "config.json").read_text())
+    config_out = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config_out["mm_image_tower"] == config_in["mm_image_tower"] == "google/siglip-tiny-test"
+    assert config_out["mm_image_tower_config"] == config_in["mm_image_tower_config"]
+    assert (config_out["mm_hidden_size"], config_out["mm_vision_select_feature"]) == (32, "patch")
+    again = moezoo.load(tmp_path / "out")
+    assert again.config == model.config and again.num_tokens == {"image": 15}
+    mine, theirs = model.state_dict(), again.state_dict()
+    assert sorted(mine) == sorted(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_a_released_siglip_checkpoint_names_its_hub_tower():
+    """The -384 releases name google/siglip-so400m-patch14-384 only; moezoo fills in its SiglipVisionConfig, and
+    MoE-LLaVA's "patch" selection gives 27 * 27 - 1 = 728 tokens."""
+    from moezoo.convert.moe_llava import vision_config
+    from moezoo.models.encoders.hf_vision import HFVisionEncoder, HFVisionEncoderConfig
+
+    vision = vision_config({"mm_image_tower": "google/siglip-so400m-patch14-384"})
+    assert {k: vision[k] for k in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                   "num_attention_heads", "image_size", "patch_size", "hidden_act")} == {
+        "model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+        "num_attention_heads": 16, "image_size": 384, "patch_size": 14, "hidden_act": "gelu_pytorch_tanh"}
+    with torch.device("meta"):
+        tower = HFVisionEncoder(HFVisionEncoderConfig(vision, feature_layer=-2, select_strategy="default"))
+    assert tower.num_tokens == 728
+
+
+def test_export_refuses_a_tower_name_moe_llava_would_build_otherwise(tmp_path):
+    tiny_moe_llava_checkpoint(tmp_path / "in", "stablelm", tower="siglip")
+    model = moezoo.load(tmp_path / "in")
+    vision = model.config.vision
+    vision.vision_config["_name_or_path"] = "openai/clip-vit-large-patch14-336"
+    with pytest.raises(ValueError, match=r"mm_image_tower='openai/clip-vit-large-patch14-336' would make MoE-LLaVA's "
+                       r"builder.py build a clip_vision_model tower, but the tower is 'siglip_vision_model'"):
+        model.save_pretrained(tmp_path / "out", format="moe_llava")
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_refuses_what_moe_llava_cannot_hold(tmp_path):
@@ -291,6 +408,12 @@ def test_pickle_only_checkpoint_is_refused_with_how_to_convert(tmp_path):
     ({"image_projector_type": "linear"}, r"image_projector_type='linear'"),
     ({"mm_image_tower": "openai/some-other-tower", "mm_image_tower_config": None}, r"mm_image_tower='openai/some-"),
     ({"model_type": "moe_llava_qwen"}, r"model_type='moe_llava_qwen' is refused: its base is Qwen-1"),
+    ({"mm_image_tower": "google/vit-base-patch16-224", "mm_image_tower_config": {"model_type": "vit"}},
+     r"mm_image_tower_config has model_type 'vit'; MoE-LLaVA's image towers are CLIP \(clip_vision_model\) or "
+     r"SigLIP \(siglip_vision_model\)"),
+    ({"mm_image_tower": "google/siglip-tiny-test"},
+     r"mm_image_tower='google/siglip-tiny-test' makes MoE-LLaVA's builder.py build a siglip_vision_model tower, "
+     r"but mm_image_tower_config has model_type 'clip_vision_model'"),
 ])
 def test_config_errors_name_the_file_and_field(tmp_path, change, field):
     tiny_moe_llava_checkpoint(tmp_path, "stablelm")

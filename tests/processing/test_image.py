@@ -152,3 +152,20 @@ def test_load_image_reads_paths_bytes_and_pil_images_alike(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="not a readable image") as err:
         load_image(buf.getvalue()[: len(buf.getvalue()) // 2])
     assert isinstance(err.value.__cause__, OSError) and ImageFile.LOAD_TRUNCATED_IMAGES is True
+
+
+def test_pad_to_square_centres_the_image_on_the_mean_colour_before_the_transform():
+    """LLaVA's image_aspect_ratio="pad": a wide image is centred on a square of int(255 * mean) (rows above it
+    rounded down, as expand2square pastes it), then the usual transform runs; square images are untouched."""
+    proc = build_image_processor({**SIMPLE, "size": [6, 6], "pad_to_square": True})
+    assert proc.pad_fill == (127, 127, 127)
+    wide = np.full((3, 6, 3), 255, dtype=np.uint8)  # 3 rows, 6 columns: pasted at row 1 of a 6x6 square
+    got = proc([wide])[0, 0]
+    fill, white = (127 / 255 - 0.5) / 0.5, (1.0 - 0.5) / 0.5
+    assert torch.allclose(got[[0, 4, 5]], torch.full((3, 6), fill))
+    assert torch.allclose(got[1:4], torch.full((3, 6), white))
+    square = _rgb(24, 24)
+    plain = build_image_processor({**SIMPLE, "size": [6, 6]})
+    torch.testing.assert_close(proc([square]), plain([square]), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pad_to_square is not supported for 'timm' specs"):
+        build_image_processor({**TIMM, "pad_to_square": True})

@@ -52,6 +52,7 @@ FAMILIES = {
     "siglip_vision_model": _Family("SiglipVisionModel", None, "SiglipImageProcessor", _squash),
 }
 SELECT_STRATEGIES = ("default", "full")
+ASPECT_RATIOS = ("square", "pad")  # LLaVA's image_aspect_ratio values moezoo reads ("anyres" is LLaVA-NeXT's tiling)
 
 
 class HFVisionEncoder(Encoder):
@@ -174,7 +175,10 @@ class HFVisionEncoder(Encoder):
             settings = self.family.default_processor(self.image_size)
             settings = json.loads(getattr(transformers, name)(**settings).to_json_string())  # JSON-ready
             settings.pop("image_processor_type", None)
-        return {"kind": "hf_image", "class": name, "config": to_plain(settings)}
+        spec = {"kind": "hf_image", "class": name, "config": to_plain(settings)}
+        if self.config.image_aspect_ratio == "pad":
+            spec["pad_to_square"] = True
+        return spec
 
 
 @ENCODERS.register(HFVisionEncoder)
@@ -201,6 +205,9 @@ class HFVisionEncoderConfig(Config):
             each further scale adds the tower's features of the image enlarged that many times,
             tiled and pooled back to the base grid (the width grows ``len(scales)`` times).
             ``None``: one scale.
+        image_aspect_ratio: LLaVA's ``image_aspect_ratio``: ``"square"`` hands images to the image processor
+            as they are; ``"pad"`` first pads each to a square in the processor's mean colour (LLaVA-1.5's,
+            MoE-LLaVA's and LibMoE's setting), so a wide picture keeps its edges.
 
     Example:
         >>> vision = {"model_type": "clip_vision_model", "hidden_size": 32, "num_hidden_layers": 2}
@@ -220,6 +227,7 @@ class HFVisionEncoderConfig(Config):
     image_processor: dict | None = None
     moe: EncoderMoEConfig | None = None
     scales: list[float] | None = None
+    image_aspect_ratio: str = "square"
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):
@@ -239,6 +247,7 @@ class HFVisionEncoderConfig(Config):
                 "must be None or a list of scales >= 1 starting with 1 (e.g. [1, 3])")
         require(self, "image_processor", self.image_processor is None or isinstance(self.image_processor, dict),
                 "must be a transformers image-processor dict or None")
+        require(self, "image_aspect_ratio", self.image_aspect_ratio in ASPECT_RATIOS, f"must be one of {ASPECT_RATIOS}")
 
 
 def _load_pretrained(model_class: type, tf_config: Any, path: str) -> torch.nn.Module:
