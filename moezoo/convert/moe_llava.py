@@ -60,6 +60,7 @@ import torch
 
 from moezoo.convert.hf_config import lm_config_from_hf
 from moezoo.convert.hf_weights import hf_to_moezoo, moezoo_to_hf
+from moezoo.convert.llava import complete_text_config
 from moezoo.convert.towers import towers_of
 from moezoo.moe import MoEConfig
 from moezoo.models.encoders.hf_vision import ASPECT_RATIOS
@@ -156,9 +157,8 @@ def moe_settings(cfg: dict[str, Any], num_layers: int, source: Any = ".") -> dic
 
 
 def text_config(cfg: dict[str, Any], source: Any = ".") -> dict[str, Any]:
-    """The base LLM's transformers ``config.json`` dict inside a MoE-LLaVA one (its own family's names)."""
-    import transformers
-
+    """The base LLM's transformers ``config.json`` dict inside a MoE-LLaVA one (its own family's names), with
+    transformers' defaults filled in (:func:`moezoo.convert.llava.complete_text_config`)."""
     family = BASES[cfg["model_type"]][0]
     text = {k: v for k, v in cfg.items() if k not in _NOISE and k != "moe" and not k.startswith("mm_")}
     if family == "stablelm":  # StableLMEpochConfig's names and defaults
@@ -166,9 +166,7 @@ def text_config(cfg: dict[str, Any], source: Any = ".") -> dict[str, Any]:
         for old, (new, default) in STABLELM_RENAMES.items():
             text[new] = text.pop(old, text.get(new, default))
         text.update(qk_layernorm=False, use_parallel_residual=False)  # stablelm_epoch has neither
-    settings = {k: v for k, v in text.items() if k != "model_type"}
-    full = transformers.AutoConfig.for_model(family, **settings).to_dict()
-    return {**{k: v for k, v in full.items() if k not in _NOISE}, "model_type": family}
+    return {**complete_text_config({**text, "model_type": family}), "model_type": family}
 
 
 def vision_config(cfg: dict[str, Any], source: Any = ".") -> dict[str, Any]:

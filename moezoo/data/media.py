@@ -10,7 +10,9 @@ member per medium, named by webdataset's ``KEY.EXT`` rule:
 * several: the same with a leading index, in placeholder order: ``KEY.0.png``,
   ``KEY.1.png``; ``KEY.0.wav``; ``KEY.0.mp4`` or ``KEY.0.frames.0.png``, ... Indices run
   0, 1, ... with no gap; frames are ordered by their number and sampled uniformly to the
-  processor's ``video_frames``.
+  processor's ``video_frames``. A processor that samples by time (Qwen3-VL's: its ``fps`` from the
+  file's own rate) decodes a video file's frames its own way (``read_video_file``); frames given as
+  images have no rate, so it takes transformers' 24 fps for them.
 
 The text must hold one placeholder per medium (a single image without a placeholder is
 put before the first user turn, as LLaVA does). Audio is read with

@@ -214,10 +214,8 @@ class SampleProcessor:
             path = os.path.join(tmp, "video")
             with open(path, "wb") as f:
                 f.write(item)
-            from moezoo.processing.video import read_video
-
             try:  # without PyAV this raises ImportError, counted as "error" with its message
-                return read_video(path, self.processor.video_frames)
+                return self.processor.read_video_file(path)
             except (OSError, ValueError) as err:  # PyAV's errors are OSErrors
                 raise SampleError("corrupt_video", f"{type(err).__name__}: {err}"[:200]) from None
 

@@ -24,6 +24,7 @@ training example's.
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
@@ -132,6 +133,15 @@ class Processor(ChatEncoding):
         from moezoo.processing.video import VideoProcessor
 
         return None if self.video_frames is None else VideoProcessor(self.image_processor, self.video_frames)
+
+    def read_video_file(self, path: str | os.PathLike) -> list:
+        """A video file as the training data pipeline hands it over: ``video_frames`` frames spread uniformly
+        (:func:`moezoo.processing.video.read_video`)."""
+        from moezoo.processing.video import read_video
+
+        if self.video_frames is None:
+            raise ValueError("this processor takes no video (no video_frames setting)")
+        return read_video(path, self.video_frames)
 
     # -- the main call ---------------------------------------------------------------------------------
     def __call__(self, text: str | Sequence[str] | None = None, images: Sequence | None = None,

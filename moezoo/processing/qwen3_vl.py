@@ -15,6 +15,7 @@ template writes ``<|vision_start|>`` ... ``<|vision_end|>`` around it as it does
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,8 +41,8 @@ from moezoo.processing.qwen_vl import (
     QwenVLVideoProcessor,
 )
 from moezoo.processing.tokenizer import load_tokenizer
-from moezoo.utils.io import atomic_save_pretrained
-from moezoo.utils.io import read_json_if_present
+from moezoo.processing.video import VideoClip
+from moezoo.utils.io import atomic_save_pretrained, read_json_if_present
 
 # Keys of saved processor dicts that name classes rather than set the image / video processors.
 _CLASS_KEYS = ("processor_class", "auto_map", "image_processor_type", "video_processor_type")
@@ -77,12 +78,11 @@ class Qwen3VLProcessor:
     placeholders: ClassVar[dict[str, str]] = {"image": IMAGE_TOKEN, "video": VIDEO_TOKEN}
     modalities: ClassVar[list[str]] = ["image", "video"]
 
-    @property
-    def video_frames(self) -> int:
-        """What the shard pipeline reads a video file with (a fixed frame count): not wired to Qwen3-VL yet."""
-        raise NotImplementedError("Qwen3-VL's video processor samples a video's frames by its fps; the shard "
-                                  "pipeline's video reader (a fixed frame count) is not wired to it yet: pass "
-                                  "videos to encode_example / __call__ directly")
+    def read_video_file(self, path: str | os.PathLike) -> VideoClip:
+        """A video file as the training data pipeline hands it over: the frames the video processor samples
+        (its ``fps``, from the file's own rate), decoded and stamped by where they sit in the file
+        (:meth:`~moezoo.processing.qwen_vl.QwenVLVideoProcessor.read`)."""
+        return self.video_processor.read(path)
 
     def apply_chat_template(self, conversation: list[dict[str, Any]], add_generation_prompt: bool = True,
                             **kwargs: Any) -> str:

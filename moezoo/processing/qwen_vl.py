@@ -19,6 +19,7 @@ video's ``<|video_pad|>`` becomes, for each temporal patch, ``<{seconds:.1f} sec
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from moezoo.processing.image import to_rgb_image
+from moezoo.processing.video import VideoClip, probe_video, read_frames
 
 IMAGE_TOKEN, VIDEO_TOKEN = "<|image_pad|>", "<|video_pad|>"
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
@@ -100,10 +102,13 @@ class QwenVLImageProcessor:
 class QwenVLVideoProcessor:
     """Videos -> ``pixel_values_videos``, ``video_grid_thw`` and per-patch timestamps, with ``Qwen3VLVideoProcessor``.
 
-    A video is a list of frames (PIL images, ``(H, W[, C])`` uint8 arrays, ``(C, H, W)`` tensors) or one
-    ``(F, H, W, C)`` uint8 array. The frames are sampled as transformers samples a decoded video (the
-    processor's ``fps`` frames a second, at least ``min_frames``, ``linspace``-spaced) from the video's own
-    frame rate, which transformers takes as 24 when it is unknown; the timestamps use the same rate.
+    A video is a list of frames (PIL images, ``(H, W[, C])`` uint8 arrays, ``(C, H, W)`` tensors), one
+    ``(F, H, W, C)`` uint8 array, a video file's path, or a :class:`~moezoo.processing.video.VideoClip`. The
+    frames are sampled as transformers samples a decoded video (the processor's ``fps`` frames a second, at
+    least ``min_frames``, ``linspace``-spaced) from the video's own frame rate, which transformers takes as 24
+    when it is unknown; the timestamps use the same rate. A file is read by :meth:`read`, which decodes only
+    the frames that sampling picks (the same frames, so the same pixels and timestamps); a clip's frames are
+    taken as sampled, stamped by their indices in the file.
 
     Args:
         config: the transformers video-processor dict (``video_preprocessor_config.json``); default
@@ -146,10 +151,19 @@ class QwenVLVideoProcessor:
             raise ValueError(f"got {len(videos)} videos but {len(rates)} fps values; give one per video")
         pixels, grids, stamps, indices = [], [], [], []
         for index, (video, rate) in enumerate(zip(videos, rates)):
-            frames = _frames(video, index)
-            rate = UNKNOWN_FPS if rate is None else float(rate)
-            metadata = {"total_num_frames": len(frames), "fps": rate, "frames_indices": list(range(len(frames)))}
-            out = self.processor(videos=[frames], video_metadata=[metadata], do_sample_frames=sample_frames,
+            if isinstance(video, (str, os.PathLike)):
+                video = self.read(video)
+            sample = sample_frames
+            if isinstance(video, VideoClip):  # frames already sampled, stamped by where they sit in the file
+                rate = video.fps if rate is None else rate
+                rate = UNKNOWN_FPS if rate is None else float(rate)
+                frames, sample = _frames(video.frames, index), False
+                metadata = {"total_num_frames": video.total_frames, "fps": rate, "frames_indices": list(video.indices)}
+            else:
+                frames = _frames(video, index)
+                rate = UNKNOWN_FPS if rate is None else float(rate)
+                metadata = {"total_num_frames": len(frames), "fps": rate, "frames_indices": list(range(len(frames)))}
+            out = self.processor(videos=[frames], video_metadata=[metadata], do_sample_frames=sample,
                                  return_metadata=True, return_tensors="pt")
             used = [int(i) for i in out["video_metadata"][0].frames_indices]
             pixels.append(out["pixel_values_videos"])
@@ -160,6 +174,16 @@ class QwenVLVideoProcessor:
         return {"pixel_values_videos": torch.cat(pixels) if pixels else torch.zeros(0, width),
                 "video_grid_thw": torch.cat(grids) if grids else torch.zeros(0, 3, dtype=torch.long),
                 "timestamps": stamps, "frame_indices": indices}
+
+    def read(self, path: str | os.PathLike) -> VideoClip:
+        """The frames of a video file this processor samples (its ``fps`` from the file's own rate, by
+        transformers' ``Qwen3VLVideoProcessor.sample_frames``), decoded with PyAV; the rest are never decoded."""
+        from transformers.video_utils import VideoMetadata
+
+        total, rate = probe_video(path)
+        metadata = VideoMetadata(total_num_frames=total, fps=UNKNOWN_FPS if rate is None else rate)
+        indices = [int(i) for i in self.processor.sample_frames(metadata)]
+        return VideoClip(read_frames(path, indices), indices, rate, total)
 
     def num_tokens(self, grid_thw: torch.Tensor) -> list[int]:
         """``<|video_pad|>`` tokens per video: ``t h w / merge²``."""

@@ -10,6 +10,7 @@ file path, decoded through PyAV (the optional ``moezoo[video]`` extra).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
@@ -52,20 +53,27 @@ def _import_av():
     return av
 
 
-def read_video(path: str | os.PathLike, num_frames: int) -> list[np.ndarray]:
-    """Decode ``num_frames`` uniformly sampled frames (:func:`sample_frame_indices`) of a video file.
+@dataclass
+class VideoClip:
+    """Frames decoded from a video file, with where they sit in it: what a processor that samples by time
+    (Qwen3-VL's, at its ``fps``) needs to stamp them.
 
-    Frames are decoded in order and only the sampled ones are converted to RGB; decoding
-    stops after the last sampled frame. The frame count comes from the container's
-    header, or from counting packets (no decoding) when the header has none. A stream
-    that ends before its header's count fills the missing tail with its last frame.
+    Attributes:
+        frames: ``(H, W, 3)`` uint8 RGB frames, in time order.
+        indices: each frame's index in the file.
+        fps: the file's average frame rate; ``None`` when the container does not say.
+        total_frames: the file's frame count.
+    """
 
-    Args:
-        path: a video file PyAV (FFmpeg) can open: MP4, MKV, WebM, AVI, ...
-        num_frames: frames to return.
+    frames: list[np.ndarray]
+    indices: list[int]
+    fps: float | None
+    total_frames: int
 
-    Returns:
-        ``num_frames`` RGB frames, each a ``(H, W, 3)`` uint8 array, in time order.
+
+def probe_video(path: str | os.PathLike) -> tuple[int, float | None]:
+    """``(frames, average fps)`` of a video file, from the container's header, or from counting packets
+    (no decoding) when the header has no count; the rate is ``None`` when the container gives none.
     """
     av = _import_av()
     path = os.fspath(path)
@@ -76,8 +84,21 @@ def read_video(path: str | os.PathLike, num_frames: int) -> list[np.ndarray]:
             raise ValueError(f"{path!r} has no video stream")
         stream = container.streams.video[0]
         total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-    indices = sample_frame_indices(total, num_frames)
-    wanted = set(indices)
+        rate = stream.average_rate
+    return total, (float(rate) if rate else None)
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[np.ndarray]:
+    """The frames at ``indices`` (sorted, repeats allowed) of a video file, as ``(H, W, 3)`` uint8 RGB arrays.
+
+    Frames are decoded in order and only the wanted ones are converted to RGB; decoding stops after the last
+    one. A stream that ends before an index (a header that over-counts) gives its last frame there.
+    """
+    av = _import_av()
+    path = os.fspath(path)
+    if not indices:
+        raise ValueError(f"no frame indices to read from {path!r}")
+    wanted, last_index = set(indices), max(indices)
     decoded: dict[int, np.ndarray] = {}
     last_frame = None
     with av.open(path) as container:
@@ -87,13 +108,28 @@ def read_video(path: str | os.PathLike, num_frames: int) -> list[np.ndarray]:
             last_frame = frame
             if i in wanted:
                 decoded[i] = frame.to_ndarray(format="rgb24")
-            if i >= indices[-1]:
+            if i >= last_index:
                 break
     if last_frame is None:
         raise ValueError(f"no frame of {path!r} could be decoded")
     # Decoding is sequential, so an index not reached lies past the stream's real end.
     tail = last_frame.to_ndarray(format="rgb24") if wanted - decoded.keys() else None
     return [decoded.get(i, tail) for i in indices]
+
+
+def read_video(path: str | os.PathLike, num_frames: int) -> list[np.ndarray]:
+    """Decode ``num_frames`` uniformly sampled frames (:func:`sample_frame_indices`) of a video file
+    (:func:`probe_video`, then :func:`read_frames`).
+
+    Args:
+        path: a video file PyAV (FFmpeg) can open: MP4, MKV, WebM, AVI, ...
+        num_frames: frames to return.
+
+    Returns:
+        ``num_frames`` RGB frames, each a ``(H, W, 3)`` uint8 array, in time order.
+    """
+    total, _ = probe_video(path)
+    return read_frames(path, sample_frame_indices(total, num_frames))
 
 
 class VideoProcessor:
