@@ -220,6 +220,36 @@ def span_labels(input_ids: Sequence[int], token_spans: Sequence[tuple[int, int]]
     return labels
 
 
+def example_features(text: str, spans: Sequence[tuple[int, int]], input_ids: list[int], starts: list[int] | None,
+                     expand: Callable[[str], str], ids_of: Callable[[str], list[int]], media_ids: frozenset[int],
+                     return_tensors: str | None, **extra: list[int]) -> dict[str, Any]:
+    """The text side of a training example: ``input_ids``, ``attention_mask``, ``labels`` (and ``extra``
+    per-token lists), as flat lists or ``(1, T)`` long tensors (``return_tensors="pt"``).
+
+    ``spans`` are the answers' character spans in the rendered ``text``; ``input_ids`` are the ids of
+    ``expand(text)`` (placeholders expanded), ``starts`` their start offsets in it from a fast tokenizer,
+    or ``None``: the spans are then found by tokenising prefixes with ``ids_of`` (:func:`token_spans_by_prefix`).
+    ``media_ids`` (the placeholders) never carry a label.
+
+    Example:
+        >>> out = example_features("ab", [(1, 2)], [7, 8], [0, 1], str, list, frozenset(), None)
+        >>> out["labels"], out["attention_mask"]
+        ([-100, 8], [1, 1])
+    """
+    if starts is not None:
+        token_spans = token_spans_by_offsets(starts, [(len(expand(text[:a])), len(expand(text[:b])))
+                                                      for a, b in spans])
+    else:
+        token_spans = token_spans_by_prefix(ids_of, text, input_ids, spans)
+    features = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids),
+                "labels": span_labels(input_ids, token_spans, media_ids), **extra}
+    if return_tensors == "pt":
+        import torch
+
+        features = {k: torch.tensor([v], dtype=torch.long) for k, v in features.items()}
+    return features
+
+
 def adds_special_tokens(tokenizer: Any, text: str) -> bool:
     """Whether ``text`` is tokenised with ``tokenizer``'s special tokens: not when it already starts with
     the BOS (a template that writes it), so the BOS is never doubled; yes otherwise, so a tokenizer that
@@ -342,18 +372,8 @@ class ChatEncoding:
         data = self.media_inputs([text], **media)
         input_ids, starts = self._tokenize(text)
         self._check_expansion([input_ids], [text])
-        if starts is not None:
-            expanded = [(len(self.expand_placeholders(text[:a])), len(self.expand_placeholders(text[:b])))
-                        for a, b in spans]
-            token_spans = token_spans_by_offsets(starts, expanded)
-        else:
-            token_spans = token_spans_by_prefix(self._ids_of, text, input_ids, spans)
-        labels = span_labels(input_ids, token_spans, frozenset(self.placeholder_ids().values()))
-        text_data = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
-        if return_tensors == "pt":
-            import torch
-
-            text_data = {k: torch.tensor([v], dtype=torch.long) for k, v in text_data.items()}
+        text_data = example_features(text, spans, input_ids, starts, self.expand_placeholders, self._ids_of,
+                                     frozenset(self.placeholder_ids().values()), return_tensors)
         return BatchFeature({**data, **text_data})
 
     def _tokenize(self, rendered: str) -> tuple[list[int], list[int] | None]:

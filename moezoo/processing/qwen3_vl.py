@@ -23,15 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from moezoo.processing.chat import (
-    adds_special_tokens,
-    assistant_spans,
-    media_in_parts,
-    span_labels,
-    to_message,
-    token_spans_by_offsets,
-    token_spans_by_prefix,
-)
+from moezoo.processing.chat import adds_special_tokens, assistant_spans, example_features, media_in_parts, to_message
 from moezoo.processing.qwen_vl import (
     IMAGE_TOKEN,
     VIDEO_TOKEN,
@@ -146,20 +138,14 @@ class Qwen3VLProcessor:
         expanded = expand(text)
         if getattr(self.tokenizer, "is_fast", False):
             tokens = self.tokenizer(expanded, return_offsets_mapping=True)
-            input_ids = tokens["input_ids"]
-            starts = [start for start, _ in tokens["offset_mapping"]]
-            token_spans = token_spans_by_offsets(starts, [(len(expand(text[:a])), len(expand(text[:b])))
-                                                          for a, b in spans])
+            input_ids, starts = tokens["input_ids"], [start for start, _ in tokens["offset_mapping"]]
         else:
-            input_ids = self.tokenizer(expanded)["input_ids"]
-            token_spans = token_spans_by_prefix(lambda t: self.tokenizer(expand(t))["input_ids"], text, input_ids,
-                                                spans)
-        labels = span_labels(input_ids, token_spans, frozenset({self.image_token_id, self.video_token_id}))
+            input_ids, starts = self.tokenizer(expanded)["input_ids"], None
         types = [1 if i == self.image_token_id else 2 if i == self.video_token_id else 0 for i in input_ids]
-        text_data = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
-                     "mm_token_type_ids": types}
-        if return_tensors == "pt":
-            text_data = {k: torch.tensor([v], dtype=torch.long) for k, v in text_data.items()}
+        text_data = example_features(text, spans, input_ids, starts, expand,
+                                     lambda t: self.tokenizer(expand(t))["input_ids"],
+                                     frozenset({self.image_token_id, self.video_token_id}), return_tensors,
+                                     mm_token_type_ids=types)
         return BatchFeature({**data, **text_data})
 
     def _messages(self, conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
