@@ -31,6 +31,7 @@ from moezoo.processing.qwen_vl import (
     VISION_START,
     QwenVLImageProcessor,
     QwenVLVideoProcessor,
+    mm_token_types,
 )
 from moezoo.processing.tokenizer import load_tokenizer
 from moezoo.processing.video import VideoClip
@@ -141,7 +142,7 @@ class Qwen3VLProcessor:
             input_ids, starts = tokens["input_ids"], [start for start, _ in tokens["offset_mapping"]]
         else:
             input_ids, starts = self.tokenizer(expanded)["input_ids"], None
-        types = [1 if i == self.image_token_id else 2 if i == self.video_token_id else 0 for i in input_ids]
+        types = mm_token_types(torch.tensor(input_ids), self.image_token_id, self.video_token_id).tolist()
         text_data = example_features(text, spans, input_ids, starts, expand,
                                      lambda t: self.tokenizer(expand(t))["input_ids"],
                                      frozenset({self.image_token_id, self.video_token_id}), return_tensors,
@@ -189,9 +190,8 @@ class Qwen3VLProcessor:
         encoded = self.tokenizer(texts, padding=len(texts) > 1, padding_side=self.padding_side, return_tensors="pt",
                                  add_special_tokens=add_special_tokens)
         ids = encoded["input_ids"]
-        types = torch.zeros_like(ids).masked_fill(ids == self.image_token_id, 1).masked_fill(
-            ids == self.video_token_id, 2)
-        data.update(input_ids=ids, attention_mask=encoded["attention_mask"], mm_token_type_ids=types)
+        data.update(input_ids=ids, attention_mask=encoded["attention_mask"],
+                    mm_token_type_ids=mm_token_types(ids, self.image_token_id, self.video_token_id))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def adds_special_tokens(self, rendered: str) -> bool:

@@ -198,6 +198,18 @@ class QwenVLVideoProcessor:
         return out
 
 
+def mm_token_types(input_ids: torch.Tensor, image_token_id: int, video_token_id: int) -> torch.Tensor:
+    """transformers' ``mm_token_type_ids`` of ``input_ids``: 0 text, 1 ``<|image_pad|>``, 2 ``<|video_pad|>``
+    (``ProcessorMixin.create_mm_token_type_ids``).
+
+    Example:
+        >>> mm_token_types(torch.tensor([[5, 9, 9, 6, 8]]), image_token_id=9, video_token_id=8).tolist()
+        [[0, 1, 1, 0, 2]]
+    """
+    types = torch.zeros_like(input_ids)
+    return types.masked_fill(input_ids == image_token_id, 1).masked_fill(input_ids == video_token_id, 2)
+
+
 def timestamps(frame_indices: Sequence[int], fps: float, temporal_patch_size: int) -> list[float]:
     """Seconds of each temporal patch: the mean time of its first and last frame (the last frame repeated to
     fill the final patch), as ``Qwen3VLProcessor._calculate_timestamps``.

@@ -28,7 +28,8 @@ from moezoo.models.base import ZooModel
 from moezoo.models.encoders.qwen3_vl import Qwen3VLVisionEncoder
 from moezoo.models.lm.model import CausalLMOutput, MoEForCausalLM
 from moezoo.models.qwen3_vl.config import Qwen3VLMoEConfig
-from moezoo.models.qwen3_vl.positions import mm_token_types, rope_positions
+from moezoo.models.qwen3_vl.positions import rope_positions
+from moezoo.processing.qwen_vl import mm_token_types
 
 
 class Qwen3VLMoEForConditionalGeneration(ZooModel):

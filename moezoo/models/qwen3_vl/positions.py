@@ -17,17 +17,6 @@ import itertools
 import torch
 
 
-def mm_token_types(input_ids: torch.Tensor, image_token_id: int, video_token_id: int) -> torch.Tensor:
-    """transformers' ``mm_token_type_ids`` of ``input_ids``: 0 text, 1 ``<|image_pad|>``, 2 ``<|video_pad|>``.
-
-    Example:
-        >>> mm_token_types(torch.tensor([[5, 9, 9, 6, 8]]), image_token_id=9, video_token_id=8).tolist()
-        [[0, 1, 1, 0, 2]]
-    """
-    types = torch.zeros_like(input_ids)
-    return types.masked_fill(input_ids == image_token_id, 1).masked_fill(input_ids == video_token_id, 2)
-
-
 def split_video_grids(video_grid_thw: torch.Tensor | None) -> torch.Tensor | None:
     """Each ``(t, h, w)`` video grid as ``t`` frame grids ``(1, h, w)`` (one per timestamped run of tokens).
 
@@ -66,6 +55,7 @@ def rope_positions(input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor, ima
         ValueError: the runs of image / video tokens need more grids than are given.
 
     Example:
+        >>> from moezoo.processing.qwen_vl import mm_token_types
         >>> ids = torch.tensor([[1, 9, 9, 9, 9, 9, 9, 2]])  # text, an image of 4 x 6 patches (6 tokens), text
         >>> pos, delta = rope_positions(ids, mm_token_types(ids, 9, 8), torch.tensor([[1, 4, 6]]), None, None, 2)
         >>> pos[:, 0].tolist(), delta.tolist()
