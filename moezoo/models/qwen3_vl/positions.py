@@ -67,9 +67,11 @@ def rope_positions(input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor, ima
     names = {1: "image_grid_thw", 2: "video_grid_thw"}
     position_ids = torch.zeros(3, B, T, dtype=torch.long)
     deltas = []
+    types_BT = mm_token_type_ids.cpu()  # one copy to the host for the whole batch
+    keep_BT = attention_mask.bool().cpu() if attention_mask is not None else torch.ones(B, T, dtype=torch.bool)
     for b in range(B):
-        keep = attention_mask[b].bool().cpu() if attention_mask is not None else torch.ones(T, dtype=torch.bool)
-        types = mm_token_type_ids[b].cpu()[keep].tolist()
+        keep = keep_BT[b]
+        types = types_BT[b][keep].tolist()
         parts, p = [], 0
         for kind, run in itertools.groupby(types):
             n = len(list(run))
