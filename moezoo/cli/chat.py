@@ -9,7 +9,6 @@ answer is generated greedily unless ``--temperature`` is set. The turn is built 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 
 def register(sub) -> None:
@@ -27,16 +26,6 @@ def register(sub) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sample")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.set_defaults(func=_chat)
-
-
-def __getattr__(name: str) -> Any:
-    """``build_inputs`` is :func:`moezoo.eval.chat.build_inputs`, imported on first use (``moezoo --help`` stays
-    fast: no torch)."""
-    if name == "build_inputs":
-        from moezoo.eval.chat import build_inputs
-
-        return build_inputs
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from moezoo.convert.libmoe import (
     V1_NAMES,
     moelayer_from_moezoo,
 )
+from moezoo.convert.towers import hub_tower_name
 from moezoo.models.spec import register_format
 
 _TOWER = "vision.vision_tower."
@@ -117,8 +118,7 @@ def export_libmoe(model: Any, path: str | Path, mm_vision_tower: str | None = No
     tower = dict(vision.vision_config, num_hidden_layers=run + 1)
     tower.pop("vision_use_head", None)
     if mm_vision_tower is None:
-        mm_vision_tower = next((name for name, known in KNOWN_TOWERS.items()
-                                if all(tower.get(k) == v for k, v in known.items())), None)
+        mm_vision_tower = hub_tower_name(tower, KNOWN_TOWERS)
     cfg = hf_config_from_lm(config.llm, "phi3", dtype_name(model.llm.embed_tokens.weight))
     scales = [int(s) for s in (vision.scales or [1])]
     shared = bool(site.num_shared_experts) if site else False

@@ -62,8 +62,8 @@ from moezoo.convert.hf_config import lm_config_from_hf
 from moezoo.convert.hf_weights import hf_to_moezoo, moezoo_to_hf
 from moezoo.convert.llava import complete_text_config
 from moezoo.convert.towers import towers_of
-from moezoo.moe import MoEConfig
 from moezoo.models.encoders.hf_vision import ASPECT_RATIOS
+from moezoo.moe import MoEConfig
 
 FORMAT = "moe_llava"
 CONFIG_FILE = "config.json"
@@ -156,7 +156,7 @@ def moe_settings(cfg: dict[str, Any], num_layers: int, source: Any = ".") -> dic
     return {**moe, "moe_layers_idx": list(layers), "num_experts": experts}
 
 
-def text_config(cfg: dict[str, Any], source: Any = ".") -> dict[str, Any]:
+def text_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The base LLM's transformers ``config.json`` dict inside a MoE-LLaVA one (its own family's names), with
     transformers' defaults filled in (:func:`moezoo.convert.llava.complete_text_config`)."""
     family = BASES[cfg["model_type"]][0]
@@ -167,6 +167,18 @@ def text_config(cfg: dict[str, Any], source: Any = ".") -> dict[str, Any]:
             text[new] = text.pop(old, text.get(new, default))
         text.update(qk_layernorm=False, use_parallel_residual=False)  # stablelm_epoch has neither
     return {**complete_text_config({**text, "model_type": family}), "model_type": family}
+
+
+def builder_family(name: str | None, model_type: str) -> str | None:
+    """The tower family MoE-LLaVA's ``builder.py`` builds for the tower ``name`` (by its prefix), where it is not
+    ``model_type``; ``None`` when they agree or the name has no known prefix.
+
+    Example:
+        >>> builder_family("google/siglip-so400m-patch14-384", "clip_vision_model")
+        'siglip_vision_model'
+    """
+    return next((t for t, prefixes in TOWER_PREFIXES.items() if t != model_type and str(name).startswith(prefixes)),
+                None)
 
 
 def vision_config(cfg: dict[str, Any], source: Any = ".") -> dict[str, Any]:
@@ -198,8 +210,7 @@ CLIP (clip_vision_model) or SigLIP (siglip_vision_model)
     if model_type not in TOWER_PREFIXES:
         raise refuse(source, field, f"has model_type {model_type!r}; MoE-LLaVA's image towers are CLIP "
                      "(clip_vision_model) or SigLIP (siglip_vision_model)")
-    other = next((t for t, prefixes in TOWER_PREFIXES.items() if t != model_type and str(name).startswith(prefixes)),
-                 None)
+    other = builder_family(name, model_type)
     if other is not None:
         raise refuse(source, "mm_image_tower", f"={name!r} makes MoE-LLaVA's builder.py build a {other} tower, but "
                      f"{field} has model_type {model_type!r}")
@@ -233,7 +244,7 @@ def multimodal_fields(cfg: dict[str, Any], generation: dict[str, Any] | None = N
     ):
         if not ok:
             raise refuse(source, field, f"={cfg.get(field)!r} {why}")
-    text = text_config(cfg, source)
+    text = text_config(cfg)
     moe = moe_settings(cfg, text["num_hidden_layers"], source)
     try:
         llm = lm_config_from_hf(text, generation)

@@ -28,8 +28,10 @@ from moezoo.convert.moe_llava import (
     STABLELM_RENAMES,
     TOWER_CONFIG_FIELD,
     TOWER_PREFIXES,
+    builder_family,
     moezoo_to_moe_llava,
 )
+from moezoo.convert.towers import hub_tower_name
 from moezoo.models.spec import register_format
 
 _TEXT_DROPS = ("architectures", "dtype", "rope_parameters")
@@ -62,10 +64,9 @@ def moe_llava_problems(config: Any) -> list[str]:
         problems.append("the tower has no Hub name for mm_image_tower (MoE-LLaVA builds its tower from that name): "
                         "set vision.vision_config['_name_or_path'], or use a tower of "
                         f"{sorted(KNOWN_TOWERS)}")
-    elif _other_family(vision.vision_config) is not None:
+    elif (other := builder_family(_tower_name(vision.vision_config), vision.vision_config["model_type"])):
         problems.append(f"mm_image_tower={_tower_name(vision.vision_config)!r} would make MoE-LLaVA's builder.py "
-                        f"build a {_other_family(vision.vision_config)} tower, but the tower is "
-                        f"{vision.vision_config['model_type']!r}")
+                        f"build a {other} tower, but the tower is {vision.vision_config['model_type']!r}")
     if connector is None or connector.kind != "mlp2x_gelu" or not connector.bias or connector.activation != "gelu":
         problems.append("the image connector must be mlp2x_gelu with biases and exact GELU (MoE-LLaVA's "
                         "image_projector_type 'mlp2x_gelu': Linear -> nn.GELU() -> Linear)")
@@ -101,17 +102,7 @@ def moe_llava_problems(config: Any) -> list[str]:
 
 def _tower_name(vision_config: dict[str, Any]) -> str | None:
     """``mm_image_tower``: the name the tower was read under, else the known Hub tower with its config."""
-    if vision_config.get("_name_or_path"):
-        return vision_config["_name_or_path"]
-    mine = {k: v for k, v in vision_config.items() if k != "_name_or_path"}
-    return next((name for name, known in KNOWN_TOWERS.items()
-                 if all(mine.get(k) == v for k, v in known.items())), None)
-
-
-def _other_family(vision_config: dict[str, Any]) -> str | None:
-    """The tower family MoE-LLaVA would build for the tower's name, where it is not the tower's own."""
-    name, own = _tower_name(vision_config), vision_config["model_type"]
-    return next((t for t, prefixes in TOWER_PREFIXES.items() if t != own and str(name).startswith(prefixes)), None)
+    return vision_config.get("_name_or_path") or hub_tower_name(vision_config, KNOWN_TOWERS)
 
 
 def _dense(llm: Any) -> Any:

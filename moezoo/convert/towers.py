@@ -46,3 +46,14 @@ def towers_of(*model_types: str) -> dict[str, dict]:
         ['google/siglip-so400m-patch14-224', 'google/siglip-so400m-patch14-384']
     """
     return {name: dict(tower) for name, tower in HUB_TOWERS.items() if tower["model_type"] in model_types}
+
+
+def hub_tower_name(vision_config: dict, towers: dict[str, dict] = HUB_TOWERS) -> str | None:
+    """The Hub tower of ``towers`` whose config ``vision_config`` holds (its other keys ignored), or ``None``.
+
+    Example:
+        >>> hub_tower_name({**SIGLIP_SO400M_224, "_name_or_path": ""})
+        'google/siglip-so400m-patch14-224'
+    """
+    return next((name for name, known in towers.items()
+                 if all(vision_config.get(k) == v for k, v in known.items())), None)

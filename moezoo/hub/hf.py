@@ -29,11 +29,11 @@ from pathlib import Path
 
 from moezoo.checkpoint.files import PICKLE_PATTERNS
 from moezoo.hub.cache import hf_hub_cache, hub_cache_dirs, is_offline, marker_path, repo_folder
+from moezoo.hub.lock import is_commit
 from moezoo.hub.verify import Expected, check_marker, read_marker, verify_files, write_marker
 
 DEFAULT_PATTERNS = ("*.safetensors", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja")
 INDEX_NAME = "model.safetensors.index.json"
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -178,7 +178,7 @@ def _snapshots(repo_id: str, revision: str, cache_dir: str | os.PathLike | None 
     """The cached snapshot folders of ``repo_id`` at ``revision``: ``cache_dir``, moezoo's cache, the hub cache."""
     for cache in ([Path(cache_dir)] if cache_dir else []) + hub_cache_dirs():
         repo = cache / repo_folder(repo_id)
-        commit = revision if _COMMIT.fullmatch(revision) else _read_ref(repo / "refs" / revision)
+        commit = revision if is_commit(revision) else _read_ref(repo / "refs" / revision)
         if commit and (repo / "snapshots" / commit).is_dir():
             yield repo / "snapshots" / commit
 
@@ -188,7 +188,7 @@ def _read_ref(ref: Path) -> str | None:
         commit = ref.read_text().strip()
     except OSError:
         return None
-    return commit if _COMMIT.fullmatch(commit) else None
+    return commit if is_commit(commit) else None
 
 
 def _local_files(root: Path, patterns: Sequence[str]) -> list[str]:
@@ -249,7 +249,8 @@ def _expected(root: Path, repo_id: str, commit: str, paths: Sequence[str]) -> di
         path = root / rel
         blob = os.path.basename(os.readlink(path)) if path.is_symlink() else ""
         out[rel] = Expected(sha256=blob if _SHA256.fullmatch(blob) else None,
-                            git_sha1=blob if _COMMIT.fullmatch(blob) else None, source="hub cache blob name")
+                            git_sha1=blob if is_commit(blob) else None,  # a git blob id: 40 hex, as a commit
+                            source="hub cache blob name")
     return out
 
 

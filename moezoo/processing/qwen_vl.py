@@ -92,7 +92,7 @@ class QwenVLImageProcessor:
 
     def num_tokens(self, grid_thw: torch.Tensor) -> list[int]:
         """``<|image_pad|>`` tokens per image: ``t h w / merge²``."""
-        return (grid_thw.prod(-1) // self.merge_size ** 2).tolist()
+        return merged_token_counts(grid_thw, self.merge_size)
 
     def placeholders(self, grid_thw: torch.Tensor) -> list[str]:
         """The text each image's ``<|image_pad|>`` becomes (``Qwen3VLProcessor.replace_image_token``)."""
@@ -187,7 +187,7 @@ class QwenVLVideoProcessor:
 
     def num_tokens(self, grid_thw: torch.Tensor) -> list[int]:
         """``<|video_pad|>`` tokens per video: ``t h w / merge²``."""
-        return (grid_thw.prod(-1) // self.merge_size ** 2).tolist()
+        return merged_token_counts(grid_thw, self.merge_size)
 
     def placeholders(self, grid_thw: torch.Tensor, stamps: list[list[float]]) -> list[str]:
         """The text each video's ``<|video_pad|>`` becomes (``Qwen3VLProcessor.replace_video_token``)."""
@@ -196,6 +196,16 @@ class QwenVLVideoProcessor:
             frame = VISION_START + VIDEO_TOKEN * (h * w // self.merge_size ** 2) + VISION_END
             out.append("".join(f"<{seconds[i]:.1f} seconds>" + frame for i in range(t)))
         return out
+
+
+def merged_token_counts(grid_thw: torch.Tensor, spatial_merge_size: int) -> list[int]:
+    """Output tokens of each item: ``t * h * w / m²`` (the number of ``<|image_pad|>`` / ``<|video_pad|>``).
+
+    Example:
+        >>> merged_token_counts(torch.tensor([[1, 4, 6], [3, 8, 4]]), 2)
+        [6, 24]
+    """
+    return (grid_thw.prod(-1) // spatial_merge_size ** 2).tolist()
 
 
 def mm_token_types(input_ids: torch.Tensor, image_token_id: int, video_token_id: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from PIL import Image
 
 import moezoo
 from moezoo.cli import main
-from moezoo.cli.chat import build_inputs
+from moezoo.eval.chat import build_inputs
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 import moezoo
-from moezoo.cli.chat import build_inputs
 from moezoo.data.pipeline import SampleProcessor, build_pipeline
 from moezoo.data.robust import SkipCounter
 from moezoo.data.shards import DatasetIndex, encode_json, encode_png, write_split
+from moezoo.eval.chat import build_inputs
 
 
 def _transparent_rgba(size=48, seed=0) -> np.ndarray:

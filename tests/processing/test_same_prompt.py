@@ -129,7 +129,7 @@ def test_evaluation_and_chat_send_the_prompt_training_sees(llava, which):
     """The answer generator, the scorer's requests and ``moezoo chat`` tokenise a one-turn prompt as the
     training example of that turn begins: with the BOS exactly once, whether the template writes it
     (zoo) or the tokenizer adds it (llava-1.5's template does not write it)."""
-    from moezoo.cli.chat import build_inputs
+    from moezoo.eval.chat import build_inputs
     from moezoo.eval.prompts import continuation_requests, encode_prompts, render_prompts
 
     model = llava[1] if which == "llava" else moezoo.create_model("mm_tiny_clip")

@@ -153,10 +153,10 @@ class RotaryEmbedding(nn.Module):
                  mrope_section: list[int] | None = None, mrope_interleaved: bool = False):
         super().__init__()
         # Multimodal RoPE: per channel of the (doubled) table, the position axis it reads.
-        self.mrope_axes = None
-        if mrope_section is not None:
-            self.mrope_axes = mrope_axes(mrope_section, mrope_interleaved).repeat(2)  # (head_dim,)
         with torch.device("cpu"):  # real values even when the model is built on the meta device
+            self.mrope_axes = None
+            if mrope_section is not None:
+                self.mrope_axes = mrope_axes(mrope_section, mrope_interleaved).repeat(2)  # (head_dim,)
             self.inv_freq, self.attention_scaling = rope_frequencies(head_dim, theta, scaling)
             self.long_inv_freq = None
             self.long_after = None  # LongRoPE: positions past this length use `long_inv_freq`
@@ -185,7 +185,9 @@ class RotaryEmbedding(nn.Module):
                 raise ValueError(f"position_ids of shape {tuple(position_ids.shape)} (3 axes) need multimodal "
                                  "RoPE (LMConfig.mrope_section); this model takes (B, T)")
             cos, sin = self._lookup(position_ids, dtype)  # (3, B, T, hd)
-            index = self.mrope_axes.to(position_ids.device)[None, None, None].expand(1, *cos.shape[1:])
+            if self.mrope_axes.device != position_ids.device:  # moved once, like the tables
+                self.mrope_axes = self.mrope_axes.to(position_ids.device)
+            index = self.mrope_axes[None, None, None].expand(1, *cos.shape[1:])
             return cos.gather(0, index)[0], sin.gather(0, index)[0]
         return self._lookup(position_ids, dtype)
 

@@ -71,19 +71,23 @@ class Qwen3VLMoEForConditionalGeneration(ZooModel):
     def embed_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                      pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
                      pixel_values_videos: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
-                     mm_token_type_ids: torch.Tensor | None = None) -> dict[str, Any]:
-        """The LLM's inputs: ``inputs_embeds``, ``position_ids (3, B, T)``, ``visual_pos_masks`` and
-        ``deepstack_visual_embeds`` (``None`` without images and videos), and ``rope_deltas (B, 1)``.
+                     mm_token_type_ids: torch.Tensor | None = None,
+                     position_ids: torch.Tensor | None = None) -> dict[str, Any]:
+        """The LLM's inputs: ``inputs_embeds``, ``position_ids (3, B, T)`` (the given ones, else
+        :func:`rope_positions`'), ``visual_pos_masks`` and ``deepstack_visual_embeds`` (``None`` without images
+        and videos).
 
         Raises:
             ValueError: the placeholders and the tower's tokens disagree in number, or a grid is missing.
         """
         c = self.config
+        if mm_token_type_ids is None:
+            mm_token_type_ids = mm_token_types(input_ids, c.image_token_id, c.video_token_id)
         embeds = self.llm.embed_tokens(input_ids)  # (B, T, D)
         masks, deepstacks = [], []
-        for modality, pixels, grid, token in (("image", pixel_values, image_grid_thw, c.image_token_id),
-                                              ("video", pixel_values_videos, video_grid_thw, c.video_token_id)):
-            mask_BT = input_ids == token
+        for kind, modality, pixels, grid in ((1, "image", pixel_values, image_grid_thw),
+                                             (2, "video", pixel_values_videos, video_grid_thw)):
+            mask_BT = mm_token_type_ids == kind
             if pixels is None:
                 if bool(mask_BT.any()):
                     raise ValueError(f"input_ids hold {int(mask_BT.sum())} {modality} placeholder tokens but no "
@@ -101,19 +105,18 @@ class Qwen3VLMoEForConditionalGeneration(ZooModel):
             deepstacks.append(out.deepstack)
         visual_mask, deepstack = None, None
         if masks:
-            visual_mask = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+            visual_mask = mm_token_type_ids > 0
             deepstack = deepstacks[0]
-            if len(masks) == 2:  # images' and videos' rows interleaved in sequence order
+            if len(masks) == 2:  # images' and videos' rows interleaved in sequence order: found once, then copied
                 is_image = masks[0][visual_mask]
-                deepstack = [torch.zeros(len(is_image), img.shape[-1], dtype=img.dtype, device=img.device)
-                             .index_put((is_image,), img).index_put((~is_image,), vid)
+                rows = torch.cat([is_image.nonzero().squeeze(1), (~is_image).nonzero().squeeze(1)])
+                deepstack = [img.new_empty(len(is_image), img.shape[-1]).index_copy_(0, rows, torch.cat([img, vid]))
                              for img, vid in zip(*deepstacks)]
-        if mm_token_type_ids is None:
-            mm_token_type_ids = mm_token_types(input_ids, c.image_token_id, c.video_token_id)
-        position_ids, deltas = rope_positions(input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw,
-                                              attention_mask, c.vision.spatial_merge_size)
+        if position_ids is None:
+            position_ids, _ = rope_positions(input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw,
+                                             attention_mask, c.vision.spatial_merge_size)
         return {"inputs_embeds": embeds, "position_ids": position_ids, "visual_pos_masks": visual_mask,
-                "deepstack_visual_embeds": deepstack, "rope_deltas": deltas}
+                "deepstack_visual_embeds": deepstack}
 
     # -- forward and generate --------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -137,10 +140,7 @@ class Qwen3VLMoEForConditionalGeneration(ZooModel):
             the LLM's :class:`~moezoo.models.lm.model.CausalLMOutput` (``logits``, ``loss``, ``aux_loss``, ...).
         """
         inputs = self.embed_inputs(input_ids, attention_mask, pixel_values, image_grid_thw, pixel_values_videos,
-                                   video_grid_thw, mm_token_type_ids)
-        inputs.pop("rope_deltas")
-        if position_ids is not None:
-            inputs["position_ids"] = position_ids
+                                   video_grid_thw, mm_token_type_ids, position_ids)
         return self.llm(**inputs, attention_mask=attention_mask, labels=labels, logits_to_keep=logits_to_keep,
                         router_losses=router_losses, labelled_logits=labelled_logits)
 
@@ -157,5 +157,4 @@ class Qwen3VLMoEForConditionalGeneration(ZooModel):
 
         inputs = self.embed_inputs(input_ids, attention_mask, pixel_values, image_grid_thw, pixel_values_videos,
                                    video_grid_thw, mm_token_type_ids)
-        inputs.pop("rope_deltas")
         return generate(self.llm, input_ids, attention_mask=attention_mask, **inputs, **kwargs)

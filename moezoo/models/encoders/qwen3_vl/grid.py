@@ -6,15 +6,7 @@ from __future__ import annotations
 
 import torch
 
-
-def merged_token_counts(grid_thw: torch.Tensor, spatial_merge_size: int) -> list[int]:
-    """Output tokens of each item: ``t * h * w / m²`` (the number of ``<|image_pad|>`` / ``<|video_pad|>``).
-
-    Example:
-        >>> merged_token_counts(torch.tensor([[1, 4, 6], [3, 8, 4]]), 2)
-        [6, 24]
-    """
-    return (grid_thw.prod(-1) // spatial_merge_size ** 2).tolist()
+from moezoo.processing.qwen_vl import merged_token_counts  # noqa: F401  (re-exported: the tower counts alike)
 
 
 def merge_order_positions(grid_thw: torch.Tensor, spatial_merge_size: int) -> torch.Tensor:
