@@ -100,6 +100,32 @@ def media_in_parts(conversation: Sequence[Any], modality: str) -> list:
     return found
 
 
+def conversation_media(conversation: Sequence[Any], images: Sequence | None = None, audios: Sequence | None = None,
+                       videos: Sequence | None = None) -> dict[str, list | None]:
+    """``{"images", "audios", "videos"}``: the media given, or else those the conversation's parts carry
+    (:func:`media_in_parts`; images read by :func:`~moezoo.processing.image.load_image`).
+
+    Raises:
+        ValueError: a modality given both ways.
+
+    Example:
+        >>> conversation_media([{"role": "user", "content": [{"type": "video", "video": "a.mp4"}]}])["videos"]
+        ['a.mp4']
+    """
+    from moezoo.processing.image import load_image
+
+    out = {}
+    for modality, given in zip(MODALITIES, (images, audios, videos)):
+        carried = media_in_parts(conversation, modality)
+        if carried and given is not None:
+            raise ValueError(f"the conversation's parts carry {len(carried)} {modality}(s) and {modality}s= "
+                             f"gives {len(given)} more; give the {modality}s one way")
+        if carried and modality == "image":
+            carried = [load_image(source) for source in carried]
+        out[f"{modality}s"] = given if given is not None else (carried or None)
+    return out
+
+
 def _common_prefix(a: Sequence, b: Sequence) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -309,7 +335,7 @@ class ChatEncoding:
             ['<bos><|user|>\\nHi<|end|>\\n<|assistant|>\\n']
         """
         text = self._render(self._messages(conversation), True)
-        media = self._conversation_media(conversation, images, audios, videos)
+        media = conversation_media(conversation, images, audios, videos)
         return self(text=text, **media, add_special_tokens=self.adds_special_tokens(text))
 
     def encode_example(self, conversation: list[dict[str, Any]], images: Sequence | None = None,
@@ -368,7 +394,7 @@ class ChatEncoding:
         placeholders = [self.placeholders[m] for m in self.num_tokens]
         # Before the media: a template that loses the text (and its placeholders) is named as such.
         spans = assistant_spans(messages, self._render, text, placeholders)
-        media = self._conversation_media(conversation, images, audios, videos)
+        media = conversation_media(conversation, images, audios, videos)
         data = self.media_inputs([text], **media)
         input_ids, starts = self._tokenize(text)
         self._check_expansion([input_ids], [text])
@@ -431,18 +457,3 @@ class ChatEncoding:
         return self.tokenizer(self.expand_placeholders(rendered),
                               add_special_tokens=self.adds_special_tokens(rendered))["input_ids"]
 
-    def _conversation_media(self, conversation: list[dict[str, Any]], images: Sequence | None,
-                            audios: Sequence | None, videos: Sequence | None) -> dict[str, list | None]:
-        """The media given, or else those the conversation's parts carry (images read by ``load_image``)."""
-        from moezoo.processing.image import load_image
-
-        out = {}
-        for modality, given in zip(MODALITIES, (images, audios, videos)):
-            carried = media_in_parts(conversation, modality)
-            if carried and given is not None:
-                raise ValueError(f"the conversation's parts carry {len(carried)} {modality}(s) and {modality}s= "
-                                 f"gives {len(given)} more; give the {modality}s one way")
-            if carried and modality == "image":
-                carried = [load_image(source) for source in carried]
-            out[f"{modality}s"] = given if given is not None else (carried or None)
-        return out

@@ -23,7 +23,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from moezoo.processing.chat import adds_special_tokens, assistant_spans, example_features, media_in_parts, to_message
+from moezoo.processing.chat import (
+    adds_special_tokens,
+    assistant_spans,
+    conversation_media,
+    example_features,
+    to_message,
+)
 from moezoo.processing.qwen_vl import (
     IMAGE_TOKEN,
     VIDEO_TOKEN,
@@ -127,10 +133,7 @@ class Qwen3VLProcessor:
         text = self.apply_chat_template(messages, add_generation_prompt=False)
         spans = assistant_spans(messages, lambda m, prompt: self.apply_chat_template(m, prompt), text,
                                 (IMAGE_TOKEN, VIDEO_TOKEN))
-        if images is None:
-            images = [_load(source) for source in media_in_parts(conversation, "image")] or None
-        if videos is None:
-            videos = media_in_parts(conversation, "video") or None
+        images, videos = self._media_of(conversation, images, videos)
         data, expansions = self._media([text], images, videos, fps)
 
         def expand(prefix: str) -> str:  # a prefix of the text holds the first of its media, expanded alike
@@ -166,8 +169,16 @@ class Qwen3VLProcessor:
     def encode_prompt(self, conversation: list[dict[str, Any]], images: Sequence | None = None,
                       videos: Sequence | None = None, fps: Sequence[float | None] | float | None = None) -> Any:
         """The model's inputs for answering ``conversation``: :meth:`apply_chat_template` with the generation
-        prompt, then :meth:`__call__` with the media in the order of their parts."""
+        prompt, then :meth:`__call__` with the media given, or else those the parts carry, in their order."""
+        images, videos = self._media_of(conversation, images, videos)
         return self(self.apply_chat_template(conversation, add_generation_prompt=True), images, videos, fps)
+
+    @staticmethod
+    def _media_of(conversation: list[dict[str, Any]], images: Sequence | None,
+                  videos: Sequence | None) -> tuple[Sequence | None, Sequence | None]:
+        """The images and videos given, each modality not given taken from the conversation's parts."""
+        carried = conversation_media(conversation)
+        return (carried["images"] if images is None else images), (carried["videos"] if videos is None else videos)
 
     def __call__(self, text: str | Sequence[str], images: Sequence | None = None, videos: Sequence | None = None,
                  fps: Sequence[float | None] | float | None = None, return_tensors: str = "pt",
@@ -262,12 +273,6 @@ class Qwen3VLProcessor:
         if (path / "chat_template.jinja").is_file():
             template = (path / "chat_template.jinja").read_text()
         return cls(tokenizer, image, video, chat_template=template)
-
-
-def _load(source: Any) -> Any:
-    from moezoo.processing.image import load_image
-
-    return load_image(source)
 
 
 def _expand_all(texts: list[str], expansions: list[tuple[str, list[str]]]) -> list[str]:

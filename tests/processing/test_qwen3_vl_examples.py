@@ -104,3 +104,11 @@ def test_bad_examples_are_refused(proc):
         proc.encode_example([{"role": "user", "content": "<|image_pad|>w4"}, {"role": "assistant", "content": "w7"}])
     with pytest.raises(ValueError, match="return_tensors"):
         proc.encode_example(_conversation(RED, BLUE), return_tensors="np")
+
+
+def test_the_prompt_takes_its_media_from_the_parts_as_the_example_does(proc):
+    """encode_prompt reads the images a conversation's parts carry, as encode_example does."""
+    conversation = _conversation(RED, BLUE)[:4]  # ends with the second user turn
+    got = proc.encode_prompt(conversation)
+    want = proc(proc.apply_chat_template(conversation, add_generation_prompt=True), [RED, BLUE])
+    assert all(torch.equal(got[k], want[k]) for k in want)
