@@ -140,7 +140,7 @@ def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 
 
 def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: torch.Tensor,
-               act: bool | str) -> torch.Tensor:
+               act: bool | str, b_in: torch.Tensor | None = None, b_out: torch.Tensor | None = None) -> torch.Tensor:
     """Inference path for a few assignments per expert (decoding steps, short prompts).
 
     With few rows per expert, sorting, segment planning and an autograd function
@@ -152,7 +152,9 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
     weights scale the down-projection that accumulates in place (``baddbmm_``).
     No gradients. :class:`~moezoo.moe.GroupedExperts` takes this path for inference
     with at most ``DIRECT_MAX_ROWS`` assignments per expert on average (measured on
-    2 cores: faster than ``fused`` up to about 32); experts with biases take ``fused``.
+    2 cores: faster than ``fused`` up to about 32). Biased experts (``b_in (E, H)``,
+    ``b_out (E, D)``, Phi's ``fc1`` / ``fc2``) add theirs, the output bias scaled by the
+    combine weight like the rest of the expert's output.
     """
     act = act_name(act)
     T, D = x_TD.shape
@@ -161,11 +163,17 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
     t = gemv_threads(x_TD, hidden, D)
     out = x_TD.new_zeros(t, T, D // t)  # (t, T, D/t): output columns in t blocks
     experts = routing.expert_idx.tolist()
+    def out_bias(expert: int) -> torch.Tensor:  # (t, 1, D/t): the output bias in the output's block layout
+        return b_out[expert].view(t, 1, D // t)
+
     if T == 1:
         x_rows = broadcast_rows(x_TD, t)
         for expert, weight in sorted(zip(experts, routing.weight.tolist())):
-            a = activate(torch.bmm(x_rows, row_blocks(w_in, t, expert)).view(1, hidden), act)
+            h = torch.bmm(x_rows, row_blocks(w_in, t, expert)).view(1, hidden)
+            a = activate(h if b_in is None else h + b_in[expert], act)
             out.baddbmm_(broadcast_rows(a, t), row_blocks(w_out, t, expert), alpha=weight)
+            if b_out is not None:
+                out.add_(out_bias(expert), alpha=weight)
         return out.view(1, D)
     rows_of: dict[int, list[int]] = {}
     for j, expert in enumerate(experts):
@@ -175,8 +183,12 @@ def direct_ffn(x_TD: torch.Tensor, routing: Routing, w_in: torch.Tensor, w_out: 
         pick = torch.tensor(js, device=x_TD.device)
         tok = routing.token_idx[pick]
         h = torch.bmm(broadcast_rows(x_TD[tok], t), row_blocks(w_in, t, expert))  # (t, rows, H/t)
-        a = activate(h.transpose(0, 1).reshape(len(js), hidden), act).mul_(weight[pick])
-        out.index_add_(1, tok, torch.bmm(broadcast_rows(a, t), row_blocks(w_out, t, expert)))
+        h = h.transpose(0, 1).reshape(len(js), hidden)
+        a = activate(h if b_in is None else h + b_in[expert], act).mul_(weight[pick])
+        y = torch.bmm(broadcast_rows(a, t), row_blocks(w_out, t, expert))  # (t, rows, D/t)
+        if b_out is not None:
+            y.add_(weight[pick][None] * out_bias(expert))
+        out.index_add_(1, tok, y)
     return out.transpose(0, 1).reshape(T, D)
 
 

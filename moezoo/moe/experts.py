@@ -75,8 +75,8 @@ class GroupedExperts(nn.Module):
                                          b_in, b_out)
             return out, counts, routing.expert_idx.numel() - counts.sum()
         if (mode == "auto" and capacity is None and not x_TD.is_cuda and not torch.is_grad_enabled()
-                and not self.has_bias and routing.expert_idx.numel() <= DIRECT_MAX_ROWS * self.num_experts):
-            out = direct_ffn(x_TD, routing, self.in_proj, self.down_proj, self.activation)
+                and routing.expert_idx.numel() <= DIRECT_MAX_ROWS * self.num_experts):
+            out = direct_ffn(x_TD, routing, self.in_proj, self.down_proj, self.activation, b_in, b_out)
             return out, expert_counts(routing.expert_idx, self.num_experts), out.new_zeros((), dtype=torch.long)
         if mode == "auto":
             mode = "grouped_mm" if x_TD.is_cuda else "fused"

@@ -87,10 +87,13 @@ def test_biased_experts_match_reference(activation, dispatch):
     assert_matches_reference(layer.eval(), torch.randn(3, 32), dispatch="auto")  # few tokens
 
 
-def test_biased_experts_decode_like_the_reference():
-    """A decoding step (dropless, no gradients, a few tokens) with biased experts: the biases are not skipped."""
+@pytest.mark.parametrize("tokens,threads", [(2, 1), (2, 2), (1, 1), (1, 2)])
+def test_biased_experts_decode_like_the_reference(tokens, threads, set_threads):
+    """A decoding step (dropless, no gradients, a few tokens: the direct path, its weights in row blocks over the
+    threads) with biased experts: the biases are not skipped."""
+    set_threads(threads)
     layer = _layer(num_experts=8, activation="gelu_tanh", expert_bias=True).eval()
-    x = torch.randn(1, 2, 32)
+    x = torch.randn(1, tokens, 32)
     with torch.no_grad():
         fast, ref = layer(x).hidden_states, layer(x, dispatch="loop").hidden_states
     torch.testing.assert_close(fast, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-5)
