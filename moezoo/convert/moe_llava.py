@@ -67,11 +67,12 @@ from moezoo.moe import MoEConfig
 
 FORMAT = "moe_llava"
 CONFIG_FILE = "config.json"
-# MoE-LLaVA model_type -> (moezoo text family, its architecture, conv_templates key).
+# MoE-LLaVA model_type -> (moezoo text family, its architecture). Each base's conv_templates entry ("stablelm",
+# "phi", "qwen") is the same SeparatorStyle.TWO conversation: one CHAT_TEMPLATE.
 BASES = {
-    "moe_llava_stablelm": ("stablelm", "MoELLaVAStablelmForCausalLM", "stablelm"),
-    "moe_llava_phi": ("phi", "MoELLaVAPhiForCausalLM", "phi"),
-    "moe_llava_qwen1_5": ("qwen2", "MoELLaVAQwen1_5ForCausalLM", "qwen"),
+    "moe_llava_stablelm": ("stablelm", "MoELLaVAStablelmForCausalLM"),
+    "moe_llava_phi": ("phi", "MoELLaVAPhiForCausalLM"),
+    "moe_llava_qwen1_5": ("qwen2", "MoELLaVAQwen1_5ForCausalLM"),
 }
 # model_types MoE-LLaVA defines that moezoo refuses, and why.
 REFUSED = {
@@ -376,7 +377,7 @@ def _moe_out(layer: int, part: str, rest: str, tensor: torch.Tensor, fc: bool) -
 # `conv.system`.
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-_TWO_STYLE = (
+CHAT_TEMPLATE = (
     "{%- set system = '" + SYSTEM.replace("'", "\\'") + "' -%}"
     "{%- set turns = messages -%}"
     "{%- if messages and messages[0]['role'] == 'system' -%}"
@@ -394,8 +395,6 @@ _TWO_STYLE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
 )
-# conv_templates key -> its Jinja equivalent.
-CHAT_TEMPLATES = {"phi": _TWO_STYLE, "stablelm": _TWO_STYLE, "qwen": _TWO_STYLE}
 
 
 def chat_template(model_type: str) -> str:
@@ -407,4 +406,6 @@ def chat_template(model_type: str) -> str:
         ...     messages=[{"role": "user", "content": "<image>\\nHi"}], add_generation_prompt=True)[-31:]
         'ns. USER: <image>\\nHi ASSISTANT:'
     """
-    return CHAT_TEMPLATES[BASES[model_type][2]]
+    if model_type not in BASES:
+        raise ValueError(f"model_type={model_type!r} is not a MoE-LLaVA base ({sorted(BASES)})")
+    return CHAT_TEMPLATE

@@ -95,8 +95,8 @@ def moe_llava_problems(config: Any) -> list[str]:
         problems.append("MoE-LLaVA's StableLM (stablelm_epoch) has neither qk_layernorm nor a parallel residual "
                         f"(qk_norm={llm.qk_norm!r}, parallel_block={llm.parallel_block})")
     if family is None:
-        problems.append(f"the LLM fits none of MoE-LLaVA's bases ({', '.join(f for f, _, _ in BASES.values())}): "
-                        + "; ".join(f"{f}: {', '.join(family_problems(_dense(llm), f))}" for f, _, _ in BASES.values()))
+        problems.append(f"the LLM fits none of MoE-LLaVA's bases ({', '.join(f for f, _ in BASES.values())}): "
+                        + "; ".join(f"{f}: {', '.join(family_problems(_dense(llm), f))}" for f, _ in BASES.values()))
     return problems
 
 
@@ -111,7 +111,7 @@ def _dense(llm: Any) -> Any:
 
 
 def _family(llm: Any) -> str | None:
-    families = [f for f, _, _ in BASES.values()]
+    families = [f for f, _ in BASES.values()]
     for family in ([llm.family] if llm.family in families else []) + families:
         if not family_problems(_dense(llm), family):
             return family
@@ -130,7 +130,7 @@ def export_moe_llava(model: Any, path: str | Path, max_shard_size: int | None = 
         raise ValueError("cannot export as a MoE-LLaVA checkpoint: " + "; ".join(problems))
     llm, vision = config.llm, config.vision
     family = _family(llm)
-    model_type, (_, architecture, _) = next((t, b) for t, b in BASES.items() if b[0] == family)
+    model_type, (_, architecture) = next((t, b) for t, b in BASES.items() if b[0] == family)
     dtype = dtype_name(model.llm.embed_tokens.weight)
     text = hf_config_from_lm(_dense(llm), family, dtype)
     text.update(rope_theta=llm.rope_theta)

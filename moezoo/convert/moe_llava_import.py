@@ -95,7 +95,7 @@ def _tokenizer(path: Path) -> Any:
     return None
 
 
-for _model_type, (_family, _architecture, _) in BASES.items():
+for _model_type, (_family, _architecture) in BASES.items():
     register_importer(MULTIMODAL_SPEC, _model_type, import_moe_llava, _architecture)
 for _model_type in REFUSED:  # multimodal_fields refuses them, with the reason, before anything is read
     register_importer(MULTIMODAL_SPEC, _model_type, import_moe_llava, "MoELLaVAQWenForCausalLM")
