@@ -99,6 +99,7 @@ import torch
 
 from moezoo.convert.towers import towers_of
 from moezoo.models.encoders.hf_vision import ASPECT_RATIOS
+from moezoo.moe.routers.hyper import hyper_gate
 
 # LibMoE's `moe_name` -> (moezoo router, shared expert). The v2.0 classes each follows, in moe_model/model/moe/:
 # smoe.py SMoeLayer, xmoe.py XMOE, smoe_cosinegating.py MoECosingGating, smoe_sigmoidgating.py
@@ -379,10 +380,9 @@ def moelayer_from_moezoo(t: dict[str, torch.Tensor], router: str, names: tuple[s
         out["hyper_embedding"] = emb.reshape(1, -1)
         out["hypernet.0.weight"], out["hypernet.0.bias"] = t["router.hyper_w1"], t["router.hyper_b1"]
         out["hypernet.2.weight"], out["hypernet.2.bias"] = t["router.hyper_w2"], t["router.hyper_b2"]
-        hidden = torch.relu(torch.nn.functional.linear(emb, t["router.hyper_w1"], t["router.hyper_b1"]))
-        flat = torch.nn.functional.linear(hidden, t["router.hyper_w2"], t["router.hyper_b2"])
-        gate = flat.reshape(num_routed, emb.shape[0] + 1)
-        out["gate.weight"], out["gate.bias"] = gate[:, :-1].contiguous(), gate[:, -1].contiguous()
+        weight, bias = hyper_gate(emb, t["router.hyper_w1"], t["router.hyper_b1"], t["router.hyper_w2"],
+                                  t["router.hyper_b2"], num_routed)
+        out["gate.weight"], out["gate.bias"] = weight.contiguous(), bias.contiguous()
     return out
 
 

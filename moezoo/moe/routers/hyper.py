@@ -16,6 +16,20 @@ from moezoo.moe.routers.base import (
 )
 
 
+def hyper_gate(embedding: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
+               b2: torch.Tensor | None, num_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate a hypernetwork ``Linear(w1, b1) -> ReLU -> Linear(w2, b2)`` makes from ``embedding``: its weight
+    ``(E, D)`` and bias ``(E,)``, the last of each expert's ``D + 1`` outputs (``w2`` has ``E * (D + 1)`` rows).
+
+    Example:
+        >>> weight, bias = hyper_gate(torch.ones(2), torch.eye(2), None, torch.ones(6, 2), None, 2)
+        >>> weight.tolist(), bias.tolist()
+        ([[2.0, 2.0], [2.0, 2.0]], [2.0, 2.0])
+    """
+    flat = F.linear(F.relu(F.linear(embedding, w1, b1)), w2, b2).view(num_experts, -1)
+    return flat[:, :-1], flat[:, -1]
+
+
 @register_router("hyper")
 class HyperRouter(nn.Module):
     """HyperRouter (Do et al. 2023, arXiv 2312.07035): router weights from a *fixed* hypernetwork.
@@ -67,9 +81,8 @@ class HyperRouter(nn.Module):
         """The router weight ``(E, D)`` and bias ``(E,)`` the hypernetwork makes now."""
         libmoe = self.config.router_convention in LIBMOE_CONVENTIONS
         biases = (self.hyper_b1, self.hyper_b2) if libmoe else (None, None)
-        hidden = F.relu(F.linear(self.hyper_embedding, self.hyper_w1, biases[0]))
-        flat = F.linear(hidden, self.hyper_w2, biases[1]).view(self.config.num_experts, self.config.head_dim + 1)
-        return flat[:, :-1], flat[:, -1]
+        return hyper_gate(self.hyper_embedding, self.hyper_w1, biases[0], self.hyper_w2, biases[1],
+                          self.config.num_experts)
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
         weight_ED, bias_E = self.generated()
